@@ -1,0 +1,295 @@
+//! The coordinator's error type and the one table that maps every error a
+//! client can see to a PostgreSQL SQLSTATE.
+//!
+//! Both protocols use [`LochError::sqlstate`]; pg wire sends it as the error
+//! code, Flight SQL (a later issue) will map the same codes to gRPC statuses.
+//! `XX000` (internal_error) is reserved for real bugs: anything a client can
+//! provoke with bad input gets a specific class.
+
+use arrow::error::ArrowError;
+use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
+
+/// Errors a session can return to a client.
+#[derive(Debug, thiserror::Error)]
+pub enum LochError {
+    /// Planning or execution failed inside DataFusion; classified by
+    /// [`classify_datafusion`].
+    #[error("{0}")]
+    DataFusion(#[from] DataFusionError),
+    /// The statement text does not parse.
+    #[error("syntax error: {0}")]
+    Syntax(String),
+    /// Valid SQL that Loch does not support (yet).
+    #[error("not supported: {0}")]
+    NotSupported(String),
+    /// A setting was given a value it cannot take.
+    #[error("invalid value for parameter \"{name}\": {value}")]
+    InvalidParameterValue { name: String, value: String },
+    /// A setting that does not exist.
+    #[error("unrecognized configuration parameter \"{0}\"")]
+    UnknownParameter(String),
+    /// A bound parameter could not be used.
+    #[error("{0}")]
+    InvalidParameter(String),
+    /// The client cancelled the running statement.
+    #[error("canceling statement due to user request")]
+    Canceled,
+    /// The statement ran past `statement_timeout`.
+    #[error("canceling statement due to statement timeout")]
+    StatementTimeout,
+    /// A statement other than ROLLBACK inside a failed transaction block.
+    #[error("current transaction is aborted, commands ignored until end of transaction block")]
+    InFailedTransaction,
+    /// A real bug: a state Loch should never reach.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl LochError {
+    /// The PostgreSQL SQLSTATE for this error.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            LochError::DataFusion(e) => classify_datafusion(e),
+            LochError::Syntax(_) => "42601",
+            LochError::NotSupported(_) => "0A000",
+            LochError::InvalidParameterValue { .. } => "22023",
+            LochError::UnknownParameter(_) => "42704",
+            LochError::InvalidParameter(_) => "22023",
+            LochError::Canceled | LochError::StatementTimeout => "57014",
+            LochError::InFailedTransaction => "25P02",
+            LochError::Internal(_) => "XX000",
+        }
+    }
+
+    /// The client-facing message (without DataFusion's nested prefixes).
+    pub fn message(&self) -> String {
+        match self {
+            LochError::DataFusion(e) => datafusion_message(e),
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<ParserError> for LochError {
+    fn from(e: ParserError) -> Self {
+        LochError::Syntax(parser_message(&e))
+    }
+}
+
+fn parser_message(e: &ParserError) -> String {
+    match e {
+        ParserError::ParserError(m) | ParserError::TokenizerError(m) => m.clone(),
+        ParserError::RecursionLimitExceeded => "statement nests too deeply".to_string(),
+    }
+}
+
+/// The SQLSTATE of a DataFusion error, looking through contexts, shared and
+/// external wrappers to the root cause.
+pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
+    match e {
+        DataFusionError::SQL(..) => "42601",
+        DataFusionError::NotImplemented(_) => "0A000",
+        DataFusionError::Plan(msg) => classify_plan_message(msg),
+        DataFusionError::SchemaError(schema_error, _) => {
+            use datafusion::common::SchemaError;
+            match schema_error.as_ref() {
+                SchemaError::FieldNotFound { .. } => "42703",
+                SchemaError::AmbiguousReference { .. } => "42702",
+                SchemaError::DuplicateQualifiedField { .. }
+                | SchemaError::DuplicateUnqualifiedField { .. } => "42701",
+            }
+        }
+        DataFusionError::ArrowError(arrow, _) => classify_arrow(arrow),
+        DataFusionError::Execution(msg) => classify_execution_message(msg),
+        DataFusionError::Configuration(_) => "22023",
+        DataFusionError::ResourcesExhausted(_) => "53200",
+        DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => "58030",
+        DataFusionError::ParquetError(_) => "XX001",
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            classify_datafusion(inner)
+        }
+        DataFusionError::Shared(inner) => classify_datafusion(inner),
+        DataFusionError::Collection(errors) => {
+            errors.first().map(classify_datafusion).unwrap_or("XX000")
+        }
+        DataFusionError::External(inner) => {
+            if let Some(loch) = inner.downcast_ref::<LochError>() {
+                loch.sqlstate()
+            } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                classify_datafusion(df)
+            } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {
+                classify_arrow(arrow)
+            } else if inner.downcast_ref::<std::io::Error>().is_some() {
+                "58030"
+            } else {
+                "XX000"
+            }
+        }
+        DataFusionError::ExecutionJoin(_)
+        | DataFusionError::Internal(_)
+        | DataFusionError::Substrait(_)
+        | DataFusionError::Ffi(_) => "XX000",
+    }
+}
+
+fn classify_plan_message(msg: &str) -> &'static str {
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("not found") && (lower.contains("table") || lower.contains("view")) {
+        "42P01"
+    } else if lower.contains("schema") && lower.contains("not found") {
+        "3F000"
+    } else if lower.contains("invalid function")
+        || lower.contains("function") && lower.contains("not found")
+        || lower.contains("no function matches")
+    {
+        "42883"
+    } else if lower.contains("cannot infer common")
+        || lower.contains("cannot coerce")
+        || lower.contains("does not support")
+        || lower.contains("coercion")
+        || lower.contains("type")
+    {
+        "42804"
+    } else if lower.contains("placeholder") || lower.contains("parameter") {
+        "08P01"
+    } else {
+        "42000"
+    }
+}
+
+fn classify_execution_message(msg: &str) -> &'static str {
+    let lower = msg.to_ascii_lowercase();
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
+        "22012"
+    } else if lower.contains("cast") || lower.contains("parse") {
+        "22P02"
+    } else if lower.contains("overflow") {
+        "22003"
+    } else {
+        "22000"
+    }
+}
+
+fn classify_arrow(e: &ArrowError) -> &'static str {
+    match e {
+        ArrowError::DivideByZero => "22012",
+        ArrowError::CastError(_) | ArrowError::ParseError(_) => "22P02",
+        ArrowError::ArithmeticOverflow(_) => "22003",
+        ArrowError::InvalidArgumentError(_) => "22023",
+        ArrowError::ComputeError(msg) => classify_execution_message(msg),
+        ArrowError::MemoryError(_) => "53200",
+        ArrowError::IoError(..) => "58030",
+        ArrowError::ParquetError(_) => "XX001",
+        ArrowError::ExternalError(inner) => {
+            if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                classify_datafusion(df)
+            } else {
+                "XX000"
+            }
+        }
+        _ => "XX000",
+    }
+}
+
+/// A DataFusion error's message, without the wrapper prefixes DataFusion adds
+/// ("Error during planning: ", "External error: ", …) that mean nothing to a
+/// SQL user.
+fn datafusion_message(e: &DataFusionError) -> String {
+    match e {
+        DataFusionError::SQL(p, _) => parser_message(p),
+        DataFusionError::Plan(m)
+        | DataFusionError::Execution(m)
+        | DataFusionError::NotImplemented(m)
+        | DataFusionError::ResourcesExhausted(m)
+        | DataFusionError::Configuration(m) => m.clone(),
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            datafusion_message(inner)
+        }
+        DataFusionError::Shared(inner) => datafusion_message(inner),
+        DataFusionError::ArrowError(a, _) => a.to_string(),
+        DataFusionError::External(inner) => {
+            if let Some(loch) = inner.downcast_ref::<LochError>() {
+                loch.message()
+            } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
+                datafusion_message(df)
+            } else {
+                inner.to_string()
+            }
+        }
+        other => other.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every variant has a well-formed code, and only real bugs are XX000.
+    #[test]
+    fn every_variant_has_a_sqlstate() {
+        let all = [
+            LochError::DataFusion(DataFusionError::Plan("table 'x' not found".into())),
+            LochError::Syntax("x".into()),
+            LochError::NotSupported("x".into()),
+            LochError::InvalidParameterValue {
+                name: "a".into(),
+                value: "b".into(),
+            },
+            LochError::UnknownParameter("x".into()),
+            LochError::InvalidParameter("x".into()),
+            LochError::Canceled,
+            LochError::StatementTimeout,
+            LochError::InFailedTransaction,
+            LochError::Internal("x".into()),
+        ];
+        for e in &all {
+            let code = e.sqlstate();
+            assert_eq!(code.len(), 5, "{e:?}");
+            assert!(code.chars().all(|c| c.is_ascii_alphanumeric()), "{e:?}");
+            assert_eq!(
+                code == "XX000",
+                matches!(e, LochError::Internal(_)),
+                "{e:?} -> {code}"
+            );
+        }
+    }
+
+    #[test]
+    fn datafusion_errors_map_to_postgres_classes() {
+        let cases: Vec<(DataFusionError, &str)> = vec![
+            (
+                DataFusionError::Plan("table 'loch.public.nope' not found".into()),
+                "42P01",
+            ),
+            (
+                DataFusionError::Plan("Invalid function 'nope'".into()),
+                "42883",
+            ),
+            (DataFusionError::NotImplemented("x".into()), "0A000"),
+            (
+                DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None),
+                "22012",
+            ),
+            (
+                DataFusionError::ArrowError(Box::new(ArrowError::CastError("x".into())), None),
+                "22P02",
+            ),
+            (
+                DataFusionError::Context(
+                    "ctx".into(),
+                    Box::new(DataFusionError::ResourcesExhausted("mem".into())),
+                ),
+                "53200",
+            ),
+            (
+                DataFusionError::External(Box::new(LochError::Canceled)),
+                "57014",
+            ),
+            (DataFusionError::Internal("bug".into()), "XX000"),
+        ];
+        for (e, code) in cases {
+            assert_eq!(classify_datafusion(&e), code, "{e}");
+        }
+    }
+}

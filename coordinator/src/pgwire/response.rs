@@ -1,0 +1,70 @@
+//! Turning a session's [`Output`] and errors into pgwire responses.
+
+use std::sync::Arc;
+
+use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch};
+use futures::StreamExt;
+use pgwire::api::portal::Format;
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
+use pgwire::messages::data::DataRow;
+use pgwire::types::format::FormatOptions;
+
+use crate::error::LochError;
+use crate::session::Output;
+
+/// The pg wire error for a Loch error: severity ERROR, its SQLSTATE.
+pub fn pg_error(e: &LochError) -> PgWireError {
+    PgWireError::UserError(Box::new(error_info(e)))
+}
+
+/// The `ErrorResponse` fields for a Loch error.
+pub fn error_info(e: &LochError) -> ErrorInfo {
+    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.message())
+}
+
+/// Column descriptions for a result schema in the requested formats.
+pub fn fields(
+    schema: &arrow::datatypes::Schema,
+    format: &Format,
+    options: Option<Arc<FormatOptions>>,
+) -> PgWireResult<Vec<FieldInfo>> {
+    arrow_schema_to_pg_fields(schema, format, options)
+}
+
+/// The response for one statement's output.
+pub fn to_response(
+    output: Output,
+    format: &Format,
+    options: Arc<FormatOptions>,
+) -> PgWireResult<Response> {
+    Ok(match output {
+        Output::Rows { schema, stream } => {
+            let fields = Arc::new(fields(&schema, format, Some(options))?);
+            let encode_fields = Arc::clone(&fields);
+            let rows = stream
+                .map(
+                    move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
+                        match batch {
+                            Ok(batch) => encode_recordbatch(Arc::clone(&encode_fields), batch),
+                            Err(e) => Box::new(std::iter::once(Err(pg_error(&LochError::from(e))))),
+                        }
+                    },
+                )
+                .flat_map(futures::stream::iter);
+            Response::Query(QueryResponse::new(fields, rows))
+        }
+        Output::Command { tag, rows } => {
+            let mut t = Tag::new(&tag);
+            if tag == "INSERT" {
+                t = t.with_oid(0);
+            }
+            if let Some(rows) = rows {
+                t = t.with_rows(rows);
+            }
+            Response::Execution(t)
+        }
+        Output::Begin => Response::TransactionStart(Tag::new("BEGIN")),
+        Output::End { tag } => Response::TransactionEnd(Tag::new(&tag)),
+    })
+}

@@ -1,0 +1,539 @@
+//! A client session: its DataFusion context, its PostgreSQL-visible
+//! settings, and the cancel/timeout guard around each running statement.
+//!
+//! This is protocol-neutral on purpose: pg wire (and Flight SQL later) only
+//! translate between their messages and [`Session::run`]'s [`Output`].
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use arrow::array::{ArrayRef, StringArray};
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use datafusion::error::DataFusionError;
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::prelude::SessionContext;
+use datafusion::sql::parser::Statement as DfStatement;
+use futures::task::AtomicWaker;
+use futures::{Stream, StreamExt};
+use loch_catalog::DEFAULT_SCHEMA;
+use loch_executor::Engine;
+
+use crate::error::LochError;
+use crate::statement::{Command, canonical_name, command_schema};
+
+/// The `server_version` Loch reports: the PostgreSQL release whose protocol
+/// and catalog behaviour it follows (drivers parse this number).
+pub const SERVER_VERSION: &str = "16.6";
+
+/// What a statement produced.
+pub enum Output {
+    /// Rows, streamed as they are computed.
+    Rows {
+        schema: SchemaRef,
+        stream: SendableRecordBatchStream,
+    },
+    /// A command that returns no rows, with its PostgreSQL tag and, for DML,
+    /// the affected row count.
+    Command { tag: String, rows: Option<usize> },
+    /// `BEGIN`.
+    Begin,
+    /// `COMMIT` or `ROLLBACK`: the tag to answer with.
+    End { tag: String },
+}
+
+/// One client session. Shared by the connection's handlers through an `Arc`.
+pub struct Session {
+    ctx: SessionContext,
+    engine: Engine,
+    user: String,
+    settings: Mutex<Settings>,
+    cancel: Arc<CancelState>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session").field("user", &self.user).finish()
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Settings {
+    /// PostgreSQL-visible settings by lower-case name.
+    values: BTreeMap<String, String>,
+    statement_timeout: Option<Duration>,
+}
+
+/// The settings clients read or write at connect, with PostgreSQL's defaults.
+fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
+    [
+        ("application_name", ""),
+        ("client_encoding", "UTF8"),
+        ("client_min_messages", "notice"),
+        ("datestyle", "ISO, MDY"),
+        ("default_transaction_isolation", "read committed"),
+        ("default_transaction_read_only", "off"),
+        ("extra_float_digits", "1"),
+        ("integer_datetimes", "on"),
+        ("intervalstyle", "postgres"),
+        ("is_superuser", "on"),
+        ("lc_collate", "C"),
+        ("lc_ctype", "C"),
+        ("max_identifier_length", "63"),
+        ("search_path", DEFAULT_SCHEMA),
+        ("server_encoding", "UTF8"),
+        ("server_version", SERVER_VERSION),
+        ("server_version_num", "160006"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("timezone", "UTC"),
+        ("transaction_isolation", "read committed"),
+        ("transaction_read_only", "off"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .chain([
+        ("session_authorization".to_string(), user.to_string()),
+        ("current_database".to_string(), database.to_string()),
+    ])
+    .collect()
+}
+
+/// Settings that only a server start can change.
+const READ_ONLY_SETTINGS: [&str; 8] = [
+    "server_version",
+    "server_version_num",
+    "server_encoding",
+    "integer_datetimes",
+    "lc_collate",
+    "lc_ctype",
+    "max_identifier_length",
+    "is_superuser",
+];
+
+impl Session {
+    /// A session for `user` on `engine`, with the
+    /// startup parameters the client sent applied as `SET`s.
+    pub fn new(
+        engine: &Engine,
+        user: &str,
+        database: &str,
+        startup: &[(String, String)],
+    ) -> Result<Self, LochError> {
+        let ctx = engine.new_session()?;
+        let session = Session {
+            ctx,
+            engine: engine.clone(),
+            user: user.to_string(),
+            settings: Mutex::new(Settings {
+                values: default_settings(user, database),
+                statement_timeout: None,
+            }),
+            cancel: Arc::new(CancelState::default()),
+        };
+        for (name, value) in startup {
+            session.set(&name.to_ascii_lowercase(), Some(value.clone()))?;
+        }
+        Ok(session)
+    }
+
+    /// The user this session runs as.
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// The current value of a PostgreSQL setting (empty when unknown).
+    pub fn setting(&self, name: &str) -> String {
+        self.settings
+            .lock()
+            .ok()
+            .and_then(|s| s.values.get(name).cloned())
+            .unwrap_or_default()
+    }
+
+    /// The handle a cancel request uses to stop this session's statement.
+    pub fn cancel_state(&self) -> Arc<CancelState> {
+        Arc::clone(&self.cancel)
+    }
+
+    /// The DataFusion context (for planning prepared statements).
+    pub fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// Runs one parsed statement.
+    pub async fn run(&self, command: Command) -> Result<Output, LochError> {
+        match command {
+            Command::Set { name, value } => {
+                self.set(&name, value)?;
+                Ok(Output::Command {
+                    tag: "SET".into(),
+                    rows: None,
+                })
+            }
+            Command::Reset { name } => {
+                match name {
+                    Some(name) => self.set(&name, None)?,
+                    None => self.reset_all()?,
+                }
+                Ok(Output::Command {
+                    tag: "RESET".into(),
+                    rows: None,
+                })
+            }
+            Command::Show { name } => self.show(&name),
+            Command::Begin => Ok(Output::Begin),
+            Command::Commit => Ok(Output::End {
+                tag: "COMMIT".into(),
+            }),
+            Command::Rollback => Ok(Output::End {
+                tag: "ROLLBACK".into(),
+            }),
+            Command::Discard => {
+                self.reset_all()?;
+                Ok(Output::Command {
+                    tag: "DISCARD ALL".into(),
+                    rows: None,
+                })
+            }
+            Command::Query(statement) => {
+                let tag = Command::Query(statement.clone()).tag();
+                let plan = self.plan(*statement).await?;
+                self.execute(plan, tag).await
+            }
+        }
+    }
+
+    /// Plans a DataFusion statement (parameters stay as placeholders).
+    pub async fn plan(&self, statement: DfStatement) -> Result<LogicalPlan, LochError> {
+        Ok(self.ctx.state().statement_to_plan(statement).await?)
+    }
+
+    /// Runs a planned statement; `tag` is the command tag for non-queries.
+    pub async fn execute(&self, plan: LogicalPlan, tag: String) -> Result<Output, LochError> {
+        let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_))
+            && !matches!(plan, LogicalPlan::Statement(_));
+        let is_dml = matches!(plan, LogicalPlan::Dml(_));
+        self.cancel.reset();
+        let df = self.ctx.execute_logical_plan(plan).await?;
+        if returns_rows {
+            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
+            let stream = self.guard(self.engine.execute(df));
+            return Ok(Output::Rows { schema, stream });
+        }
+        let mut stream = self.guard(self.engine.execute(df));
+        let mut count = 0usize;
+        while let Some(batch) = stream.next().await {
+            let batch = batch?;
+            if is_dml
+                && let Some(col) = batch
+                    .column_by_name("count")
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+            {
+                count += col.iter().flatten().sum::<u64>() as usize;
+            }
+        }
+        Ok(Output::Command {
+            tag,
+            rows: is_dml.then_some(count),
+        })
+    }
+
+    /// Wraps a result stream so a cancel request or `statement_timeout`
+    /// stops it with SQLSTATE 57014.
+    fn guard(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+        let timeout = self.settings.lock().ok().and_then(|s| s.statement_timeout);
+        let schema = stream.schema();
+        Box::pin(RecordBatchStreamAdapter::new(
+            schema,
+            Guarded {
+                inner: stream,
+                cancel: Arc::clone(&self.cancel),
+                deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
+                done: false,
+            },
+        ))
+    }
+
+    fn set(&self, name: &str, value: Option<String>) -> Result<(), LochError> {
+        let name = canonical_name(name);
+        let mut settings = self
+            .settings
+            .lock()
+            .map_err(|_| LochError::Internal("session settings lock poisoned".into()))?;
+        if READ_ONLY_SETTINGS.contains(&name.as_str()) {
+            return Err(LochError::InvalidParameterValue {
+                name,
+                value: "cannot be changed".into(),
+            });
+        }
+        let value = match value {
+            Some(v) => v,
+            None => default_settings(&self.user, "")
+                .remove(&name)
+                .unwrap_or_default(),
+        };
+        match name.as_str() {
+            "search_path" => self.set_search_path(&value)?,
+            "statement_timeout" => {
+                settings.statement_timeout =
+                    parse_timeout(&value).ok_or_else(|| LochError::InvalidParameterValue {
+                        name: name.clone(),
+                        value: value.clone(),
+                    })?;
+            }
+            "options" => {
+                // libpq's `options=-c name=value …` startup parameter.
+                drop(settings);
+                for (k, v) in parse_options(&value) {
+                    self.set(&k, Some(v))?;
+                }
+                return Ok(());
+            }
+            "timezone" => {
+                let state_ref = self.ctx.state_ref();
+                let mut state = state_ref.write();
+                state.config_mut().options_mut().execution.time_zone = Some(value.clone());
+            }
+            "user" | "database" | "replication" => return Ok(()),
+            _ => {}
+        }
+        settings.values.insert(name, value);
+        Ok(())
+    }
+
+    fn reset_all(&self) -> Result<(), LochError> {
+        let names: Vec<String> = self
+            .settings
+            .lock()
+            .map_err(|_| LochError::Internal("session settings lock poisoned".into()))?
+            .values
+            .keys()
+            .filter(|k| !READ_ONLY_SETTINGS.contains(&k.as_str()))
+            .filter(|k| !matches!(k.as_str(), "session_authorization" | "current_database"))
+            .cloned()
+            .collect();
+        for name in names {
+            self.set(&name, None)?;
+        }
+        Ok(())
+    }
+
+    /// Points unqualified names at the first schema of the path that exists
+    /// (DataFusion resolves against one default schema).
+    fn set_search_path(&self, value: &str) -> Result<(), LochError> {
+        let entries: Vec<String> = value
+            .split(',')
+            .map(|s| s.trim().trim_matches('"').trim_matches('\'').to_string())
+            .filter(|s| !s.is_empty() && s != "$user" && s != "pg_catalog")
+            .collect();
+        let state = self.ctx.state();
+        let catalog_name = state.config().options().catalog.default_catalog.clone();
+        let existing = self
+            .ctx
+            .catalog(&catalog_name)
+            .map(|c| c.schema_names())
+            .unwrap_or_default();
+        let chosen = entries
+            .iter()
+            .find(|e| existing.contains(e))
+            .or(entries.first())
+            .cloned()
+            .unwrap_or_else(|| DEFAULT_SCHEMA.to_string());
+        let state_ref = self.ctx.state_ref();
+        let mut state = state_ref.write();
+        state.config_mut().options_mut().catalog.default_schema = chosen;
+        Ok(())
+    }
+
+    fn show(&self, name: &str) -> Result<Output, LochError> {
+        let settings = self
+            .settings
+            .lock()
+            .map_err(|_| LochError::Internal("session settings lock poisoned".into()))?;
+        let command = Command::Show {
+            name: name.to_string(),
+        };
+        let schema = command_schema(&command)
+            .ok_or_else(|| LochError::Internal("SHOW without a result schema".into()))?;
+        let columns: Vec<Vec<&str>> = if name == "all" {
+            vec![
+                settings.values.keys().map(String::as_str).collect(),
+                settings.values.values().map(String::as_str).collect(),
+            ]
+        } else {
+            let value = settings
+                .values
+                .get(name)
+                .ok_or_else(|| LochError::UnknownParameter(name.to_string()))?;
+            vec![vec![value.as_str()]]
+        };
+        text_rows(schema, columns)
+    }
+}
+
+/// `statement_timeout` values: `0` (off), plain milliseconds, or a number
+/// with a unit (`ms`, `s`, `min`, `h`). `None` when it does not parse.
+fn parse_timeout(value: &str) -> Option<Option<Duration>> {
+    let v = value.trim().to_ascii_lowercase();
+    let split = v
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse().ok()?;
+    let ms = match unit.trim() {
+        "" | "ms" => num,
+        "s" => num * 1000.0,
+        "min" => num * 60_000.0,
+        "h" => num * 3_600_000.0,
+        "d" => num * 86_400_000.0,
+        _ => return None,
+    };
+    if ms < 0.0 {
+        return None;
+    }
+    Some((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+/// libpq `options`: `-c name=value` pairs (also `--name=value`).
+fn parse_options(options: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut words = options.split_whitespace();
+    while let Some(word) = words.next() {
+        let pair = if word == "-c" {
+            words.next()
+        } else if let Some(rest) = word.strip_prefix("-c") {
+            Some(rest)
+        } else {
+            word.strip_prefix("--")
+        };
+        if let Some((k, v)) = pair.and_then(|p| p.split_once('=')) {
+            out.push((k.replace('-', "_"), v.to_string()));
+        }
+    }
+    out
+}
+
+/// A one-batch result of text columns.
+fn text_rows(schema: SchemaRef, columns: Vec<Vec<&str>>) -> Result<Output, LochError> {
+    let arrays: Vec<ArrayRef> = columns
+        .into_iter()
+        .map(|values| Arc::new(StringArray::from(values)) as ArrayRef)
+        .collect();
+    let batch = RecordBatch::try_new(schema.clone(), arrays)
+        .map_err(|e| LochError::Internal(e.to_string()))?;
+    let stream = RecordBatchStreamAdapter::new(
+        schema.clone(),
+        futures::stream::iter([Ok::<_, DataFusionError>(batch)]),
+    );
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
+}
+
+/// The cancel flag of one session; a cancel request sets it and wakes the
+/// running statement's stream.
+#[derive(Debug, Default)]
+pub struct CancelState {
+    requested: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl CancelState {
+    /// Asks the running statement (if any) to stop.
+    pub fn cancel(&self) {
+        self.requested.store(true, Ordering::SeqCst);
+        self.waker.wake();
+    }
+
+    fn reset(&self) {
+        self.requested.store(false, Ordering::SeqCst);
+    }
+
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+/// A result stream that ends with 57014 on cancel or timeout. Dropping the
+/// inner stream stops DataFusion's work for the statement.
+struct Guarded {
+    inner: SendableRecordBatchStream,
+    cancel: Arc<CancelState>,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+    done: bool,
+}
+
+impl Stream for Guarded {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        self.cancel.waker.register(cx.waker());
+        let stop = if self.cancel.is_requested() {
+            Some(LochError::Canceled)
+        } else if let Some(deadline) = self.deadline.as_mut()
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            Some(LochError::StatementTimeout)
+        } else {
+            None
+        };
+        if let Some(error) = stop {
+            self.done = true;
+            // Free the plan's resources now, not when the client goes away.
+            self.inner = Box::pin(RecordBatchStreamAdapter::new(
+                self.inner.schema(),
+                futures::stream::empty(),
+            ));
+            return Poll::Ready(Some(Err(DataFusionError::External(Box::new(error)))));
+        }
+        let next = self.inner.poll_next_unpin(cx);
+        if let Poll::Ready(None) = next {
+            self.done = true;
+        }
+        next
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_parse_like_postgres() {
+        assert_eq!(parse_timeout("0"), Some(None));
+        assert_eq!(
+            parse_timeout("300ms"),
+            Some(Some(Duration::from_millis(300)))
+        );
+        assert_eq!(
+            parse_timeout("1500"),
+            Some(Some(Duration::from_millis(1500)))
+        );
+        assert_eq!(parse_timeout("2s"), Some(Some(Duration::from_secs(2))));
+        assert_eq!(parse_timeout("1min"), Some(Some(Duration::from_secs(60))));
+        assert_eq!(parse_timeout("soon"), None);
+    }
+
+    #[test]
+    fn libpq_options_are_split() {
+        assert_eq!(
+            parse_options("-c search_path=tpch -cstatement_timeout=5s --application-name=x"),
+            vec![
+                ("search_path".to_string(), "tpch".to_string()),
+                ("statement_timeout".to_string(), "5s".to_string()),
+                ("application_name".to_string(), "x".to_string()),
+            ]
+        );
+    }
+}

@@ -1,0 +1,272 @@
+//! Parsing SQL text into what a session runs: Loch's own session commands
+//! (`SET`, `SHOW`, `RESET`, transaction control, `DISCARD`) and everything
+//! else, which DataFusion plans.
+//!
+//! Session commands are answered by the session itself because their
+//! PostgreSQL meaning (`search_path`, `statement_timeout`, client settings that
+//! drivers send at connect) does not exist in DataFusion; `SET datafusion.*`
+//! still reaches DataFusion's own configuration.
+
+use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfStatement};
+use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+
+use crate::error::LochError;
+
+/// One statement of a client's SQL text.
+#[derive(Debug, Clone)]
+pub enum Command {
+    /// `SET name = value` / `SET name TO DEFAULT` (value `None`).
+    Set { name: String, value: Option<String> },
+    /// `RESET name`, or `RESET ALL` (name `None`).
+    Reset { name: Option<String> },
+    /// `SHOW name` or `SHOW ALL` (name `all`).
+    Show { name: String },
+    /// `BEGIN` / `START TRANSACTION`.
+    Begin,
+    /// `COMMIT` / `END`.
+    Commit,
+    /// `ROLLBACK` / `ABORT`.
+    Rollback,
+    /// `DISCARD ALL` and friends.
+    Discard,
+    /// Anything else: planned and run by DataFusion.
+    Query(Box<DfStatement>),
+}
+
+impl Command {
+    /// The PostgreSQL command tag for a statement that returns no rows.
+    pub fn tag(&self) -> String {
+        match self {
+            Command::Set { .. } => "SET".into(),
+            Command::Reset { .. } => "RESET".into(),
+            Command::Show { .. } => "SHOW".into(),
+            Command::Begin => "BEGIN".into(),
+            Command::Commit => "COMMIT".into(),
+            Command::Rollback => "ROLLBACK".into(),
+            Command::Discard => "DISCARD ALL".into(),
+            Command::Query(stmt) => query_tag(stmt),
+        }
+    }
+}
+
+/// Parses `sql` into its statements (empty for an empty query).
+pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
+    let dialect = PostgreSqlDialect {};
+    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
+    let statements = parser.parse_statements()?;
+    statements.into_iter().map(classify).collect()
+}
+
+fn classify(statement: DfStatement) -> Result<Command, LochError> {
+    if let DfStatement::Reset(ResetStatement::Variable(name)) = &statement {
+        let name = name.to_string().to_ascii_lowercase();
+        if !name.starts_with("datafusion.") {
+            return Ok(Command::Reset {
+                name: (name != "all").then_some(name),
+            });
+        }
+    }
+    let DfStatement::Statement(inner) = &statement else {
+        return Ok(Command::Query(Box::new(statement)));
+    };
+    let command = match inner.as_ref() {
+        Statement::Set(Set::SingleAssignment {
+            variable, values, ..
+        }) => {
+            let name = variable.to_string().to_ascii_lowercase();
+            if name.starts_with("datafusion.") {
+                return Ok(Command::Query(Box::new(statement)));
+            }
+            let value = set_value(values);
+            Command::Set { name, value }
+        }
+        Statement::Set(Set::SetTimeZone { value, .. }) => Command::Set {
+            name: "timezone".into(),
+            value: set_value(std::slice::from_ref(value)),
+        },
+        Statement::Set(Set::SetNames { charset_name, .. }) => Command::Set {
+            name: "client_encoding".into(),
+            value: Some(charset_name.value.clone()),
+        },
+        Statement::ShowVariable { variable } => {
+            let name = variable
+                .iter()
+                .map(|i| i.value.to_ascii_lowercase())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if name.starts_with("datafusion.") {
+                return Ok(Command::Query(Box::new(statement)));
+            }
+            Command::Show {
+                name: canonical_name(&name),
+            }
+        }
+        Statement::Reset(reset) => match &reset.reset {
+            Reset::ALL => Command::Reset { name: None },
+            Reset::ConfigurationParameter(name) => {
+                let name = name.to_string().to_ascii_lowercase();
+                Command::Reset {
+                    name: (name != "all").then_some(name),
+                }
+            }
+        },
+        Statement::StartTransaction { .. } => Command::Begin,
+        Statement::Commit { .. } => Command::Commit,
+        Statement::Rollback {
+            savepoint: None, ..
+        } => Command::Rollback,
+        Statement::Rollback {
+            savepoint: Some(_), ..
+        }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => {
+            return Err(LochError::NotSupported("savepoints".into()));
+        }
+        Statement::Discard { .. } => Command::Discard,
+        _ => Command::Query(Box::new(statement)),
+    };
+    Ok(command)
+}
+
+/// PostgreSQL's spellings of a few settings, mapped to one name.
+pub(crate) fn canonical_name(name: &str) -> String {
+    let name = name.trim().to_ascii_lowercase();
+    match name.as_str() {
+        "time zone" | "time_zone" => "timezone".into(),
+        "transaction isolation level" => "transaction_isolation".into(),
+        "session authorization" => "session_authorization".into(),
+        "names" => "client_encoding".into(),
+        _ => name,
+    }
+}
+
+/// The columns a statement's result will have, when it is a session command
+/// that returns rows (`SHOW`); `None` for everything else.
+pub fn command_schema(command: &Command) -> Option<arrow::datatypes::SchemaRef> {
+    use arrow::datatypes::{DataType, Field, Schema};
+    let Command::Show { name } = command else {
+        return None;
+    };
+    let fields = if name == "all" {
+        vec![
+            Field::new("name", DataType::Utf8, false),
+            Field::new("setting", DataType::Utf8, false),
+        ]
+    } else {
+        vec![Field::new(name.as_str(), DataType::Utf8, false)]
+    };
+    Some(std::sync::Arc::new(Schema::new(fields)))
+}
+
+/// The text of a `SET` value list: quoted strings lose their quotes, lists
+/// are joined with ", " (as PostgreSQL shows `search_path`), `DEFAULT` is `None`.
+fn set_value(values: &[Expr]) -> Option<String> {
+    let mut parts = Vec::with_capacity(values.len());
+    for value in values {
+        let text = match value {
+            Expr::Value(ValueWithSpan {
+                value: Value::SingleQuotedString(s) | Value::DoubleQuotedString(s),
+                ..
+            }) => s.clone(),
+            Expr::Value(ValueWithSpan {
+                value: Value::Number(n, _),
+                ..
+            }) => n.clone(),
+            Expr::Identifier(ident) => {
+                if ident.quote_style.is_none() && ident.value.eq_ignore_ascii_case("default") {
+                    return None;
+                }
+                ident.value.clone()
+            }
+            other => other.to_string(),
+        };
+        parts.push(text);
+    }
+    Some(parts.join(", "))
+}
+
+fn query_tag(statement: &DfStatement) -> String {
+    match statement {
+        DfStatement::Statement(s) => match s.as_ref() {
+            Statement::Query(_) => "SELECT".into(),
+            Statement::Insert(_) => "INSERT".into(),
+            Statement::Update { .. } => "UPDATE".into(),
+            Statement::Delete(_) => "DELETE".into(),
+            Statement::CreateView { .. } => "CREATE VIEW".into(),
+            Statement::CreateTable(_) => "CREATE TABLE".into(),
+            Statement::CreateSchema { .. } => "CREATE SCHEMA".into(),
+            Statement::Drop { object_type, .. } => format!("DROP {object_type}"),
+            Statement::Explain { .. } => "EXPLAIN".into(),
+            Statement::Set(_) => "SET".into(),
+            Statement::ShowVariable { .. } => "SHOW".into(),
+            other => first_keyword(&other.to_string()),
+        },
+        DfStatement::CreateExternalTable(_) => "CREATE EXTERNAL TABLE".into(),
+        DfStatement::CopyTo(_) => "COPY".into(),
+        DfStatement::Explain(_) => "EXPLAIN".into(),
+        other => first_keyword(&other.to_string()),
+    }
+}
+
+fn first_keyword(sql: &str) -> String {
+    sql.split_whitespace()
+        .next()
+        .unwrap_or("OK")
+        .to_ascii_uppercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one(sql: &str) -> Command {
+        let mut commands = parse(sql).unwrap_or_default();
+        assert_eq!(commands.len(), 1, "{sql}");
+        commands.remove(0)
+    }
+
+    #[test]
+    fn session_commands_are_recognised() {
+        assert!(matches!(
+            one("SET search_path TO tpch, public"),
+            Command::Set { name, value: Some(v) } if name == "search_path" && v == "tpch, public"
+        ));
+        assert!(matches!(
+            one("set statement_timeout = '300ms'"),
+            Command::Set { name, value: Some(v) } if name == "statement_timeout" && v == "300ms"
+        ));
+        assert!(matches!(
+            one("SET extra_float_digits = 3"),
+            Command::Set { value: Some(v), .. } if v == "3"
+        ));
+        assert!(matches!(
+            one("SET search_path TO DEFAULT"),
+            Command::Set { value: None, .. }
+        ));
+        assert!(matches!(one("SHOW search_path"), Command::Show { name } if name == "search_path"));
+        assert!(matches!(one("SHOW ALL"), Command::Show { name } if name == "all"));
+        assert!(matches!(one("RESET ALL"), Command::Reset { name: None }));
+        assert!(matches!(one("BEGIN"), Command::Begin));
+        assert!(matches!(one("START TRANSACTION"), Command::Begin));
+        assert!(matches!(one("COMMIT"), Command::Commit));
+        assert!(matches!(one("ROLLBACK"), Command::Rollback));
+        assert!(matches!(one("DISCARD ALL"), Command::Discard));
+        assert!(matches!(
+            one("SET datafusion.execution.batch_size = 1024"),
+            Command::Query(_)
+        ));
+    }
+
+    #[test]
+    fn queries_and_tags() {
+        let q = one("select 1");
+        assert!(matches!(q, Command::Query(_)));
+        assert_eq!(q.tag(), "SELECT");
+        assert_eq!(one("create view v as select 1").tag(), "CREATE VIEW");
+        assert_eq!(one("drop view v").tag(), "DROP VIEW");
+        assert_eq!(parse("select 1; select 2;").map(|c| c.len()).ok(), Some(2));
+        assert_eq!(parse("").map(|c| c.len()).ok(), Some(0));
+        assert!(matches!(parse("selec 1"), Err(LochError::DataFusion(_))));
+    }
+}

@@ -1,0 +1,215 @@
+//! The integration-test harness: starts the real `loch` binary on a free
+//! loopback port, waits until it says it is ready (no sleeps), and prints
+//! the tail of its log when a test fails. Also the oracle: plain in-process
+//! DataFusion over the same Parquet files, and a canonical form of result
+//! cells so answers from any client compare exactly.
+//!
+//! Test code: panicking on a broken environment is the failure report.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+pub mod oracle;
+
+use std::io::{BufRead, BufReader, Read};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// How long a server may take to become ready (first start generates data).
+const READY_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Scale of the TPC-H sample the tests use.
+pub const TEST_SCALE: f64 = 0.1;
+
+/// A running `loch local`, killed when dropped.
+pub struct LochServer {
+    child: Child,
+    /// The pg wire port.
+    pub port: u16,
+    /// The data directory.
+    pub data_dir: PathBuf,
+    log_path: PathBuf,
+    _log_dir: tempfile::TempDir,
+}
+
+/// The `loch` binary under test: `$LOCH_BIN`, or the one cargo built next
+/// to this test executable.
+pub fn loch_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("LOCH_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/<profile>/deps/<test> -> target/<profile>/loch
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test binary lives in target/<profile>/deps");
+    let bin = profile_dir.join("loch");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build -p loch-coordinator with the same profile) or set LOCH_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A data directory shared by the tests of one target dir, so the sample is
+/// generated once. Read-only tests use it; tests that write use their own.
+pub fn shared_data_dir(target_tmp: &str) -> PathBuf {
+    PathBuf::from(target_tmp).join(format!("loch-data-sf{TEST_SCALE}"))
+}
+
+static SAMPLE: std::sync::Mutex<bool> = std::sync::Mutex::new(false);
+
+impl LochServer {
+    /// Starts `loch local` on the data directory shared by this target dir,
+    /// generating the sample once (other tests wait for it, not race it).
+    pub fn start_shared(target_tmp: &str) -> LochServer {
+        let dir = shared_data_dir(target_tmp);
+        {
+            let mut ready = SAMPLE.lock().unwrap_or_else(|e| e.into_inner());
+            if !*ready {
+                drop(LochServer::start(&dir));
+                *ready = true;
+            }
+        }
+        LochServer::start(&dir)
+    }
+
+    /// Starts `loch local` on `data_dir` with the test sample scale.
+    pub fn start(data_dir: &Path) -> LochServer {
+        Self::start_with(data_dir, &[])
+    }
+
+    /// Starts `loch local` with extra arguments.
+    pub fn start_with(data_dir: &Path, extra: &[&str]) -> LochServer {
+        let log_dir = tempfile::tempdir().expect("tempdir");
+        let log_path = log_dir.path().join("loch.log");
+        let log = std::fs::File::create(&log_path).expect("log file");
+        let scale = TEST_SCALE.to_string();
+        let mut child = Command::new(loch_bin())
+            .arg("local")
+            .args(["--data-dir", data_dir.to_str().expect("utf8 path")])
+            .args(["--pg-addr", "127.0.0.1:0"])
+            .args(["--sample-scale", &scale])
+            .args(extra)
+            .env("LOCH_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn loch");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            let mut line = String::new();
+            while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.contains("Loch is ready") {
+                    let _ = tx.send(line.clone());
+                }
+                line.clear();
+            }
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "loch did not become ready within {READY_TIMEOUT:?}\n{}",
+                    tail(&log_path)
+                );
+            }
+        };
+        let port = parse_port(&line).unwrap_or_else(|| panic!("no port in {line:?}"));
+        LochServer {
+            child,
+            port,
+            data_dir: data_dir.to_path_buf(),
+            log_path,
+            _log_dir: log_dir,
+        }
+    }
+
+    /// A libpq-style connection string for user `loch`.
+    pub fn conn_str(&self) -> String {
+        format!("host=127.0.0.1 port={} user=loch dbname=loch", self.port)
+    }
+
+    /// Connects with tokio-postgres and drives the connection in the background.
+    pub async fn connect(&self) -> tokio_postgres::Client {
+        self.connect_with("").await
+    }
+
+    /// Connects with extra connection-string settings (e.g. `options=…`).
+    pub async fn connect_with(&self, extra: &str) -> tokio_postgres::Client {
+        let (client, connection) = tokio_postgres::connect(
+            &format!("{} {extra}", self.conn_str()),
+            tokio_postgres::NoTls,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("connect: {e}\n{}", self.log_tail()));
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        client
+    }
+
+    /// The last lines of the server's log.
+    pub fn log_tail(&self) -> String {
+        tail(&self.log_path)
+    }
+
+    /// The whole server log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// True while the process runs.
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// The sample's Parquet directory (for the oracle).
+    pub fn sample_dir(&self) -> PathBuf {
+        self.data_dir
+            .join("sample")
+            .join(format!("tpch-sf{TEST_SCALE}"))
+    }
+}
+
+impl Drop for LochServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- loch log tail ({}) ---\n{}",
+                self.log_path.display(),
+                self.log_tail()
+            );
+        }
+    }
+}
+
+fn parse_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("-p ")? + 3..];
+    rest.split_whitespace().next()?.parse().ok()
+}
+
+fn tail(path: &Path) -> String {
+    let mut text = String::new();
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let _ = f.read_to_string(&mut text);
+    }
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(40)..].join("\n")
+}
+
+/// The text of TPC-H query `n` (1..=22) from benchmarks/queries/tpch.
+pub fn tpch_query(n: usize) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../benchmarks/queries/tpch")
+        .join(format!("q{n}.sql"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}

@@ -1,0 +1,457 @@
+//! pg wire front door, end to end with tokio-postgres against the real
+//! binary: both query protocols, parameters, result formats, session
+//! settings, transactions, the SQLSTATE of each error class (with the session
+//! usable afterwards), cancel, statement_timeout, and malformed input.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use loch_tests::LochServer;
+use loch_tests::oracle::{self, Cell};
+use tokio_postgres::{Client, SimpleQueryMessage};
+
+fn server() -> LochServer {
+    LochServer::start_shared(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The values of the data rows of a simple query.
+fn simple_rows(messages: &[SimpleQueryMessage]) -> Vec<Vec<Option<String>>> {
+    messages
+        .iter()
+        .filter_map(|m| match m {
+            SimpleQueryMessage::Row(row) => Some(
+                (0..row.len())
+                    .map(|i| row.get(i).map(str::to_string))
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
+async fn assert_alive(client: &Client) {
+    let rows = client
+        .simple_query("select 1")
+        .await
+        .expect("session still usable");
+    assert_eq!(simple_rows(&rows), vec![vec![Some("1".to_string())]]);
+}
+
+fn sqlstate(e: &tokio_postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no SQLSTATE: {e}"))
+}
+
+#[tokio::test]
+async fn simple_query_matches_the_oracle() {
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let expected = oracle::run(&ctx, "select count(*) from lineitem").await;
+    let rows = client
+        .simple_query("select count(*) from tpch.lineitem")
+        .await
+        .unwrap();
+    let Cell::Int(n) = expected[0][0] else {
+        panic!("count is an int")
+    };
+    assert_eq!(simple_rows(&rows), vec![vec![Some(n.to_string())]]);
+}
+
+#[tokio::test]
+async fn prepared_statement_with_parameters_in_binary() {
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let select = "select l_orderkey, l_linenumber, l_quantity, l_extendedprice, l_shipdate, \
+                  l_returnflag, l_comment from {t} where l_orderkey = {a} and l_linenumber <= {b} \
+                  order by l_linenumber";
+    let statement = client
+        .prepare(
+            &select
+                .replace("{t}", "tpch.lineitem")
+                .replace("{a}", "$1")
+                .replace("{b}", "$2"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(statement.params().len(), 2);
+    assert_eq!(statement.params()[0], tokio_postgres::types::Type::INT8);
+    assert_eq!(statement.params()[1], tokio_postgres::types::Type::INT4);
+    let columns: Vec<_> = statement
+        .columns()
+        .iter()
+        .map(|c| c.type_().clone())
+        .collect();
+    use tokio_postgres::types::Type;
+    assert_eq!(
+        columns,
+        vec![
+            Type::INT8,
+            Type::INT4,
+            Type::NUMERIC,
+            Type::NUMERIC,
+            Type::DATE,
+            Type::TEXT,
+            Type::TEXT
+        ]
+    );
+    for (orderkey, max_line) in [(1i64, 7i32), (7, 3), (32, 100)] {
+        let rows = client
+            .query(&statement, &[&orderkey, &max_line])
+            .await
+            .unwrap();
+        let expected = oracle::run(
+            &ctx,
+            &select
+                .replace("{t}", "lineitem")
+                .replace("{a}", &orderkey.to_string())
+                .replace("{b}", &max_line.to_string()),
+        )
+        .await;
+        assert!(!expected.is_empty());
+        oracle::compare(&expected, &oracle::pg_rows(&rows), true).unwrap();
+    }
+    // The same statement, run again with other values, after an error.
+    let err = client.query("select * from nope", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let rows = client.query(&statement, &[&1i64, &1i32]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+}
+
+#[tokio::test]
+async fn text_results_of_every_tpch_type() {
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let sql = "select l_orderkey, l_linenumber, l_quantity, l_shipdate, l_returnflag \
+               from {t} where l_orderkey = 3 order by l_linenumber";
+    let expected = oracle::run(&ctx, &sql.replace("{t}", "lineitem")).await;
+    let rows = client
+        .simple_query(&sql.replace("{t}", "tpch.lineitem"))
+        .await
+        .unwrap();
+    let got = simple_rows(&rows);
+    assert_eq!(got.len(), expected.len());
+    for (e, g) in expected.iter().zip(&got) {
+        for (cell, text) in e.iter().zip(g) {
+            let text = text.clone().expect("no nulls in lineitem");
+            let parsed = match cell {
+                Cell::Int(_) => Cell::Int(text.parse().unwrap()),
+                Cell::Decimal(_) => Cell::Decimal(text.parse().unwrap()),
+                _ => Cell::Text(text),
+            };
+            assert_eq!(&parsed, cell);
+        }
+    }
+}
+
+#[tokio::test]
+async fn multi_statement_simple_queries() {
+    let server = server();
+    let client = server.connect().await;
+    let messages = client
+        .simple_query("select 1; select 2 as b")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&messages),
+        vec![vec![Some("1".to_string())], vec![Some("2".to_string())]]
+    );
+    // An error stops the rest of the string; the session goes on.
+    let err = client
+        .simple_query("select 1; selec 2; select 3")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42601");
+    assert_alive(&client).await;
+    // Empty queries are fine.
+    client.simple_query("").await.unwrap();
+    client.simple_query(";").await.unwrap();
+    assert_alive(&client).await;
+}
+
+#[tokio::test]
+async fn search_path_set_show_and_startup_option() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let nations = oracle::run(&ctx, "select count(*) from nation").await;
+    let Cell::Int(nations) = nations[0][0] else {
+        panic!()
+    };
+
+    let client = server.connect().await;
+    let err = client
+        .simple_query("select count(*) from nation")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    client
+        .simple_query("SET search_path TO tpch")
+        .await
+        .unwrap();
+    let rows = client
+        .simple_query("select count(*) from nation")
+        .await
+        .unwrap();
+    assert_eq!(simple_rows(&rows), vec![vec![Some(nations.to_string())]]);
+    let rows = client.simple_query("SHOW search_path").await.unwrap();
+    assert_eq!(simple_rows(&rows), vec![vec![Some("tpch".to_string())]]);
+    let rows = client.simple_query("show server_version").await.unwrap();
+    assert!(
+        simple_rows(&rows)[0][0]
+            .as_deref()
+            .unwrap()
+            .starts_with("16")
+    );
+
+    // Prepared statements see the session's schema too.
+    let rows = client
+        .query("select count(*) from nation", &[])
+        .await
+        .unwrap();
+    assert_eq!(rows[0].get::<_, i64>(0), nations);
+
+    // libpq's options=-c search_path=tpch at connect.
+    let client = server.connect_with("options='-c search_path=tpch'").await;
+    let rows = client
+        .simple_query("select count(*) from region")
+        .await
+        .unwrap();
+    assert_eq!(simple_rows(&rows).len(), 1);
+    // RESET goes back to the default.
+    client.simple_query("RESET search_path").await.unwrap();
+    let err = client
+        .simple_query("select count(*) from region")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    // Sessions are independent.
+    let other = server.connect().await;
+    let err = other
+        .simple_query("select count(*) from region")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+}
+
+#[tokio::test]
+async fn transactions_are_accepted_and_failed_blocks_report_25p02() {
+    let server = server();
+    let mut client = server.connect().await;
+    client
+        .simple_query("BEGIN; select 1; COMMIT")
+        .await
+        .unwrap();
+    let tx = client.transaction().await.unwrap();
+    tx.query("select count(*) from tpch.region", &[])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    client.simple_query("BEGIN").await.unwrap();
+    let err = client.simple_query("select * from nope").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let err = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    let err = client.query("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    client.simple_query("ROLLBACK").await.unwrap();
+    assert_alive(&client).await;
+}
+
+/// (statement, expected SQLSTATE) for each error class.
+const ERRORS: &[(&str, &str)] = &[
+    ("selec 1", "42601"),
+    ("select * from", "42601"),
+    ("select * from no_such_table", "42P01"),
+    ("select * from tpch.no_such_table", "42P01"),
+    ("select no_such_column from tpch.nation", "42703"),
+    ("select no_such_function(1)", "42883"),
+    ("select 1 / 0", "22012"),
+    ("select cast('abc' as int)", "22P02"),
+    ("savepoint s1", "0A000"),
+    ("show no_such_setting", "42704"),
+    ("set statement_timeout = 'soon'", "22023"),
+];
+
+#[tokio::test]
+async fn errors_have_sqlstates_and_the_session_survives() {
+    let server = server();
+    let client = server.connect().await;
+    for (sql, code) in ERRORS {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(&sqlstate(&err), code, "simple protocol: {sql}: {err:?}");
+        assert_alive(&client).await;
+        let err = client.query(*sql, &[]).await.unwrap_err();
+        assert_eq!(&sqlstate(&err), code, "extended protocol: {sql}: {err:?}");
+        assert_alive(&client).await;
+    }
+    // Wrong parameter count is the client's mistake, not a server bug.
+    let statement = client
+        .prepare("select n_name from tpch.nation where n_nationkey = $1")
+        .await
+        .unwrap();
+    assert_eq!(statement.params().len(), 1);
+    assert_alive(&client).await;
+    assert!(!server.log().contains("panicked"));
+}
+
+/// A statement that runs for minutes unless stopped. (Generated rows, so its
+/// operators yield between batches; see docs/architecture.md on operators
+/// that do not.)
+const ENDLESS: &str = "select max(value) from generate_series(1, 1000000000000)";
+
+#[tokio::test]
+async fn cancel_request_stops_the_running_query() {
+    let server = server();
+    let client = server.connect().await;
+    for _ in 0..3 {
+        let token = client.cancel_token();
+        let canceller = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            token.cancel_query(tokio_postgres::NoTls).await
+        });
+        let started = std::time::Instant::now();
+        let err = client.simple_query(ENDLESS).await.unwrap_err();
+        canceller.await.unwrap().unwrap();
+        assert_eq!(sqlstate(&err), "57014", "{err:?}");
+        assert!(
+            err.to_string().contains("user request") || format!("{err:?}").contains("user request")
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "cancel took {:?}",
+            started.elapsed()
+        );
+        assert_alive(&client).await;
+    }
+    // Extended protocol too.
+    let token = client.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let err = client.query(ENDLESS, &[]).await.unwrap_err();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(sqlstate(&err), "57014");
+    assert_alive(&client).await;
+}
+
+#[tokio::test]
+async fn cancel_with_a_wrong_key_changes_nothing() {
+    let server = server();
+    let client = server.connect().await;
+    // Another connection's token cancels nothing here.
+    let other = server.connect().await;
+    let token = other.cancel_token();
+    let canceller = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        token.cancel_query(tokio_postgres::NoTls).await
+    });
+    let rows = client
+        .simple_query("select count(*) from tpch.lineitem a join tpch.orders b on a.l_orderkey = b.o_orderkey")
+        .await
+        .unwrap();
+    canceller.await.unwrap().unwrap();
+    assert_eq!(simple_rows(&rows).len(), 1);
+}
+
+#[tokio::test]
+async fn statement_timeout_cancels_with_57014() {
+    let server = server();
+    let client = server.connect().await;
+    client
+        .simple_query("SET statement_timeout = '300ms'")
+        .await
+        .unwrap();
+    let rows = client.simple_query("SHOW statement_timeout").await.unwrap();
+    assert_eq!(simple_rows(&rows), vec![vec![Some("300ms".to_string())]]);
+    for _ in 0..2 {
+        let err = client.simple_query(ENDLESS).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "57014");
+        assert!(format!("{err:?}").contains("statement timeout"), "{err:?}");
+        assert_alive(&client).await;
+    }
+    client
+        .simple_query("RESET statement_timeout")
+        .await
+        .unwrap();
+    let rows = client.simple_query("SHOW statement_timeout").await.unwrap();
+    assert_eq!(simple_rows(&rows), vec![vec![Some("0".to_string())]]);
+}
+
+/// Sends `bytes` on a fresh TCP connection and reads until the server
+/// closes it (or a short time passes).
+fn send_raw(port: u16, bytes: &[u8]) {
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let _ = stream.write_all(bytes);
+    let mut buf = [0u8; 4096];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => continue,
+        }
+    }
+}
+
+fn startup_packet() -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&196608i32.to_be_bytes());
+    body.extend_from_slice(b"user\0loch\0\0");
+    let mut packet = ((body.len() + 4) as i32).to_be_bytes().to_vec();
+    packet.extend_from_slice(&body);
+    packet
+}
+
+#[tokio::test]
+async fn malformed_input_closes_only_that_connection() {
+    let mut server = server();
+    let client = server.connect().await;
+    let port = server.port;
+    let cases: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.1\r\nHost: x\r\n\r\n".to_vec(),
+        vec![0xff; 64],
+        vec![0, 0, 0, 3],
+        {
+            let mut v = startup_packet();
+            // A Query message whose length is -1.
+            v.extend_from_slice(&[b'Q', 0xff, 0xff, 0xff, 0xff]);
+            v
+        },
+        {
+            let mut v = startup_packet();
+            // A Query with a length far beyond what follows.
+            v.extend_from_slice(&[b'Q', 0x7f, 0xff, 0xff, 0xff, b's']);
+            v
+        },
+        {
+            let mut v = startup_packet();
+            // Invalid UTF-8 in a query string.
+            v.extend_from_slice(&[b'Q', 0, 0, 0, 8, 0xc3, 0x28, 0xa0, 0]);
+            v
+        },
+        {
+            let mut v = startup_packet();
+            // An unknown message type.
+            v.extend_from_slice(&[b'@', 0, 0, 0, 4]);
+            v
+        },
+    ];
+    for bytes in cases {
+        let handle = tokio::task::spawn_blocking(move || send_raw(port, &bytes));
+        assert_alive(&client).await;
+        handle.await.unwrap();
+        assert_alive(&client).await;
+    }
+    assert!(server.is_alive());
+    let fresh = server.connect().await;
+    assert_alive(&fresh).await;
+    assert!(!server.log().contains("panicked"), "{}", server.log_tail());
+}
