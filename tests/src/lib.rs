@@ -78,15 +78,15 @@ impl LochServer {
 
     /// Starts `loch local` on `data_dir` with the test sample scale.
     pub fn start(data_dir: &Path) -> LochServer {
-        Self::start_with(data_dir, &[])
+        Self::start_with(data_dir, TEST_SCALE, &[])
     }
 
-    /// Starts `loch local` with extra arguments.
-    pub fn start_with(data_dir: &Path, extra: &[&str]) -> LochServer {
+    /// Starts `loch local` with a sample scale and extra arguments.
+    pub fn start_with(data_dir: &Path, scale: f64, extra: &[&str]) -> LochServer {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("loch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
-        let scale = TEST_SCALE.to_string();
+        let scale = scale.to_string();
         let mut child = Command::new(loch_bin())
             .arg("local")
             .args(["--data-dir", data_dir.to_str().expect("utf8 path")])
@@ -163,6 +163,23 @@ impl LochServer {
     /// The whole server log so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// The process id (for signals).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits up to `timeout` for the process to exit; its status, if it did.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// True while the process runs.

@@ -147,3 +147,134 @@ async fn psycopg_runs_the_22_tpch_queries() {
     }
     assert_eq!(seen, 22);
 }
+
+#[tokio::test]
+async fn psycopg_parameters_in_text_and_results_in_binary() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = Command::new(python())
+        .arg(root.join("python/params_psycopg.py"))
+        .arg(server.port.to_string())
+        .output()
+        .unwrap_or_else(|e| panic!("running python: {e}"));
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let mut modes = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let sql = v["oracle_sql"].as_str().unwrap();
+        let got: Vec<Vec<Cell>> = v["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
+            .collect();
+        let expected = oracle::run(&ctx, sql).await;
+        assert!(!expected.is_empty(), "{sql}");
+        oracle::compare(&expected, &got, true).unwrap_or_else(|e| panic!("{}: {e}", v["mode"]));
+        modes.push(v["mode"].as_str().unwrap().to_string());
+    }
+    assert_eq!(modes, ["text", "binary"]);
+}
+
+fn loch(args: &[&str]) -> String {
+    let out = Command::new(loch_tests::loch_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "loch {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn command_line_describes_itself() {
+    assert!(loch(&["--version"]).starts_with("loch "));
+    let help = loch(&["local", "--help"]);
+    for flag in [
+        "--data-dir",
+        "--pg-addr",
+        "--sample-scale",
+        "LOCH_DATA_DIR",
+        "LOCH_PG_ADDR",
+        "LOCH_SAMPLE_SCALE",
+    ] {
+        assert!(
+            help.contains(flag),
+            "`loch local --help` does not mention {flag}:\n{help}"
+        );
+    }
+    assert!(loch(&["--help"]).contains("local"));
+    // Without authentication, Loch refuses to listen beyond loopback.
+    let out = Command::new(loch_tests::loch_bin())
+        .args(["local", "--pg-addr", "0.0.0.0:0", "--sample-scale", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("loopback"));
+}
+
+#[tokio::test]
+async fn restart_reuses_the_sample_and_ctrl_c_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = LochServer::start_with(dir.path(), 0.01, &[]);
+    let marker = dir
+        .path()
+        .join("sample/tpch-sf0.01/lineitem/part-001.parquet");
+    let generated = std::fs::metadata(&marker).unwrap().modified().unwrap();
+    let client = first.connect().await;
+    let count = |rows: Vec<tokio_postgres::Row>| rows[0].get::<_, i64>(0);
+    let before = count(
+        client
+            .query("select count(*) from tpch.orders", &[])
+            .await
+            .unwrap(),
+    );
+    assert!(before > 0);
+
+    // Ctrl-C (SIGINT): the process exits by itself, successfully.
+    let status = Command::new("kill")
+        .args(["-INT", &first.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let exit = first
+        .wait_exit(std::time::Duration::from_secs(30))
+        .expect("loch exits after SIGINT");
+    assert!(exit.success(), "{exit:?}\n{}", first.log_tail());
+
+    let second = LochServer::start_with(dir.path(), 0.01, &[]);
+    assert_eq!(
+        std::fs::metadata(&marker).unwrap().modified().unwrap(),
+        generated
+    );
+    let client = second.connect().await;
+    let after = count(
+        client
+            .query("select count(*) from tpch.orders", &[])
+            .await
+            .unwrap(),
+    );
+    assert_eq!(before, after);
+
+    // --sample-scale 0: no sample schema at all.
+    let empty = tempfile::tempdir().unwrap();
+    let bare = LochServer::start_with(empty.path(), 0.0, &[]);
+    let client = bare.connect().await;
+    assert!(
+        client
+            .query("select count(*) from tpch.orders", &[])
+            .await
+            .is_err()
+    );
+    assert!(!empty.path().join("sample").exists());
+}
