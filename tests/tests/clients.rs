@@ -12,19 +12,18 @@ fn server() -> LochServer {
     LochServer::start_shared(env!("CARGO_TARGET_TMPDIR"))
 }
 
+/// psql connected to `server` as user loch, ignoring any ~/.psqlrc.
+fn psql_command(server: &LochServer) -> Command {
+    let mut command = Command::new("psql");
+    command
+        .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
+        .args(["-U", "loch", "-d", "loch", "-X"]);
+    command
+}
+
 fn psql(server: &LochServer, args: &[&str]) -> String {
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "loch",
-            "-d",
-            "loch",
-        ])
-        .args(["-X", "-v", "ON_ERROR_STOP=1"])
+    let out = psql_command(server)
+        .args(["-v", "ON_ERROR_STOP=1"])
         .args(args)
         .env("PGCONNECT_TIMEOUT", "10")
         .output()
@@ -83,18 +82,8 @@ async fn psql_runs_queries_and_meta_commands() {
         "select 1 as a;\nselect * from nope;\nselect 2 as b;\n",
     )
     .unwrap();
-    let out = Command::new("psql")
-        .args([
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &server.port.to_string(),
-            "-U",
-            "loch",
-            "-d",
-            "loch",
-        ])
-        .args(["-X", "-A", "-t", "-v", "VERBOSITY=verbose", "-f"])
+    let out = psql_command(&server)
+        .args(["-A", "-t", "-v", "VERBOSITY=verbose", "-f"])
         .arg(file.path())
         .output()
         .unwrap();
@@ -111,73 +100,73 @@ fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
-#[tokio::test]
-async fn psycopg_runs_the_22_tpch_queries() {
-    let server = server();
-    let ctx = oracle::tpch_context(&server.sample_dir()).await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+/// Runs tests/python/`script` with the server's port and `args`; returns
+/// the JSON objects it prints, one per line.
+fn run_python(
+    server: &LochServer,
+    script: &str,
+    args: &[&std::ffi::OsStr],
+) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
     let out = Command::new(python())
-        .arg(root.join("python/tpch_psycopg.py"))
+        .arg(&script)
         .arg(server.port.to_string())
-        .arg(root.join("../benchmarks/queries/tpch"))
+        .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running python: {e}"));
     assert!(
         out.status.success(),
-        "psycopg script failed (is psycopg installed in $LOCH_PYTHON?):\n{}\n{}",
+        "{} failed (is psycopg installed in $LOCH_PYTHON?):\n{}\n{}",
+        script.display(),
         String::from_utf8_lossy(&out.stderr),
         server.log_tail()
     );
-    let stdout = String::from_utf8(out.stdout).unwrap();
-    let mut seen = 0;
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The `rows` of a script's JSON line as canonical cells.
+fn json_rows(v: &serde_json::Value) -> Vec<Vec<Cell>> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
+        .collect()
+}
+
+#[tokio::test]
+async fn psycopg_runs_the_22_tpch_queries() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benchmarks/queries/tpch");
+    let lines = run_python(&server, "tpch_psycopg.py", &[queries.as_os_str()]);
+    assert_eq!(lines.len(), 22);
+    for v in lines {
         let n = v["q"].as_u64().unwrap() as usize;
-        let got: Vec<Vec<Cell>> = v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
-            .collect();
         let sql = tpch_query(n);
         let expected = oracle::run(&ctx, &sql).await;
-        oracle::compare(&expected, &got, oracle::is_ordered(&sql))
+        oracle::compare(&expected, &json_rows(&v), oracle::is_ordered(&sql))
             .unwrap_or_else(|e| panic!("q{n} through psycopg: {e}"));
-        seen += 1;
     }
-    assert_eq!(seen, 22);
 }
 
 #[tokio::test]
 async fn psycopg_parameters_in_text_and_results_in_binary() {
     let server = server();
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let out = Command::new(python())
-        .arg(root.join("python/params_psycopg.py"))
-        .arg(server.port.to_string())
-        .output()
-        .unwrap_or_else(|e| panic!("running python: {e}"));
-    assert!(
-        out.status.success(),
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        server.log_tail()
-    );
-    let stdout = String::from_utf8(out.stdout).unwrap();
     let mut modes = Vec::new();
-    for line in stdout.lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+    for v in run_python(&server, "params_psycopg.py", &[]) {
         let sql = v["oracle_sql"].as_str().unwrap();
-        let got: Vec<Vec<Cell>> = v["rows"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
-            .collect();
         let expected = oracle::run(&ctx, sql).await;
         assert!(!expected.is_empty(), "{sql}");
-        oracle::compare(&expected, &got, true).unwrap_or_else(|e| panic!("{}: {e}", v["mode"]));
+        oracle::compare(&expected, &json_rows(&v), true)
+            .unwrap_or_else(|e| panic!("{}: {e}", v["mode"]));
         modes.push(v["mode"].as_str().unwrap().to_string());
     }
     assert_eq!(modes, ["text", "binary"]);
