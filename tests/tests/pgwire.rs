@@ -115,6 +115,9 @@ async fn prepared_statement_with_parameters_in_binary() {
         assert!(!expected.is_empty());
         oracle::compare(&expected, &oracle::pg_rows(&rows), true).unwrap();
     }
+    // A parameter nothing constrains is text, as in PostgreSQL.
+    let rows = client.query("select $1 as v", &[&"hello"]).await.unwrap();
+    assert_eq!(rows[0].get::<_, String>(0), "hello");
     // The same statement, run again with other values, after an error.
     let err = client.query("select * from nope", &[]).await.unwrap_err();
     assert_eq!(sqlstate(&err), "42P01");

@@ -319,11 +319,13 @@ impl QueryParser for LochQueryParser {
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
+        // A parameter whose type the plan does not fix (`select $1`) is
+        // text, as in PostgreSQL; it is decoded as a string at Bind.
         stmt.param_types
             .iter()
             .map(|t| match t {
                 Some(t) => arrow_pg::datatypes::into_pg_type(t),
-                None => Ok(Type::UNKNOWN),
+                None => Ok(Type::TEXT),
             })
             .collect()
     }
