@@ -137,6 +137,8 @@ fn classify_plan_message(msg: &str) -> &'static str {
     let lower = msg.to_ascii_lowercase();
     if lower.contains("not found") && (lower.contains("table") || lower.contains("view")) {
         "42P01"
+    } else if lower.contains("group by") && lower.contains("aggregate") {
+        "42803"
     } else if lower.contains("schema") && lower.contains("not found") {
         "3F000"
     } else if lower.contains("invalid function")
@@ -267,6 +269,12 @@ mod tests {
                 "42883",
             ),
             (DataFusionError::NotImplemented("x".into()), "0A000"),
+            (
+                DataFusionError::Plan(
+                    "Column in SELECT must be in GROUP BY or an aggregate function".into(),
+                ),
+                "42803",
+            ),
             (
                 DataFusionError::ArrowError(Box::new(ArrowError::DivideByZero), None),
                 "22012",

@@ -274,6 +274,11 @@ const ERRORS: &[(&str, &str)] = &[
     ("select * from tpch.no_such_table", "42P01"),
     ("select no_such_column from tpch.nation", "42703"),
     ("select no_such_function(1)", "42883"),
+    (
+        "select n_name from tpch.nation group by n_regionkey",
+        "42803",
+    ),
+    ("select n_name from tpch.nation a, tpch.nation b", "42702"),
     ("select 1 / 0", "22012"),
     ("select cast('abc' as int)", "22P02"),
     // Fails while rows stream, not while planning.

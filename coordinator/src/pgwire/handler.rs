@@ -130,20 +130,15 @@ impl StartupHandler for Startup {
             .get(METADATA_USER)
             .cloned()
             .unwrap_or_else(|| DEFAULT_USER.to_string());
-        let database = client
-            .metadata()
-            .get(METADATA_DATABASE)
-            .cloned()
-            .unwrap_or_else(|| user.clone());
         let params: Vec<(String, String)> = startup
             .parameters
             .iter()
             .filter(|(k, _)| k.as_str() != METADATA_USER && k.as_str() != METADATA_DATABASE)
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        // Every database name a client asks for reaches the one Loch catalog.
         let session = Session::new(&self.engine, &user, loch_catalog::DATABASE_NAME, &params)
             .map_err(|e| fatal(e.sqlstate(), e.message()))?;
-        let _ = database; // every database name reaches the one Loch catalog
         let (pid, secret) = self.keys.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
         let guard = self
