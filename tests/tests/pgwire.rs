@@ -171,6 +171,25 @@ async fn multi_statement_simple_queries() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "42601");
     assert_alive(&client).await;
+    // A statement after one whose rows fail while streaming never runs.
+    let err = client
+        .simple_query(
+            "select cast(n_name as int) from tpch.nation; set search_path to tpch; select 1",
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "22P02");
+    let rows = client.simple_query("show search_path").await.unwrap();
+    assert_eq!(simple_rows(&rows), vec![vec![Some("public".to_string())]]);
+    // State changes in order with the rows before them.
+    let messages = client
+        .simple_query("select 1; set search_path to tpch; show search_path")
+        .await
+        .unwrap();
+    assert_eq!(
+        simple_rows(&messages),
+        vec![vec![Some("1".to_string())], vec![Some("tpch".to_string())]]
+    );
     // Empty queries are fine.
     client.simple_query("").await.unwrap();
     client.simple_query(";").await.unwrap();

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::DataType;
 use datafusion::logical_expr::LogicalPlan;
-use futures::Sink;
+use futures::{Sink, StreamExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
@@ -17,7 +17,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -414,6 +414,14 @@ impl SimpleQueryHandler for QueryHandler {
                 }
                 continue;
             }
+            // A statement that changes state runs only after the earlier
+            // statements' rows are complete: if one of them fails while
+            // streaming, PostgreSQL never runs the rest of the string.
+            if !matches!(command.tag().as_str(), "SELECT" | "EXPLAIN" | "SHOW")
+                && !finish_pending(&mut responses).await
+            {
+                break;
+            }
             match session.run(command).await {
                 Ok(output) => {
                     let response = to_response(output, &Format::UnifiedText, options.clone())?;
@@ -434,6 +442,34 @@ impl SimpleQueryHandler for QueryHandler {
         }
         Ok(responses)
     }
+}
+
+/// Runs the row streams of `responses` to completion, keeping their rows
+/// to send. Returns false when one failed: its response then ends with
+/// that error after the rows it produced, and later ones are dropped.
+async fn finish_pending(responses: &mut Vec<Response>) -> bool {
+    for i in 0..responses.len() {
+        let Response::Query(query) = &mut responses[i] else {
+            continue;
+        };
+        let mut rows = Vec::new();
+        let mut failed = false;
+        while let Some(row) = query.data_rows().next().await {
+            failed = row.is_err();
+            rows.push(row);
+            if failed {
+                break;
+            }
+        }
+        let mut done = QueryResponse::new(query.row_schema(), futures::stream::iter(rows));
+        done.set_command_tag(query.command_tag());
+        responses[i] = Response::Query(done);
+        if failed {
+            responses.truncate(i + 1);
+            return false;
+        }
+    }
+    true
 }
 
 #[async_trait]
