@@ -162,13 +162,9 @@ impl Session {
         Arc::clone(&self.cancel)
     }
 
-    /// The DataFusion context (for planning prepared statements).
-    pub fn context(&self) -> &SessionContext {
-        &self.ctx
-    }
-
     /// Runs one parsed statement.
     pub async fn run(&self, command: Command) -> Result<Output, LochError> {
+        let tag = command.tag();
         match command {
             Command::Set { name, value } => {
                 self.set(&name, value)?;
@@ -203,7 +199,6 @@ impl Session {
                 })
             }
             Command::Query(statement) => {
-                let tag = Command::Query(statement.clone()).tag();
                 let plan = self.plan(*statement).await?;
                 self.execute(plan, tag).await
             }
@@ -217,8 +212,7 @@ impl Session {
 
     /// Runs a planned statement; `tag` is the command tag for non-queries.
     pub async fn execute(&self, plan: LogicalPlan, tag: String) -> Result<Output, LochError> {
-        let returns_rows = !matches!(plan, LogicalPlan::Ddl(_) | LogicalPlan::Dml(_))
-            && !matches!(plan, LogicalPlan::Statement(_));
+        let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
         self.cancel.reset();
         let df = self.ctx.execute_logical_plan(plan).await?;
@@ -399,6 +393,15 @@ fn parse_timeout(value: &str) -> Option<Option<Duration>> {
         return None;
     }
     Some((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+/// True for plans that answer with rows (queries, `EXPLAIN`), false for DDL,
+/// DML and statements that answer with a command tag.
+pub fn returns_rows(plan: &LogicalPlan) -> bool {
+    !matches!(
+        plan,
+        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)
+    )
 }
 
 /// libpq `options`: `-c name=value` pairs (also `--name=value`).

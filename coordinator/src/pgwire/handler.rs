@@ -32,7 +32,7 @@ use pgwire::types::format::FormatOptions;
 
 use super::response::{error_info, fields, pg_error, to_response};
 use crate::error::LochError;
-use crate::session::{CancelState, SERVER_VERSION, Session};
+use crate::session::{CancelState, SERVER_VERSION, Session, returns_rows};
 use crate::statement::{self, Command, command_schema};
 use loch_executor::Engine;
 
@@ -339,13 +339,6 @@ impl QueryParser for LochQueryParser {
             _ => Ok(Vec::new()),
         }
     }
-}
-
-fn returns_rows(plan: &LogicalPlan) -> bool {
-    !matches!(
-        plan,
-        LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)
-    )
 }
 
 /// `$1..$n` parameter types of a plan, in order.
