@@ -32,6 +32,35 @@ use crate::statement::{Command, canonical_name, command_schema};
 /// and catalog behaviour it follows (drivers parse this number).
 pub const SERVER_VERSION: &str = "16.6";
 
+/// What `version()` answers: PostgreSQL's format first, because drivers and
+/// ORMs (SQLAlchemy, for one) parse the version number out of it.
+pub fn version_string() -> String {
+    format!(
+        "PostgreSQL {SERVER_VERSION} (Loch {}) on {}-{}, compiled by rustc, 64-bit",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::ARCH,
+        std::env::consts::OS
+    )
+}
+
+/// `version()` as PostgreSQL spells it, replacing DataFusion's.
+fn version_udf() -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    use datafusion::scalar::ScalarValue;
+    let version = version_string();
+    create_udf(
+        "version",
+        vec![],
+        arrow::datatypes::DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                version.clone(),
+            ))))
+        }),
+    )
+}
+
 /// What a statement produced.
 pub enum Output {
     /// Rows, streamed as they are computed.
@@ -127,6 +156,7 @@ impl Session {
         startup: &[(String, String)],
     ) -> Result<Self, LochError> {
         let ctx = engine.new_session()?;
+        ctx.register_udf(version_udf());
         let session = Session {
             ctx,
             engine: engine.clone(),
