@@ -35,6 +35,12 @@ pub enum Command {
 }
 
 impl Command {
+    /// True for statements that only read (queries, `EXPLAIN`, `SHOW`);
+    /// false for those that change session or catalog state.
+    pub fn is_read_only(&self) -> bool {
+        matches!(self.tag().as_str(), "SELECT" | "EXPLAIN" | "SHOW")
+    }
+
     /// The PostgreSQL command tag for a statement that returns no rows.
     pub fn tag(&self) -> String {
         match self {

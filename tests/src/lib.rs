@@ -78,11 +78,11 @@ impl LochServer {
 
     /// Starts `loch local` on `data_dir` with the test sample scale.
     pub fn start(data_dir: &Path) -> LochServer {
-        Self::start_with(data_dir, TEST_SCALE, &[])
+        Self::start_with(data_dir, TEST_SCALE)
     }
 
-    /// Starts `loch local` with a sample scale and extra arguments.
-    pub fn start_with(data_dir: &Path, scale: f64, extra: &[&str]) -> LochServer {
+    /// Starts `loch local` with another sample scale.
+    pub fn start_with(data_dir: &Path, scale: f64) -> LochServer {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("loch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -92,7 +92,6 @@ impl LochServer {
             .args(["--data-dir", data_dir.to_str().expect("utf8 path")])
             .args(["--pg-addr", "127.0.0.1:0"])
             .args(["--sample-scale", &scale])
-            .args(extra)
             .env("LOCH_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())

@@ -215,7 +215,7 @@ fn command_line_describes_itself() {
 #[tokio::test]
 async fn restart_reuses_the_sample_and_ctrl_c_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut first = LochServer::start_with(dir.path(), 0.01, &[]);
+    let mut first = LochServer::start_with(dir.path(), 0.01);
     let marker = dir
         .path()
         .join("sample/tpch-sf0.01/lineitem/part-001.parquet");
@@ -241,7 +241,7 @@ async fn restart_reuses_the_sample_and_ctrl_c_stops_cleanly() {
         .expect("loch exits after SIGINT");
     assert!(exit.success(), "{exit:?}\n{}", first.log_tail());
 
-    let second = LochServer::start_with(dir.path(), 0.01, &[]);
+    let second = LochServer::start_with(dir.path(), 0.01);
     assert_eq!(
         std::fs::metadata(&marker).unwrap().modified().unwrap(),
         generated
@@ -257,7 +257,7 @@ async fn restart_reuses_the_sample_and_ctrl_c_stops_cleanly() {
 
     // --sample-scale 0: no sample schema at all.
     let empty = tempfile::tempdir().unwrap();
-    let bare = LochServer::start_with(empty.path(), 0.0, &[]);
+    let bare = LochServer::start_with(empty.path(), 0.0);
     let client = bare.connect().await;
     assert!(
         client

@@ -397,6 +397,8 @@ impl SimpleQueryHandler for QueryHandler {
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         let mut status = client.transaction_status();
         let mut responses = Vec::with_capacity(commands.len());
+        // responses[..complete] hold no row stream still running.
+        let mut complete = 0;
         for command in commands {
             if let Some(response) = in_failed_transaction(status, &command) {
                 let failed = matches!(response, Response::Error(_));
@@ -410,10 +412,12 @@ impl SimpleQueryHandler for QueryHandler {
             // A statement that changes state runs only after the earlier
             // statements' rows are complete: if one of them fails while
             // streaming, PostgreSQL never runs the rest of the string.
-            if !matches!(command.tag().as_str(), "SELECT" | "EXPLAIN" | "SHOW")
-                && !finish_pending(&mut responses).await
-            {
-                break;
+            if !command.is_read_only() {
+                if let Some(failed) = finish_pending(&mut responses[complete..]).await {
+                    responses.truncate(complete + failed + 1);
+                    break;
+                }
+                complete = responses.len();
             }
             match session.run(command).await {
                 Ok(output) => {
@@ -438,11 +442,11 @@ impl SimpleQueryHandler for QueryHandler {
 }
 
 /// Runs the row streams of `responses` to completion, keeping their rows
-/// to send. Returns false when one failed: its response then ends with
-/// that error after the rows it produced, and later ones are dropped.
-async fn finish_pending(responses: &mut Vec<Response>) -> bool {
-    for i in 0..responses.len() {
-        let Response::Query(query) = &mut responses[i] else {
+/// to send. Returns the index of the first that failed: its response then
+/// ends with that error after the rows it produced.
+async fn finish_pending(responses: &mut [Response]) -> Option<usize> {
+    for (i, response) in responses.iter_mut().enumerate() {
+        let Response::Query(query) = response else {
             continue;
         };
         let mut rows = Vec::new();
@@ -456,13 +460,12 @@ async fn finish_pending(responses: &mut Vec<Response>) -> bool {
         }
         let mut done = QueryResponse::new(query.row_schema(), futures::stream::iter(rows));
         done.set_command_tag(query.command_tag());
-        responses[i] = Response::Query(done);
+        *response = Response::Query(done);
         if failed {
-            responses.truncate(i + 1);
-            return false;
+            return Some(i);
         }
     }
-    true
+    None
 }
 
 #[async_trait]
