@@ -41,6 +41,16 @@ pub enum LochError {
     /// A statement other than ROLLBACK inside a failed transaction block.
     #[error("current transaction is aborted, commands ignored until end of transaction block")]
     InFailedTransaction,
+    /// A Flight SQL ticket this session does not hold (forged, used, from
+    /// another session, or expired).
+    #[error("unknown ticket: it was already used, has expired, or belongs to another session")]
+    UnknownTicket,
+    /// A prepared statement handle this session does not hold.
+    #[error("prepared statement does not exist")]
+    UnknownPreparedStatement,
+    /// A per-session limit was reached.
+    #[error("{0}")]
+    TooMany(String),
     /// A real bug: a state Loch should never reach.
     #[error("internal error: {0}")]
     Internal(String),
@@ -58,6 +68,9 @@ impl LochError {
             LochError::InvalidParameter(_) => "22023",
             LochError::Canceled | LochError::StatementTimeout => "57014",
             LochError::InFailedTransaction => "25P02",
+            LochError::UnknownTicket => "34000",
+            LochError::UnknownPreparedStatement => "26000",
+            LochError::TooMany(_) => "53400",
             LochError::Internal(_) => "XX000",
         }
     }
@@ -243,6 +256,9 @@ mod tests {
             LochError::Canceled,
             LochError::StatementTimeout,
             LochError::InFailedTransaction,
+            LochError::UnknownTicket,
+            LochError::UnknownPreparedStatement,
+            LochError::TooMany("x".into()),
             LochError::Internal("x".into()),
         ];
         for e in &all {

@@ -1,11 +1,14 @@
 //! Loch's coordinator: the front door of the warehouse.
 //!
-//! It accepts PostgreSQL wire protocol connections ([`pgwire`]), keeps one
+//! It accepts PostgreSQL wire protocol connections ([`pgwire`]) and Arrow
+//! Flight SQL calls ([`flight`]), keeps one
 //! [`session::Session`] per client, parses statements ([`statement`]), maps
 //! every error to a SQLSTATE ([`error`]) and runs plans on the engine from
 //! `loch-executor`. [`local`] wires it all together for `loch local`.
 
+pub mod auth;
 pub mod error;
+pub mod flight;
 pub mod local;
 pub mod pgwire;
 pub mod session;

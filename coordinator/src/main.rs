@@ -3,8 +3,10 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use loch_coordinator::auth::{ADMIN_USER, PasswordSource};
 use loch_coordinator::local::{LocalOptions, start};
 
 /// Loch: a distributed SQL warehouse over lake tables.
@@ -36,6 +38,27 @@ struct LocalArgs {
     /// Partitions per query stage (0 = one per core).
     #[arg(long, env = "LOCH_TARGET_PARTITIONS", default_value_t = 0)]
     target_partitions: usize,
+    /// Address for Arrow Flight SQL, or `off`. Clients log in as `loch` with
+    /// the admin password (LOCH_ADMIN_PASSWORD, else generated on first start
+    /// into <data-dir>/admin-password).
+    #[arg(long, env = "LOCH_FLIGHT_ADDR", default_value = "127.0.0.1:5434", value_parser = parse_flight_addr)]
+    flight_addr: FlightAddr,
+    /// Seconds a Flight SQL token lives without being used.
+    #[arg(long, env = "LOCH_FLIGHT_TOKEN_TTL", default_value_t = 3600)]
+    flight_token_ttl: u64,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct FlightAddr(Option<SocketAddr>);
+
+fn parse_flight_addr(value: &str) -> Result<FlightAddr, String> {
+    if value.eq_ignore_ascii_case("off") {
+        return Ok(FlightAddr(None));
+    }
+    value
+        .parse()
+        .map(|a| FlightAddr(Some(a)))
+        .map_err(|e| format!("{e}: expected IP:PORT or `off`"))
 }
 
 fn main() -> ExitCode {
@@ -72,14 +95,23 @@ async fn run_local(args: LocalArgs) -> ExitCode {
         pg_addr: args.pg_addr,
         sample_scale: args.sample_scale,
         target_partitions: args.target_partitions,
+        flight_addr: args.flight_addr.0,
+        flight_token_ttl: Duration::from_secs(args.flight_token_ttl.max(1)),
+        admin_password: std::env::var("LOCH_ADMIN_PASSWORD").ok(),
     };
-    if !options.pg_addr.ip().is_loopback() {
-        eprintln!(
-            "loch: --pg-addr {} is not a loopback address; Loch has no authentication yet, \
-             so `loch local` only listens on loopback",
-            options.pg_addr
-        );
-        return ExitCode::FAILURE;
+    for (flag, addr) in [
+        ("--pg-addr", Some(options.pg_addr)),
+        ("--flight-addr", options.flight_addr),
+    ] {
+        if let Some(addr) = addr
+            && !addr.ip().is_loopback()
+        {
+            eprintln!(
+                "loch: {flag} {addr} is not a loopback address; pg wire has no authentication \
+                 and neither protocol has TLS yet, so `loch local` only listens on loopback"
+            );
+            return ExitCode::FAILURE;
+        }
     }
     let running = match start(&options).await {
         Ok(running) => running,
@@ -88,6 +120,13 @@ async fn run_local(args: LocalArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(flight) = running.flight_addr {
+        let password = match &running.password_source {
+            PasswordSource::Environment => "password from LOCH_ADMIN_PASSWORD".to_string(),
+            PasswordSource::File(path) => format!("password in {}", path.display()),
+        };
+        println!("Flight SQL on grpc://{flight}   (user {ADMIN_USER}, {password})");
+    }
     let addr = running.pg_addr;
     println!(
         "Loch is ready: psql -h {} -p {} -U loch   (no authentication yet: listening on loopback only)",

@@ -12,8 +12,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, StringArray};
-use arrow::datatypes::SchemaRef;
+use arrow::datatypes::{DataType, SchemaRef};
 use arrow::record_batch::RecordBatch;
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
@@ -192,8 +194,19 @@ impl Session {
         Arc::clone(&self.cancel)
     }
 
-    /// Runs one parsed statement.
+    /// Runs one parsed statement; the session's cancel flag (pg wire's
+    /// CancelRequest) can stop it.
     pub async fn run(&self, command: Command) -> Result<Output, LochError> {
+        self.cancel.reset();
+        self.run_with(command, Arc::clone(&self.cancel)).await
+    }
+
+    /// Runs one parsed statement that `cancel` can stop.
+    pub async fn run_with(
+        &self,
+        command: Command,
+        cancel: Arc<CancelState>,
+    ) -> Result<Output, LochError> {
         let tag = command.tag();
         match command {
             Command::Set { name, value } => {
@@ -230,9 +243,104 @@ impl Session {
             }
             Command::Query(statement) => {
                 let plan = self.plan(*statement).await?;
-                self.execute(plan, tag).await
+                self.execute_with(plan, tag, cancel).await
             }
         }
+    }
+
+    /// Parses and plans one statement to run later, maybe many times with
+    /// different parameters. `None` for empty SQL.
+    pub async fn prepare(&self, sql: &str) -> Result<Option<Prepared>, LochError> {
+        let mut commands = crate::statement::parse(sql)?;
+        if commands.is_empty() {
+            return Ok(None);
+        }
+        if commands.len() > 1 {
+            return Err(LochError::Syntax(
+                "cannot insert multiple commands into a prepared statement".into(),
+            ));
+        }
+        let command = commands.remove(0);
+        let (plan, param_types) = match &command {
+            Command::Query(statement) => {
+                let plan = self.plan((**statement).clone()).await?;
+                let types = ordered_parameter_types(&plan)?;
+                (Some(plan), types)
+            }
+            _ => (None, Vec::new()),
+        };
+        Ok(Some(Prepared {
+            command,
+            plan,
+            param_types,
+        }))
+    }
+
+    /// Runs a prepared statement with its parameter values (in `$1..$n`
+    /// order, already of the types [`Prepared::param_types`] asks for, or
+    /// cast to them by [`bind_values`]); `cancel` can stop it.
+    pub async fn run_prepared(
+        &self,
+        prepared: &Prepared,
+        values: Option<ParamValues>,
+        cancel: Arc<CancelState>,
+    ) -> Result<Output, LochError> {
+        match &prepared.plan {
+            Some(plan) => {
+                let plan = match values {
+                    Some(values) => plan.clone().replace_params_with_values(&values)?,
+                    None => plan.clone(),
+                };
+                self.execute_with(plan, prepared.command.tag(), cancel)
+                    .await
+            }
+            None => self.run_with(prepared.command.clone(), cancel).await,
+        }
+    }
+
+    /// The tables every schema of every catalog holds, for catalog listings
+    /// (Flight SQL `GetTables`, later filtered by grants), sorted by name.
+    pub async fn tables(&self) -> Vec<TableEntry> {
+        let mut entries = Vec::new();
+        for catalog_name in self.ctx.catalog_names() {
+            let Some(catalog) = self.ctx.catalog(&catalog_name) else {
+                continue;
+            };
+            for schema_name in catalog.schema_names() {
+                let Some(schema) = catalog.schema(&schema_name) else {
+                    continue;
+                };
+                for table_name in schema.table_names() {
+                    // A table dropped since `table_names` is simply skipped.
+                    if let Ok(Some(table)) = schema.table(&table_name).await {
+                        entries.push(TableEntry {
+                            catalog: catalog_name.clone(),
+                            schema: schema_name.clone(),
+                            name: table_name,
+                            table_type: table.table_type(),
+                            arrow_schema: table.schema(),
+                        });
+                    }
+                }
+            }
+        }
+        entries.sort_by(|a, b| {
+            (&a.catalog, &a.schema, &a.name).cmp(&(&b.catalog, &b.schema, &b.name))
+        });
+        entries
+    }
+
+    /// The schemas of every catalog, as (catalog, schema), sorted.
+    pub fn schemas(&self) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = self
+            .ctx
+            .catalog_names()
+            .into_iter()
+            .filter_map(|c| self.ctx.catalog(&c).map(|cat| (c, cat.schema_names())))
+            .flat_map(|(c, schemas)| schemas.into_iter().map(move |s| (c.clone(), s)))
+            .collect();
+        out.sort();
+        out
     }
 
     /// Plans a DataFusion statement (parameters stay as placeholders).
@@ -240,18 +348,23 @@ impl Session {
         Ok(self.ctx.state().statement_to_plan(statement).await?)
     }
 
-    /// Runs a planned statement; `tag` is the command tag for non-queries.
-    pub async fn execute(&self, plan: LogicalPlan, tag: String) -> Result<Output, LochError> {
+    /// Runs a planned statement that `cancel` can stop; `tag` is the command
+    /// tag for non-queries.
+    pub async fn execute_with(
+        &self,
+        plan: LogicalPlan,
+        tag: String,
+        cancel: Arc<CancelState>,
+    ) -> Result<Output, LochError> {
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
-        self.cancel.reset();
         let df = self.ctx.execute_logical_plan(plan).await?;
         if returns_rows {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let stream = self.guard(self.engine.execute(df));
+            let stream = self.guard(self.engine.execute(df), cancel);
             return Ok(Output::Rows { schema, stream });
         }
-        let mut stream = self.guard(self.engine.execute(df));
+        let mut stream = self.guard(self.engine.execute(df), cancel);
         let mut count = 0usize;
         while let Some(batch) = stream.next().await {
             let batch = batch?;
@@ -271,14 +384,18 @@ impl Session {
 
     /// Wraps a result stream so a cancel request or `statement_timeout`
     /// stops it with SQLSTATE 57014.
-    fn guard(&self, stream: SendableRecordBatchStream) -> SendableRecordBatchStream {
+    fn guard(
+        &self,
+        stream: SendableRecordBatchStream,
+        cancel: Arc<CancelState>,
+    ) -> SendableRecordBatchStream {
         let timeout = self.settings.lock().ok().and_then(|s| s.statement_timeout);
         let schema = stream.schema();
         Box::pin(RecordBatchStreamAdapter::new(
             schema,
             Guarded {
                 inner: stream,
-                cancel: Arc::clone(&self.cancel),
+                cancel,
                 deadline: timeout.map(|t| Box::pin(tokio::time::sleep(t))),
                 done: false,
             },
@@ -425,6 +542,95 @@ fn parse_timeout(value: &str) -> Option<Option<Duration>> {
     Some((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
 }
 
+/// A statement parsed and planned once, to run later with parameters.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// What was parsed.
+    pub command: Command,
+    /// The DataFusion plan, with `$n` placeholders, for planned statements.
+    pub plan: Option<LogicalPlan>,
+    /// Parameter types in `$1..$n` order (`None` when the plan does not fix
+    /// one: such a parameter takes the type of the value bound to it).
+    pub param_types: Vec<Option<DataType>>,
+}
+
+impl Prepared {
+    /// The schema of the rows it answers with; `None` for statements that
+    /// answer with a command tag only.
+    pub fn result_schema(&self) -> Option<SchemaRef> {
+        if let Some(schema) = command_schema(&self.command) {
+            return Some(schema);
+        }
+        match &self.plan {
+            Some(plan) if returns_rows(plan) => Some(Arc::new(plan.schema().as_arrow().clone())),
+            _ => None,
+        }
+    }
+}
+
+/// Values bound to a prepared statement, cast to the types its plan
+/// expects (a client may send an int64 for an int32 column, say).
+pub fn bind_values(
+    param_types: &[Option<DataType>],
+    values: Vec<ScalarValue>,
+) -> Result<ParamValues, LochError> {
+    if values.len() != param_types.len() {
+        return Err(LochError::InvalidParameter(format!(
+            "the statement takes {} parameters, {} were bound",
+            param_types.len(),
+            values.len()
+        )));
+    }
+    let values = values
+        .into_iter()
+        .zip(param_types)
+        .enumerate()
+        .map(|(i, (value, ty))| match ty {
+            Some(ty) if value.data_type() != *ty => value.cast_to(ty).map_err(|e| {
+                LochError::InvalidParameter(format!(
+                    "parameter ${} cannot be used as {ty}: {}",
+                    i + 1,
+                    crate::error::LochError::from(e).message()
+                ))
+            }),
+            _ => Ok(value),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(ParamValues::from(values))
+}
+
+/// `$1..$n` parameter types of a plan, in order.
+pub fn ordered_parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, LochError> {
+    let types = plan.get_parameter_types()?;
+    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
+    for (name, ty) in types {
+        let index = name
+            .trim_start_matches('$')
+            .parse::<usize>()
+            .map_err(|_| LochError::NotSupported(format!("named parameter {name}")))?;
+        indexed.push((index, ty));
+    }
+    indexed.sort_by_key(|(i, _)| *i);
+    let count = indexed.last().map(|(i, _)| *i).unwrap_or(0);
+    let mut ordered = vec![None; count];
+    for (i, ty) in indexed {
+        if i >= 1 {
+            ordered[i - 1] = ty;
+        }
+    }
+    Ok(ordered)
+}
+
+/// One table of a catalog listing.
+#[derive(Debug, Clone)]
+pub struct TableEntry {
+    pub catalog: String,
+    pub schema: String,
+    pub name: String,
+    pub table_type: TableType,
+    pub arrow_schema: SchemaRef,
+}
+
 /// True for plans that answer with rows (queries, `EXPLAIN`), false for DDL,
 /// DML and statements that answer with a command tag.
 pub fn returns_rows(plan: &LogicalPlan) -> bool {
@@ -486,11 +692,13 @@ impl CancelState {
         self.waker.wake();
     }
 
-    fn reset(&self) {
+    /// Clears the flag before a new statement.
+    pub fn reset(&self) {
         self.requested.store(false, Ordering::SeqCst);
     }
 
-    fn is_requested(&self) -> bool {
+    /// True once a cancel was asked for.
+    pub fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
     }
 }

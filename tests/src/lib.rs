@@ -26,6 +26,8 @@ pub struct LochServer {
     child: Child,
     /// The pg wire port.
     pub port: u16,
+    /// The Flight SQL port.
+    pub flight_port: u16,
     /// The data directory.
     pub data_dir: PathBuf,
     log_path: PathBuf,
@@ -83,6 +85,16 @@ impl LochServer {
 
     /// Starts `loch local` with another sample scale.
     pub fn start_with(data_dir: &Path, scale: f64) -> LochServer {
+        Self::start_opts(data_dir, scale, &[], &[])
+    }
+
+    /// Starts `loch local` with extra arguments and environment variables.
+    pub fn start_opts(
+        data_dir: &Path,
+        scale: f64,
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> LochServer {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("loch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
@@ -91,8 +103,12 @@ impl LochServer {
             .arg("local")
             .args(["--data-dir", data_dir.to_str().expect("utf8 path")])
             .args(["--pg-addr", "127.0.0.1:0"])
+            .args(["--flight-addr", "127.0.0.1:0"])
             .args(["--sample-scale", &scale])
+            .args(args)
             .env("LOCH_LOG", "info")
+            .env_remove("LOCH_ADMIN_PASSWORD")
+            .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -103,15 +119,19 @@ impl LochServer {
         std::thread::spawn(move || {
             let mut reader = BufReader::new(stdout);
             let mut line = String::new();
+            let mut flight = String::new();
             while reader.read_line(&mut line).unwrap_or(0) > 0 {
+                if line.starts_with("Flight SQL on") {
+                    flight = line.clone();
+                }
                 if line.contains("Loch is ready") {
-                    let _ = tx.send(line.clone());
+                    let _ = tx.send((line.clone(), flight.clone()));
                 }
                 line.clear();
             }
         });
-        let line = match rx.recv_timeout(READY_TIMEOUT) {
-            Ok(line) => line,
+        let (line, flight) = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(lines) => lines,
             Err(_) => {
                 let _ = child.kill();
                 panic!(
@@ -121,13 +141,30 @@ impl LochServer {
             }
         };
         let port = parse_port(&line).unwrap_or_else(|| panic!("no port in {line:?}"));
+        let flight_port = parse_flight_port(&flight).unwrap_or(0);
         LochServer {
             child,
             port,
+            flight_port,
             data_dir: data_dir.to_path_buf(),
             log_path,
             _log_dir: log_dir,
         }
+    }
+
+    /// The Flight SQL URI, `grpc://127.0.0.1:PORT`.
+    pub fn flight_uri(&self) -> String {
+        assert_ne!(self.flight_port, 0, "Flight SQL is off");
+        format!("grpc://127.0.0.1:{}", self.flight_port)
+    }
+
+    /// The admin password `loch local` generated into the data directory.
+    pub fn password(&self) -> String {
+        let path = self.data_dir.join("admin-password");
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .trim()
+            .to_string()
     }
 
     /// A libpq-style connection string for user `loch`.
@@ -211,6 +248,12 @@ impl Drop for LochServer {
 fn parse_port(line: &str) -> Option<u16> {
     let rest = &line[line.find("-p ")? + 3..];
     rest.split_whitespace().next()?.parse().ok()
+}
+
+fn parse_flight_port(line: &str) -> Option<u16> {
+    let rest = &line[line.find("grpc://")? + 7..];
+    let addr = rest.split_whitespace().next()?;
+    addr.rsplit(':').next()?.parse().ok()
 }
 
 fn tail(path: &Path) -> String {

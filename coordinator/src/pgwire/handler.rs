@@ -8,7 +8,6 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::DataType;
-use datafusion::logical_expr::LogicalPlan;
 use futures::{Sink, StreamExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
@@ -32,8 +31,8 @@ use pgwire::types::format::FormatOptions;
 
 use super::response::{error_info, fields, pg_error, to_response};
 use crate::error::LochError;
-use crate::session::{CancelState, SERVER_VERSION, Session, returns_rows};
-use crate::statement::{self, Command, command_schema};
+use crate::session::{CancelState, Prepared, SERVER_VERSION, Session};
+use crate::statement::{self, Command};
 use loch_executor::Engine;
 
 /// The user a connection runs as when the client names none.
@@ -258,16 +257,6 @@ impl ErrorHandler for LogErrors {
 
 // ---------------------------------------------------------------- queries
 
-/// A statement prepared through the extended protocol.
-#[derive(Debug, Clone)]
-pub struct Prepared {
-    command: Command,
-    /// The DataFusion plan, with `$n` placeholders, for planned statements.
-    plan: Option<LogicalPlan>,
-    /// Parameter types in `$1..$n` order (`None` when not inferable).
-    param_types: Vec<Option<DataType>>,
-}
-
 /// Parses and plans statements for the extended protocol.
 pub struct LochQueryParser;
 
@@ -284,33 +273,10 @@ impl QueryParser for LochQueryParser {
     where
         C: ClientInfo + Unpin + Send + Sync,
     {
-        let session = session_of(client)?;
-        let mut commands = statement::parse(sql).map_err(|e| pg_error(&e))?;
-        if commands.is_empty() {
-            return Ok(None);
-        }
-        if commands.len() > 1 {
-            return Err(pg_error(&LochError::Syntax(
-                "cannot insert multiple commands into a prepared statement".into(),
-            )));
-        }
-        let command = commands.remove(0);
-        let (plan, param_types) = match &command {
-            Command::Query(statement) => {
-                let plan = session
-                    .plan((**statement).clone())
-                    .await
-                    .map_err(|e| pg_error(&e))?;
-                let types = ordered_parameter_types(&plan).map_err(|e| pg_error(&e))?;
-                (Some(plan), types)
-            }
-            _ => (None, Vec::new()),
-        };
-        Ok(Some(Prepared {
-            command,
-            plan,
-            param_types,
-        }))
+        session_of(client)?
+            .prepare(sql)
+            .await
+            .map_err(|e| pg_error(&e))
     }
 
     fn get_parameter_types(&self, stmt: &Prepared) -> PgWireResult<Vec<Type>> {
@@ -331,36 +297,11 @@ impl QueryParser for LochQueryParser {
         column_format: Option<&Format>,
     ) -> PgWireResult<Vec<FieldInfo>> {
         let format = column_format.unwrap_or(&Format::UnifiedText);
-        if let Some(schema) = command_schema(&stmt.command) {
-            return fields(&schema, format, None);
-        }
-        match &stmt.plan {
-            Some(plan) if returns_rows(plan) => fields(plan.schema().as_arrow(), format, None),
-            _ => Ok(Vec::new()),
+        match stmt.result_schema() {
+            Some(schema) => fields(&schema, format, None),
+            None => Ok(Vec::new()),
         }
     }
-}
-
-/// `$1..$n` parameter types of a plan, in order.
-fn ordered_parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, LochError> {
-    let types = plan.get_parameter_types()?;
-    let mut indexed: Vec<(usize, Option<DataType>)> = Vec::with_capacity(types.len());
-    for (name, ty) in types {
-        let index = name
-            .trim_start_matches('$')
-            .parse::<usize>()
-            .map_err(|_| LochError::NotSupported(format!("named parameter {name}")))?;
-        indexed.push((index, ty));
-    }
-    indexed.sort_by_key(|(i, _)| *i);
-    let count = indexed.last().map(|(i, _)| *i).unwrap_or(0);
-    let mut ordered = vec![None; count];
-    for (i, ty) in indexed {
-        if i >= 1 {
-            ordered[i - 1] = ty;
-        }
-    }
-    Ok(ordered)
 }
 
 /// Answers both protocols; the per-connection state lives in the [`Session`].
@@ -496,23 +437,20 @@ impl ExtendedQueryHandler for QueryHandler {
         {
             return Ok(response);
         }
-        let output = match &prepared.plan {
-            Some(plan) => {
-                let types: Vec<Option<&DataType>> =
-                    prepared.param_types.iter().map(Option::as_ref).collect();
-                let plan = if portal.parameter_len() == 0 && types.is_empty() {
-                    plan.clone()
-                } else {
-                    let values = arrow_pg::datatypes::df::deserialize_parameters(portal, &types)?;
-                    plan.clone()
-                        .replace_params_with_values(&values)
-                        .map_err(|e| pg_error(&LochError::from(e)))?
-                };
-                session.execute(plan, prepared.command.tag()).await
-            }
-            None => session.run(prepared.command.clone()).await,
-        }
-        .map_err(|e| pg_error(&e))?;
+        let values = if portal.parameter_len() == 0 && prepared.param_types.is_empty() {
+            None
+        } else {
+            let types: Vec<Option<&DataType>> =
+                prepared.param_types.iter().map(Option::as_ref).collect();
+            Some(arrow_pg::datatypes::df::deserialize_parameters(
+                portal, &types,
+            )?)
+        };
+        session.cancel_state().reset();
+        let output = session
+            .run_prepared(prepared, values, session.cancel_state())
+            .await
+            .map_err(|e| pg_error(&e))?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
         to_response(output, &portal.result_column_format, options)
     }

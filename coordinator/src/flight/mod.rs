@@ -1,0 +1,52 @@
+//! The Arrow Flight SQL front door: Arrow results for Python (ADBC,
+//! pyarrow) and other Arrow-native clients, on its own port.
+//!
+//! Built on `arrow-flight`'s `FlightSqlService`; sessions, planning and
+//! errors are the same [`crate::session::Session`] code pg wire uses.
+
+mod metadata;
+mod service;
+mod sessions;
+mod status;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow_flight::flight_service_server::FlightServiceServer;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+pub use service::LochFlightSql;
+pub use sessions::Sessions;
+pub use status::code_for;
+
+/// Largest message Loch accepts from a client (bound parameters, DoPut).
+const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
+
+/// Serves Flight SQL on `listener` until the task is dropped; expired
+/// sessions are swept in the background.
+pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<Sessions>) {
+    let sweep_every =
+        (sessions.ttl() / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
+    let sweeper = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(sweep_every);
+        loop {
+            tick.tick().await;
+            let dropped = sessions.sweep();
+            if dropped > 0 {
+                tracing::debug!(dropped, "flight sql: expired sessions dropped");
+            }
+        }
+    });
+    let server =
+        FlightServiceServer::new(service).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(server)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        tracing::error!(error = %e, "flight sql server stopped");
+    }
+    sweeper.abort();
+}

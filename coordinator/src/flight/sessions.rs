@@ -1,0 +1,247 @@
+//! Flight SQL sessions: a bearer token per login, and what each session
+//! keeps between calls (queries waiting for their `DoGet`, prepared
+//! statements).
+//!
+//! gRPC calls carry no connection state, so the token is the session: the
+//! handshake creates a [`Session`] and a token naming it; every later call
+//! presents the token. A token unused for the configured time expires and
+//! its session, with everything it still held, goes away.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use datafusion::common::ScalarValue;
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::error::LochError;
+use crate::session::{CancelState, Output, Prepared, Session};
+
+/// How many queries a session may leave waiting for `DoGet`: a client that
+/// asks for FlightInfos and never fetches them does not grow the server.
+const MAX_PENDING_QUERIES: usize = 64;
+/// How many prepared statements a session may hold open.
+const MAX_PREPARED: usize = 1024;
+
+/// The work a ticket stands for.
+pub enum Work {
+    /// A plan, executed when the ticket is redeemed.
+    Plan { plan: LogicalPlan, tag: String },
+    /// Rows already computed by the session itself (`SHOW`).
+    Ready(Output),
+}
+
+/// A query between `GetFlightInfo` and the end of its `DoGet`.
+struct Query {
+    /// Taken out by the `DoGet` that runs it.
+    work: Option<Work>,
+    cancel: Arc<CancelState>,
+    created: Instant,
+}
+
+/// A prepared statement and the parameter rows bound to it.
+pub struct PreparedStatement {
+    pub prepared: Prepared,
+    /// One entry per bound row; empty until a `DoPut` binds parameters.
+    pub params: Vec<Vec<ScalarValue>>,
+}
+
+/// One Flight SQL client's session.
+pub struct FlightSession {
+    pub session: Session,
+    last_used: Mutex<Instant>,
+    queries: Mutex<HashMap<String, Query>>,
+    prepared: Mutex<HashMap<String, PreparedStatement>>,
+}
+
+fn poisoned() -> LochError {
+    LochError::Internal("flight session lock poisoned".into())
+}
+
+impl FlightSession {
+    fn new(session: Session) -> Self {
+        FlightSession {
+            session,
+            last_used: Mutex::new(Instant::now()),
+            queries: Mutex::new(HashMap::new()),
+            prepared: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Keeps `work` until a `DoGet` redeems the returned handle.
+    pub fn add_query(&self, work: Work) -> Result<String, LochError> {
+        let handle = crate::auth::random_hex(16).map_err(|e| LochError::Internal(e.to_string()))?;
+        let mut queries = self.queries.lock().map_err(|_| poisoned())?;
+        if queries.values().filter(|q| q.work.is_some()).count() >= MAX_PENDING_QUERIES {
+            // The oldest unfetched query gives way.
+            if let Some(oldest) = queries
+                .iter()
+                .filter(|(_, q)| q.work.is_some())
+                .min_by_key(|(_, q)| q.created)
+                .map(|(h, _)| h.clone())
+            {
+                queries.remove(&oldest);
+            }
+        }
+        queries.insert(
+            handle.clone(),
+            Query {
+                work: Some(work),
+                cancel: Arc::new(CancelState::default()),
+                created: Instant::now(),
+            },
+        );
+        Ok(handle)
+    }
+
+    /// Takes the work of `handle` to run it, with the flag that cancels it.
+    /// A ticket is good for one `DoGet`; an unknown, used or cancelled one
+    /// is refused.
+    pub fn take_query(&self, handle: &str) -> Result<(Work, Arc<CancelState>), LochError> {
+        let mut queries = self.queries.lock().map_err(|_| poisoned())?;
+        let query = queries
+            .get_mut(handle)
+            .ok_or_else(|| LochError::UnknownTicket)?;
+        let work = query.work.take().ok_or_else(|| LochError::UnknownTicket)?;
+        let cancel = Arc::clone(&query.cancel);
+        Ok((work, cancel))
+    }
+
+    /// Forgets a query whose `DoGet` ended.
+    pub fn finish_query(&self, handle: &str) {
+        if let Ok(mut queries) = self.queries.lock() {
+            queries.remove(handle);
+        }
+    }
+
+    /// Cancels the query of `handle`, running or not yet fetched. False
+    /// when the session has no such query.
+    pub fn cancel_query(&self, handle: &str) -> bool {
+        let Ok(mut queries) = self.queries.lock() else {
+            return false;
+        };
+        match queries.get_mut(handle) {
+            Some(query) => {
+                query.cancel.cancel();
+                // Not fetched yet: it never runs.
+                query.work = None;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Keeps a prepared statement; returns its handle.
+    pub fn add_prepared(&self, prepared: Prepared) -> Result<String, LochError> {
+        let handle = crate::auth::random_hex(16).map_err(|e| LochError::Internal(e.to_string()))?;
+        let mut map = self.prepared.lock().map_err(|_| poisoned())?;
+        if map.len() >= MAX_PREPARED {
+            return Err(LochError::TooMany(format!(
+                "a session may hold at most {MAX_PREPARED} prepared statements; close some"
+            )));
+        }
+        map.insert(
+            handle.clone(),
+            PreparedStatement {
+                prepared,
+                params: Vec::new(),
+            },
+        );
+        Ok(handle)
+    }
+
+    /// A copy of a prepared statement and its bound parameters.
+    pub fn prepared(&self, handle: &str) -> Result<(Prepared, Vec<Vec<ScalarValue>>), LochError> {
+        let map = self.prepared.lock().map_err(|_| poisoned())?;
+        let statement = map
+            .get(handle)
+            .ok_or_else(|| LochError::UnknownPreparedStatement)?;
+        Ok((statement.prepared.clone(), statement.params.clone()))
+    }
+
+    /// Binds parameter rows to a prepared statement.
+    pub fn bind(&self, handle: &str, params: Vec<Vec<ScalarValue>>) -> Result<(), LochError> {
+        let mut map = self.prepared.lock().map_err(|_| poisoned())?;
+        let statement = map
+            .get_mut(handle)
+            .ok_or_else(|| LochError::UnknownPreparedStatement)?;
+        statement.params = params;
+        Ok(())
+    }
+
+    /// Closes a prepared statement (closing an unknown one is not an error).
+    pub fn close_prepared(&self, handle: &str) {
+        if let Ok(mut map) = self.prepared.lock() {
+            map.remove(handle);
+        }
+    }
+}
+
+/// All live Flight SQL sessions, by token.
+pub struct Sessions {
+    by_token: Mutex<HashMap<String, Arc<FlightSession>>>,
+    ttl: Duration,
+}
+
+impl Sessions {
+    /// An empty registry whose tokens expire after `ttl` without use.
+    pub fn new(ttl: Duration) -> Self {
+        Sessions {
+            by_token: Mutex::new(HashMap::new()),
+            ttl,
+        }
+    }
+
+    /// Registers a new session; returns its token.
+    pub fn login(&self, session: Session) -> Result<String, LochError> {
+        let token = crate::auth::random_hex(32).map_err(|e| LochError::Internal(e.to_string()))?;
+        self.by_token
+            .lock()
+            .map_err(|_| poisoned())?
+            .insert(token.clone(), Arc::new(FlightSession::new(session)));
+        Ok(token)
+    }
+
+    /// The session of a token, if the token is known and not expired; using
+    /// it keeps it alive.
+    pub fn get(&self, token: &str) -> Option<Arc<FlightSession>> {
+        let mut map = self.by_token.lock().ok()?;
+        let session = map.get(token)?;
+        let now = Instant::now();
+        let expired = {
+            let mut last = session.last_used.lock().ok()?;
+            let expired = now.duration_since(*last) > self.ttl;
+            if !expired {
+                *last = now;
+            }
+            expired
+        };
+        if expired {
+            map.remove(token);
+            return None;
+        }
+        Some(Arc::clone(session))
+    }
+
+    /// Drops the sessions whose tokens expired; returns how many.
+    pub fn sweep(&self) -> usize {
+        let Ok(mut map) = self.by_token.lock() else {
+            return 0;
+        };
+        let before = map.len();
+        let now = Instant::now();
+        let ttl = self.ttl;
+        map.retain(|_, s| {
+            s.last_used
+                .lock()
+                .map(|last| now.duration_since(*last) <= ttl)
+                .unwrap_or(false)
+        });
+        before - map.len()
+    }
+
+    /// How long an unused token lives.
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+}

@@ -1,0 +1,149 @@
+"""Talks to Loch's Flight SQL port with pyarrow.flight alone (no Flight SQL
+client library): Flight SQL messages are encoded here by hand, so the test
+can send what a well-behaved client never would. Prints one JSON line per
+check.
+
+usage: flight_lowlevel.py URI USER PASSWORD MODE
+  MODE tickets  tickets are bound to their session and good for one DoGet
+  MODE sizes    every message of SELECT * FROM tpch.lineitem is small
+  MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
+  MODE expiry   a token stops working once unused for the server's TTL"""
+
+import json
+import sys
+import threading
+import time
+
+import pyarrow.flight as flight
+
+SQL_PREFIX = "type.googleapis.com/arrow.flight.protocol.sql."
+
+
+def emit(check, **seen):
+    print(json.dumps({"check": check, **seen}), flush=True)
+
+
+def varint(n):
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def field(number, data):
+    """A length-delimited protobuf field."""
+    return varint(number << 3 | 2) + varint(len(data)) + data
+
+
+def any_message(name, body):
+    return field(1, (SQL_PREFIX + name).encode()) + field(2, body)
+
+
+def statement_query(sql):
+    return any_message("CommandStatementQuery", field(1, sql.encode()))
+
+
+def login(uri, user, password):
+    client = flight.FlightClient(uri)
+    header = client.authenticate_basic_token(user, password)
+    return client, flight.FlightCallOptions(headers=[header])
+
+
+def info_for(client, options, sql):
+    return client.get_flight_info(flight.FlightDescriptor.for_command(statement_query(sql)), options)
+
+
+def error_of(fn):
+    try:
+        fn()
+        return None
+    except Exception as e:  # pyarrow raises ArrowKeyError for NOT_FOUND
+        return f"{type(e).__name__}: {e}"
+
+
+def tickets(uri, user, password):
+    a, a_opts = login(uri, user, password)
+    b, b_opts = login(uri, user, password)
+    info = info_for(a, a_opts, "select n_name from tpch.nation order by n_nationkey")
+    ticket = info.endpoints[0].ticket
+    # Session b may not redeem session a's ticket ...
+    emit("other_session", error=error_of(lambda: b.do_get(ticket, b_opts).read_all()))
+    # ... a can, once.
+    table = a.do_get(ticket, a_opts).read_all()
+    emit("own_ticket", rows=table.num_rows, first=table.column(0)[0].as_py())
+    emit("reused", error=error_of(lambda: a.do_get(ticket, a_opts).read_all()))
+    forged = flight.Ticket(any_message("TicketStatementQuery", field(1, b"0123456789abcdef0123456789abcdef")))
+    emit("forged", error=error_of(lambda: a.do_get(forged, a_opts).read_all()))
+    emit("garbage", error=error_of(lambda: a.do_get(flight.Ticket(b"\xff\x00garbage"), a_opts).read_all()))
+    # No token, a wrong token.
+    emit("no_token", error=error_of(lambda: info_for(a, flight.FlightCallOptions(), "select 1")))
+    bad = flight.FlightCallOptions(headers=[(b"authorization", b"Bearer 00112233")])
+    emit("wrong_token", error=error_of(lambda: info_for(a, bad, "select 1")))
+
+
+def sizes(uri, user, password):
+    client, options = login(uri, user, password)
+    info = info_for(client, options, "select * from tpch.lineitem")
+    reader = client.do_get(info.endpoints[0].ticket, options)
+    rows, largest, messages = 0, 0, 0
+    for chunk in reader:
+        if chunk.data is None:
+            continue
+        messages += 1
+        rows += chunk.data.num_rows
+        largest = max(largest, chunk.data.serialize().size)
+    emit("sizes", rows=rows, messages=messages, largest=largest)
+
+
+def cancel_request(info):
+    # CancelFlightInfoRequest { FlightInfo info = 1; }
+    return flight.Action("CancelFlightInfo", field(1, info.serialize()))
+
+
+def cancel(uri, user, password):
+    client, options = login(uri, user, password)
+    # A query that streams far more than fits in the pipeline's buffers.
+    sql = "select a.* from tpch.lineitem a join tpch.lineitem b on a.l_orderkey = b.l_orderkey"
+    info = info_for(client, options, sql)
+    reader = client.do_get(info.endpoints[0].ticket, options)
+    first = reader.read_chunk()
+    results = list(client.do_action(cancel_request(info), options))
+    rows = first.data.num_rows
+    error = None
+    try:
+        while True:
+            rows += reader.read_chunk().data.num_rows
+    except StopIteration:
+        pass
+    except flight.FlightError as e:
+        error = f"{type(e).__name__}: {e}"
+    emit("cancel_running", rows=rows, error=error, results=len(results))
+    # Cancelled before its DoGet: the ticket no longer runs anything.
+    info = info_for(client, options, sql)
+    list(client.do_action(cancel_request(info), options))
+    emit("cancel_pending", error=error_of(lambda: client.do_get(info.endpoints[0].ticket, options).read_all()))
+    # The session still works.
+    table = client.do_get(info_for(client, options, "select 1 as x").endpoints[0].ticket, options).read_all()
+    emit("after_cancel", rows=table.num_rows)
+
+
+def expiry(uri, user, password):
+    client, options = login(uri, user, password)
+    before = error_of(lambda: info_for(client, options, "select 1"))
+    time.sleep(3.0)
+    after = error_of(lambda: info_for(client, options, "select 1"))
+    emit("expiry", before=before, after=after)
+
+
+def main():
+    uri, user, password, mode = sys.argv[1:5]
+    {"tickets": tickets, "sizes": sizes, "cancel": cancel, "expiry": expiry}[mode](uri, user, password)
+
+
+if __name__ == "__main__":
+    main()

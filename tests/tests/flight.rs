@@ -1,0 +1,296 @@
+//! Flight SQL with real clients: the ADBC Flight SQL driver (what pandas,
+//! polars and notebooks use) and pyarrow.flight for what a well-behaved
+//! client never sends. `dev/test` installs both into its venv; a missing
+//! client fails the test, never skips it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use loch_tests::oracle::{self, Cell};
+use loch_tests::{LochServer, tpch_query};
+use serde_json::Value;
+
+fn server() -> LochServer {
+    LochServer::start_shared(env!("CARGO_TARGET_TMPDIR"))
+}
+
+/// The Python of the venv dev/test made (`$LOCH_PYTHON`), else `python3`.
+fn python() -> PathBuf {
+    std::env::var_os("LOCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Runs tests/python/`script` with the server's Flight URI, user and
+/// password, then `args`; returns the JSON lines it printed.
+fn run_python(server: &LochServer, script: &str, args: &[&str]) -> Vec<Value> {
+    run_python_as(server, script, "loch", &server.password(), args)
+}
+
+fn run_python_as(
+    server: &LochServer,
+    script: &str,
+    user: &str,
+    password: &str,
+    args: &[&str],
+) -> Vec<Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&script)
+        .arg(server.flight_uri())
+        .args([user, password])
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running python: {e}"));
+    assert!(
+        out.status.success(),
+        "{} failed (are adbc-driver-flightsql and pyarrow installed in $LOCH_PYTHON?):\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The line of `check` among a script's output.
+fn check<'a>(lines: &'a [Value], name: &str) -> &'a Value {
+    lines
+        .iter()
+        .find(|v| v["check"] == name)
+        .unwrap_or_else(|| panic!("no {name:?} in {lines:?}"))
+}
+
+fn json_rows(v: &Value) -> Vec<Vec<Cell>> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
+        .collect()
+}
+
+/// The error text of a check, asserting there was one.
+fn error(v: &Value) -> String {
+    v["error"]
+        .as_str()
+        .unwrap_or_else(|| panic!("expected an error: {v}"))
+        .to_string()
+}
+
+fn read_ipc(path: &Path) -> Vec<arrow::record_batch::RecordBatch> {
+    let file = std::fs::File::open(path).unwrap();
+    arrow::ipc::reader::FileReader::try_new(file, None)
+        .unwrap()
+        .map(|b| b.unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn adbc_runs_the_22_tpch_queries() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let queries = Path::new(env!("CARGO_MANIFEST_DIR")).join("../benchmarks/queries/tpch");
+    let out = tempfile::tempdir().unwrap();
+    let lines = run_python(
+        &server,
+        "tpch_adbc.py",
+        &[queries.to_str().unwrap(), out.path().to_str().unwrap()],
+    );
+    assert_eq!(lines.len(), 22);
+    for n in 1..=22 {
+        let sql = tpch_query(n);
+        let expected = oracle::run(&ctx, &sql).await;
+        let batches = read_ipc(&out.path().join(format!("q{n}.arrow")));
+        let got = oracle::arrow_rows(&batches);
+        oracle::compare(&expected, &got, oracle::is_ordered(&sql))
+            .unwrap_or_else(|e| panic!("q{n} through ADBC Flight SQL: {e}"));
+        // Arrow types survive the trip (decimals stay decimals, dates dates).
+        let oracle_batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
+        if let (Some(a), Some(b)) = (batches.first(), oracle_batches.first()) {
+            for (got, want) in a.schema().fields().iter().zip(b.schema().fields()) {
+                let want = match want.data_type() {
+                    arrow::datatypes::DataType::Utf8View => arrow::datatypes::DataType::Utf8,
+                    other => other.clone(),
+                };
+                assert_eq!(got.data_type(), &want, "q{n} column {}", got.name());
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn adbc_prepared_statements_catalog_errors_and_ddl() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let lines = run_python(&server, "adbc_features.py", &[]);
+
+    let wrong = check(&lines, "wrong_password");
+    assert_eq!(wrong["refused"], true, "{wrong}");
+    assert!(
+        error(wrong).contains("Unauthenticated") || error(wrong).contains("UNAUTHENTICATED"),
+        "{wrong}"
+    );
+
+    for name in ["prepared", "prepared_again", "search_path"] {
+        let v = check(&lines, name);
+        let expected = oracle::run(&ctx, v["oracle_sql"].as_str().unwrap()).await;
+        assert!(!expected.is_empty(), "{name}");
+        oracle::compare(&expected, &json_rows(v), true).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
+    let objects = &check(&lines, "get_objects")["tables"];
+    let lineitem = &objects["loch.tpch.lineitem"];
+    assert_eq!(lineitem["type"], "TABLE", "{objects}");
+    let columns: Vec<&str> = lineitem["columns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    assert_eq!(columns.len(), 16, "{columns:?}");
+    assert_eq!(columns[0], "l_orderkey");
+    for table in [
+        "nation", "region", "orders", "customer", "part", "partsupp", "supplier",
+    ] {
+        assert!(
+            objects.get(format!("loch.tpch.{table}")).is_some(),
+            "{table} not listed"
+        );
+    }
+
+    let fields = check(&lines, "table_schema")["fields"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(fields.len(), 16);
+    assert_eq!(fields[0], serde_json::json!(["l_orderkey", "int64"]));
+    assert_eq!(fields[5][0], "l_extendedprice");
+    assert_eq!(fields[5][1], "decimal128(15, 2)");
+    assert!(
+        check(&lines, "table_types")["types"]
+            .as_array()
+            .unwrap()
+            .contains(&Value::from("TABLE"))
+    );
+
+    let syntax = check(&lines, "syntax_error");
+    assert_eq!(syntax["failed"], true);
+    assert!(error(syntax).contains("42601"), "{syntax}");
+    assert_eq!(
+        json_rows(check(&lines, "after_error")),
+        vec![vec![Cell::Int(42)]]
+    );
+    let unknown = check(&lines, "unknown_table");
+    assert!(error(unknown).contains("42P01"), "{unknown}");
+
+    let ddl = check(&lines, "ddl_dml");
+    assert_eq!(ddl["inserted"], 3, "{ddl}");
+    assert_eq!(
+        json_rows(ddl),
+        vec![
+            vec![Cell::Int(1), Cell::Text("one".into())],
+            vec![Cell::Int(2), Cell::Text("two".into())],
+            vec![Cell::Int(3), Cell::Text("three".into())],
+        ]
+    );
+    assert_eq!(
+        json_rows(check(&lines, "show")),
+        vec![vec![Cell::Text("tpch".into())]]
+    );
+}
+
+#[test]
+fn flight_tickets_belong_to_their_session_and_are_used_once() {
+    let server = server();
+    let lines = run_python(&server, "flight_lowlevel.py", &["tickets"]);
+    let own = check(&lines, "own_ticket");
+    assert_eq!(own["rows"], 25, "{own}");
+    assert_eq!(own["first"], "ALGERIA", "{own}");
+    for name in ["other_session", "reused", "forged"] {
+        let e = error(check(&lines, name));
+        assert!(
+            e.contains("FlightServerError")
+                || e.contains("NotFound")
+                || e.contains("not found")
+                || e.contains("unknown ticket"),
+            "{name}: {e}"
+        );
+        assert!(e.contains("34000"), "{name}: {e}");
+    }
+    assert!(!error(check(&lines, "garbage")).is_empty());
+    for name in ["no_token", "wrong_token"] {
+        let e = error(check(&lines, name));
+        assert!(e.contains("FlightUnauthenticatedError"), "{name}: {e}");
+    }
+    // The server survived all of it.
+    let again = run_python(&server, "flight_lowlevel.py", &["tickets"]);
+    assert_eq!(check(&again, "own_ticket")["rows"], 25);
+}
+
+#[tokio::test]
+async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let expected = oracle::run(&ctx, "select count(*) from lineitem").await;
+    let Cell::Int(count) = expected[0][0] else {
+        panic!()
+    };
+    let lines = run_python(&server, "flight_lowlevel.py", &["sizes"]);
+    let sizes = check(&lines, "sizes");
+    assert_eq!(sizes["rows"], count, "{sizes}");
+    let largest = sizes["largest"].as_u64().unwrap();
+    assert!(largest > 0 && largest <= 16 * 1024 * 1024, "{sizes}");
+    // Streamed in many messages, not one buffered result.
+    assert!(sizes["messages"].as_u64().unwrap() > 10, "{sizes}");
+}
+
+#[tokio::test]
+async fn flight_cancel_stops_running_and_pending_queries() {
+    let server = server();
+    let lines = run_python(&server, "flight_lowlevel.py", &["cancel"]);
+    let running = check(&lines, "cancel_running");
+    let e = error(running);
+    assert!(
+        e.contains("FlightCancelledError") && e.contains("57014"),
+        "{running}"
+    );
+    // The join has ~2.4 M rows at scale 0.1: cancelling stopped it early.
+    assert!(running["rows"].as_u64().unwrap() < 2_000_000, "{running}");
+    let pending = error(check(&lines, "cancel_pending"));
+    assert!(
+        pending.contains("57014") || pending.contains("34000"),
+        "{pending}"
+    );
+    assert_eq!(check(&lines, "after_cancel")["rows"], 1);
+}
+
+#[test]
+fn flight_tokens_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_opts(
+        dir.path(),
+        0.0,
+        &["--flight-token-ttl", "1"],
+        &[("LOCH_ADMIN_PASSWORD", "correct horse")],
+    );
+    let lines = run_python_as(
+        &server,
+        "flight_lowlevel.py",
+        "loch",
+        "correct horse",
+        &["expiry"],
+    );
+    let v = check(&lines, "expiry");
+    assert!(v["before"].is_null(), "{v}");
+    let after = v["after"].as_str().unwrap_or_default();
+    assert!(after.contains("FlightUnauthenticatedError"), "{v}");
+    // The password came from the environment: no password file was written.
+    assert!(!dir.path().join("admin-password").exists());
+}
