@@ -5,13 +5,18 @@
 //! runs the 22 queries over pg wire and with plain in-process DataFusion on
 //! the same files in the same run (1 warm-up, then the median of 3), checks
 //! the answers agree, and prints per-query times with the Loch/DataFusion
-//! ratio. Results also go to a JSON file. No timing is asserted anywhere.
+//! ratio; the same over Flight SQL. `loch-benchmarks scan --sf 1` measures
+//! `SELECT * FROM lineitem` into clients (rows/s). Results also go to a JSON
+//! file. No timing is asserted anywhere.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use arrow_flight::sql::client::FlightSqlServiceClient;
 use clap::{Parser, Subcommand};
+use datafusion::arrow::record_batch::RecordBatch;
+use futures::TryStreamExt;
 use loch_tests::oracle::{self, Cell};
 use serde::Serialize;
 
@@ -24,8 +29,35 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Commands {
-    /// TPC-H: Loch over pg wire against in-process DataFusion.
+    /// TPC-H: Loch over pg wire and Flight SQL against in-process DataFusion.
     Tpch(TpchArgs),
+    /// `SELECT * FROM lineitem` into a client: in-process DataFusion, ADBC
+    /// Flight SQL into a pyarrow.Table, psycopg over pg wire.
+    Scan(ScanArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ScanArgs {
+    /// Scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    sf: f64,
+    /// Where the data set is generated (reused across runs).
+    #[arg(long, default_value = "./bench-data")]
+    data_dir: PathBuf,
+    /// Measured runs (after one warm-up); the median is reported. psycopg
+    /// runs once: it is an order of magnitude slower.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The `loch` binary (default: next to this one).
+    #[arg(long, env = "LOCH_BIN")]
+    loch_bin: Option<PathBuf>,
+    /// The Python with adbc-driver-flightsql, pyarrow and psycopg (dev/test's
+    /// venv by default).
+    #[arg(long, env = "LOCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "scan-results.json")]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -56,6 +88,8 @@ struct QueryResult {
     datafusion_ms: f64,
     loch_ms: f64,
     ratio: f64,
+    flight_ms: f64,
+    flight_ratio: f64,
     rows: usize,
     answers_agree: bool,
 }
@@ -69,6 +103,9 @@ struct Report {
     loch_total_ms: f64,
     total_ratio: f64,
     geomean_ratio: f64,
+    flight_total_ms: f64,
+    flight_total_ratio: f64,
+    flight_geomean_ratio: f64,
     queries: Vec<QueryResult>,
 }
 
@@ -91,6 +128,13 @@ fn main() -> ExitCode {
                 eprintln!("some answers differ between Loch and DataFusion");
                 ExitCode::FAILURE
             }
+            Err(e) => {
+                eprintln!("benchmark failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Commands::Scan(args) => match runtime.block_on(scan(args)) {
+            Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("benchmark failed: {e}");
                 ExitCode::FAILURE
@@ -134,6 +178,10 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     )
     .await?;
     tokio::spawn(connection);
+    let mut flight = server.flight_client().await?;
+    flight
+        .execute("SET search_path = tpch".to_string(), None)
+        .await?;
     let ctx = oracle::tpch_context(&sample_dir).await;
 
     let mut results = Vec::new();
@@ -166,23 +214,40 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
                 loch_times.push(elapsed);
             }
         }
-        let agree = oracle::compare(&expected, &got, oracle::is_ordered(&sql));
+        // Loch over Flight SQL (Arrow all the way).
+        let mut flight_times = Vec::new();
+        let mut flight_got = Vec::new();
+        for i in 0..=runs {
+            let start = Instant::now();
+            let batches = flight_query(&mut flight, &sql).await?;
+            let elapsed = start.elapsed();
+            if i == 0 {
+                flight_got = oracle::arrow_rows(&batches);
+            } else {
+                flight_times.push(elapsed);
+            }
+        }
+        let ordered = oracle::is_ordered(&sql);
+        let agree = oracle::compare(&expected, &got, ordered)
+            .and_then(|()| oracle::compare(&expected, &flight_got, ordered));
         if let Err(e) = &agree {
             eprintln!("q{n}: answers differ: {e}");
             all_agree = false;
         }
-        let (d, l) = (median(df_times), median(loch_times));
+        let (d, l, f) = (median(df_times), median(loch_times), median(flight_times));
         let result = QueryResult {
             query: n,
             datafusion_ms: d,
             loch_ms: l,
             ratio: l / d,
+            flight_ms: f,
+            flight_ratio: f / d,
             rows: got.len(),
             answers_agree: agree.is_ok(),
         };
         eprintln!(
-            "q{n:<2} datafusion {d:>9.1} ms   loch {l:>9.1} ms   ratio {:.2}",
-            result.ratio
+            "q{n:<2} datafusion {d:>9.1} ms   pg wire {l:>9.1} ms ({:.2})   flight sql {f:>9.1} ms ({:.2})",
+            result.ratio, result.flight_ratio
         );
         results.push(result);
     }
@@ -190,32 +255,39 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
 
     let df_total: f64 = results.iter().map(|r| r.datafusion_ms).sum();
     let loch_total: f64 = results.iter().map(|r| r.loch_ms).sum();
-    let geomean =
-        (results.iter().map(|r| r.ratio.ln()).sum::<f64>() / results.len().max(1) as f64).exp();
+    let flight_total: f64 = results.iter().map(|r| r.flight_ms).sum();
+    let geo = |f: fn(&QueryResult) -> f64| {
+        (results.iter().map(|r| f(r).ln()).sum::<f64>() / results.len().max(1) as f64).exp()
+    };
+    let geomean = geo(|r| r.ratio);
+    let flight_geomean = geo(|r| r.flight_ratio);
     println!(
         "\nTPC-H SF{} — median of {runs} runs after 1 warm-up\n",
         args.sf
     );
     println!(
-        "| query | DataFusion in-process (ms) | Loch over pg wire (ms) | Loch / DataFusion | rows | answers agree |"
+        "| query | DataFusion in-process (ms) | pg wire (ms) | pg wire / DataFusion | Flight SQL (ms) | Flight SQL / DataFusion | rows | answers agree |"
     );
-    println!("|---|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
     for r in &results {
         println!(
-            "| q{} | {:.1} | {:.1} | {:.2} | {} | {} |",
+            "| q{} | {:.1} | {:.1} | {:.2} | {:.1} | {:.2} | {} | {} |",
             r.query,
             r.datafusion_ms,
             r.loch_ms,
             r.ratio,
+            r.flight_ms,
+            r.flight_ratio,
             r.rows,
             if r.answers_agree { "yes" } else { "NO" }
         );
     }
     println!(
-        "| **total** | {df_total:.1} | {loch_total:.1} | {:.2} | | |",
-        loch_total / df_total
+        "| **total** | {df_total:.1} | {loch_total:.1} | {:.2} | {flight_total:.1} | {:.2} | | |",
+        loch_total / df_total,
+        flight_total / df_total
     );
-    println!("| geomean | | | {geomean:.2} | | |");
+    println!("| geomean | | | {geomean:.2} | | {flight_geomean:.2} | | |");
     let report = Report {
         benchmark: "tpch",
         scale_factor: args.sf,
@@ -224,6 +296,9 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         loch_total_ms: loch_total,
         total_ratio: loch_total / df_total,
         geomean_ratio: geomean,
+        flight_total_ms: flight_total,
+        flight_total_ratio: flight_total / df_total,
+        flight_geomean_ratio: flight_geomean,
         queries: results,
     };
     std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
@@ -247,10 +322,14 @@ fn sibling_bin() -> Result<PathBuf, BoxError> {
     Ok(bin)
 }
 
+/// The admin password the benchmark gives `loch local` (loopback only).
+const BENCH_PASSWORD: &str = "loch-benchmark";
+
 /// The `loch local` process under test.
 struct Server {
     child: std::process::Child,
     port: u16,
+    flight_port: u16,
 }
 
 impl Server {
@@ -263,19 +342,31 @@ impl Server {
             .args([
                 "--pg-addr",
                 "127.0.0.1:0",
+                "--flight-addr",
+                "127.0.0.1:0",
                 "--sample-scale",
                 &sf.to_string(),
             ])
+            .env("LOCH_ADMIN_PASSWORD", BENCH_PASSWORD)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
             .spawn()?;
         let stdout = child.stdout.take().ok_or("no stdout")?;
         let mut reader = BufReader::new(stdout);
         let mut line = String::new();
+        let mut flight_port = 0;
         loop {
             line.clear();
             if reader.read_line(&mut line)? == 0 {
                 return Err("loch exited before it was ready".into());
+            }
+            if let Some(i) = line.find("grpc://") {
+                flight_port = line[i + 7..]
+                    .split_whitespace()
+                    .next()
+                    .and_then(|a| a.rsplit(':').next())
+                    .and_then(|p| p.parse().ok())
+                    .ok_or("no port in the Flight SQL line")?;
             }
             if let Some(i) = line.find("-p ") {
                 let port = line[i + 3..]
@@ -283,10 +374,182 @@ impl Server {
                     .next()
                     .and_then(|p| p.parse().ok())
                     .ok_or("no port in the ready line")?;
-                return Ok(Server { child, port });
+                return Ok(Server {
+                    child,
+                    port,
+                    flight_port,
+                });
             }
         }
     }
+
+    fn flight_uri(&self) -> String {
+        format!("grpc://127.0.0.1:{}", self.flight_port)
+    }
+
+    /// A logged-in Flight SQL client.
+    async fn flight_client(&self) -> Result<FlightClient, BoxError> {
+        let channel = tonic::transport::Channel::from_shared(format!(
+            "http://127.0.0.1:{}",
+            self.flight_port
+        ))?
+        // Like gRPC's C++ and Go clients, which size their windows by
+        // bandwidth-delay probing: h2's 64 KiB default throttles a stream.
+        .initial_stream_window_size(Some(8 << 20))
+        .initial_connection_window_size(Some(16 << 20))
+        .connect()
+        .await?;
+        let mut client = FlightSqlServiceClient::new(channel);
+        client.handshake("loch", BENCH_PASSWORD).await?;
+        Ok(client)
+    }
+}
+
+type FlightClient = FlightSqlServiceClient<tonic::transport::Channel>;
+
+/// Runs `sql` over Flight SQL and collects its batches.
+async fn flight_query(client: &mut FlightClient, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
+    let info = client.execute(sql.to_string(), None).await?;
+    let mut batches = Vec::new();
+    for endpoint in info.endpoint {
+        let ticket = endpoint.ticket.ok_or("endpoint without a ticket")?;
+        let mut got: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
+        batches.append(&mut got);
+    }
+    Ok(batches)
+}
+
+#[derive(Debug, Serialize)]
+struct ScanReport {
+    benchmark: &'static str,
+    scale_factor: f64,
+    rows: usize,
+    datafusion_rows_per_s: f64,
+    flight_rust_rows_per_s: f64,
+    adbc_rows_per_s: f64,
+    psycopg_rows_per_s: f64,
+    adbc_vs_datafusion: f64,
+}
+
+const SCAN_SQL: &str = "select * from tpch.lineitem";
+
+async fn scan(args: ScanArgs) -> Result<(), BoxError> {
+    use futures::StreamExt;
+    let runs = args.runs.max(1);
+    let sample_dir = loch_catalog::sample::ensure_tpch(&args.data_dir, args.sf)?;
+    let bin = match &args.loch_bin {
+        Some(bin) => bin.clone(),
+        None => sibling_bin()?,
+    };
+    let python = args
+        .python
+        .clone()
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
+        })
+        .ok_or("no Python: pass --python")?;
+    let server = Server::start(&bin, &args.data_dir, args.sf)?;
+
+    // In-process DataFusion producing the same batches.
+    let ctx = oracle::tpch_context(&sample_dir).await;
+    let mut df_times = Vec::new();
+    let mut rows = 0usize;
+    for i in 0..=runs {
+        let start = Instant::now();
+        let mut stream = ctx
+            .sql(&SCAN_SQL.replace("tpch.", ""))
+            .await?
+            .execute_stream()
+            .await?;
+        let mut n = 0usize;
+        while let Some(batch) = stream.next().await {
+            n += batch?.num_rows();
+        }
+        if i > 0 {
+            df_times.push(start.elapsed());
+        }
+        rows = n;
+    }
+    let df = rows as f64 / (median(df_times) / 1000.0);
+    eprintln!(
+        "datafusion in-process: {rows} rows, {:.2} M rows/s",
+        df / 1e6
+    );
+
+    // Loch over Flight SQL, Rust client (arrow-flight).
+    let mut client = server.flight_client().await?;
+    let mut rust_times = Vec::new();
+    for i in 0..=runs {
+        let start = Instant::now();
+        let batches = flight_query(&mut client, SCAN_SQL).await?;
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if n != rows {
+            return Err(format!("Flight SQL returned {n} rows, DataFusion {rows}").into());
+        }
+        if i > 0 {
+            rust_times.push(start.elapsed());
+        }
+    }
+    let flight_rust = rows as f64 / (median(rust_times) / 1000.0);
+    eprintln!(
+        "flight sql (rust client): {:.2} M rows/s",
+        flight_rust / 1e6
+    );
+
+    // ADBC into a pyarrow.Table, and psycopg over pg wire.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/scan.py");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .args([
+            server.flight_uri(),
+            server.port.to_string(),
+            BENCH_PASSWORD.to_string(),
+            SCAN_SQL.to_string(),
+            runs.to_string(),
+        ])
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    for client in ["adbc", "psycopg"] {
+        let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
+        if n != rows {
+            return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
+        }
+    }
+    let adbc = v["adbc"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    let psycopg = v["psycopg"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    drop(server);
+
+    println!(
+        "\n`{SCAN_SQL}` at SF{} ({rows} rows), median of {runs} runs after 1 warm-up\n",
+        args.sf
+    );
+    println!("| client | M rows/s | vs in-process DataFusion |");
+    println!("|---|---:|---:|");
+    for (name, r) in [
+        ("DataFusion in-process (stream of batches)", df),
+        ("Loch Flight SQL, Rust arrow-flight client", flight_rust),
+        ("Loch Flight SQL, Python ADBC → pyarrow.Table", adbc),
+        ("Loch pg wire, Python psycopg 3 (1 run)", psycopg),
+    ] {
+        println!("| {name} | {:.2} | {:.2} |", r / 1e6, r / df);
+    }
+    let report = ScanReport {
+        benchmark: "scan",
+        scale_factor: args.sf,
+        rows,
+        datafusion_rows_per_s: df,
+        flight_rust_rows_per_s: flight_rust,
+        adbc_rows_per_s: adbc,
+        psycopg_rows_per_s: psycopg,
+        adbc_vs_datafusion: adbc / df,
+    };
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(())
 }
 
 impl Drop for Server {
