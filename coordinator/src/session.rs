@@ -599,6 +599,9 @@ pub fn bind_values(
     Ok(ParamValues::from(values))
 }
 
+/// The most parameters a statement may have (PostgreSQL's limit).
+pub const MAX_PARAMETERS: usize = 65_535;
+
 /// `$1..$n` parameter types of a plan, in order.
 pub fn ordered_parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType>>, LochError> {
     let types = plan.get_parameter_types()?;
@@ -612,6 +615,13 @@ pub fn ordered_parameter_types(plan: &LogicalPlan) -> Result<Vec<Option<DataType
     }
     indexed.sort_by_key(|(i, _)| *i);
     let count = indexed.last().map(|(i, _)| *i).unwrap_or(0);
+    // PostgreSQL's own limit; without it `$4000000000` would allocate
+    // gigabytes below.
+    if count > MAX_PARAMETERS {
+        return Err(LochError::TooMany(format!(
+            "a statement may have at most {MAX_PARAMETERS} parameters, not ${count}"
+        )));
+    }
     let mut ordered = vec![None; count];
     for (i, ty) in indexed {
         if i >= 1 {

@@ -7,6 +7,7 @@ usage: flight_lowlevel.py URI USER PASSWORD MODE
   MODE tickets  tickets are bound to their session and good for one DoGet
   MODE sizes    every message of SELECT * FROM tpch.lineitem is small
   MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
+  MODE close    CloseSession ends the session: its token stops working
   MODE expiry   a token stops working once unused for the server's TTL"""
 
 import json
@@ -113,6 +114,9 @@ def cancel(uri, user, password):
     reader = client.do_get(info.endpoints[0].ticket, options)
     first = reader.read_chunk()
     results = list(client.do_action(cancel_request(info), options))
+    # CancelFlightInfoResult { CancelStatus status = 1; } -> bytes 0x08 <status>
+    body = results[0].body.to_pybytes() if results else b""
+    cancel_status = body[1] if len(body) == 2 and body[0] == 0x08 else None
     rows = first.data.num_rows
     error = None
     try:
@@ -122,7 +126,7 @@ def cancel(uri, user, password):
         pass
     except flight.FlightError as e:
         error = f"{type(e).__name__}: {e}"
-    emit("cancel_running", rows=rows, error=error, results=len(results))
+    emit("cancel_running", rows=rows, error=error, cancel_status=cancel_status)
     # Cancelled before its DoGet: the ticket no longer runs anything.
     info = info_for(client, options, sql)
     list(client.do_action(cancel_request(info), options))
@@ -130,6 +134,14 @@ def cancel(uri, user, password):
     # The session still works.
     table = client.do_get(info_for(client, options, "select 1 as x").endpoints[0].ticket, options).read_all()
     emit("after_cancel", rows=table.num_rows)
+
+
+def close(uri, user, password):
+    client, options = login(uri, user, password)
+    before = error_of(lambda: info_for(client, options, "select 1"))
+    results = list(client.do_action(flight.Action("CloseSession", b""), options))
+    after = error_of(lambda: info_for(client, options, "select 1"))
+    emit("close", before=before, after=after, body=list(results[0].body.to_pybytes()) if results else None)
 
 
 def expiry(uri, user, password):
@@ -142,7 +154,7 @@ def expiry(uri, user, password):
 
 def main():
     uri, user, password, mode = sys.argv[1:5]
-    {"tickets": tickets, "sizes": sizes, "cancel": cancel, "expiry": expiry}[mode](uri, user, password)
+    {"tickets": tickets, "sizes": sizes, "cancel": cancel, "close": close, "expiry": expiry}[mode](uri, user, password)
 
 
 if __name__ == "__main__":

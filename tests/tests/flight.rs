@@ -112,15 +112,22 @@ async fn adbc_runs_the_22_tpch_queries() {
         oracle::compare(&expected, &got, oracle::is_ordered(&sql))
             .unwrap_or_else(|e| panic!("q{n} through ADBC Flight SQL: {e}"));
         // Arrow types survive the trip (decimals stay decimals, dates dates).
-        let oracle_batches = ctx.sql(&sql).await.unwrap().collect().await.unwrap();
-        if let (Some(a), Some(b)) = (batches.first(), oracle_batches.first()) {
-            for (got, want) in a.schema().fields().iter().zip(b.schema().fields()) {
-                let want = match want.data_type() {
-                    arrow::datatypes::DataType::Utf8View => arrow::datatypes::DataType::Utf8,
-                    other => other.clone(),
-                };
-                assert_eq!(got.data_type(), &want, "q{n} column {}", got.name());
-            }
+        let oracle_schema = ctx.sql(&sql).await.unwrap().schema().as_arrow().clone();
+        let got_schema = batches
+            .first()
+            .map(|b| b.schema())
+            .unwrap_or_else(|| panic!("q{n}: the IPC file holds no batch"));
+        assert_eq!(
+            got_schema.fields().len(),
+            oracle_schema.fields().len(),
+            "q{n}"
+        );
+        for (got, want) in got_schema.fields().iter().zip(oracle_schema.fields()) {
+            let want = match want.data_type() {
+                arrow::datatypes::DataType::Utf8View => arrow::datatypes::DataType::Utf8,
+                other => other.clone(),
+            };
+            assert_eq!(got.data_type(), &want, "q{n} column {}", got.name());
         }
     }
 }
@@ -246,7 +253,8 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     let sizes = check(&lines, "sizes");
     assert_eq!(sizes["rows"], count, "{sizes}");
     let largest = sizes["largest"].as_u64().unwrap();
-    assert!(largest > 0 && largest <= 16 * 1024 * 1024, "{sizes}");
+    // Under gRPC's common 4 MiB default receive limit, let alone 16 MiB.
+    assert!(largest > 0 && largest <= 4 * 1024 * 1024, "{sizes}");
     // Streamed in many messages, not one buffered result.
     assert!(sizes["messages"].as_u64().unwrap() > 10, "{sizes}");
 }
@@ -263,12 +271,36 @@ async fn flight_cancel_stops_running_and_pending_queries() {
     );
     // The join has ~2.4 M rows at scale 0.1: cancelling stopped it early.
     assert!(running["rows"].as_u64().unwrap() < 2_000_000, "{running}");
+    assert_eq!(
+        running["cancel_status"], 1,
+        "CancelFlightInfoResult CANCELLED: {running}"
+    );
     let pending = error(check(&lines, "cancel_pending"));
     assert!(
-        pending.contains("57014") || pending.contains("34000"),
+        pending.contains("57014") && pending.contains("Cancelled"),
         "{pending}"
     );
     assert_eq!(check(&lines, "after_cancel")["rows"], 1);
+}
+
+#[test]
+fn flight_close_session_ends_the_token() {
+    let server = server();
+    let lines = run_python(&server, "flight_lowlevel.py", &["close"]);
+    let v = check(&lines, "close");
+    assert!(v["before"].is_null(), "{v}");
+    assert_eq!(
+        v["body"],
+        serde_json::json!([8, 1]),
+        "CloseSessionResult CLOSED: {v}"
+    );
+    assert!(
+        v["after"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("FlightUnauthenticatedError"),
+        "{v}"
+    );
 }
 
 #[test]

@@ -42,7 +42,9 @@ pub fn sql_info() -> Result<SqlInfoData, LochError> {
     b.append(SqlInfo::SqlIdentifierQuoteChar, "\"");
     b.append(
         SqlInfo::SqlQuotedIdentifierCase,
-        SqlSupportedCaseSensitivity::SqlCaseSensitivityCaseInsensitive as i32,
+        // Quoted identifiers keep their case; the enum has no "as written"
+        // value, so say unknown rather than something false.
+        SqlSupportedCaseSensitivity::SqlCaseSensitivityUnknown as i32,
     );
     b.append(SqlInfo::SqlAllTablesAreSelectable, true);
     b.append(
@@ -156,9 +158,15 @@ pub fn xdbc_type_info() -> Result<XdbcTypeInfoData, LochError> {
 /// Arrow client reads (the JDBC Flight SQL driver and older pyarrow do not
 /// know view types).
 fn wire_type(data_type: &DataType) -> DataType {
+    let field =
+        |f: &Arc<Field>| Arc::new(f.as_ref().clone().with_data_type(wire_type(f.data_type())));
     match data_type {
         DataType::Utf8View => DataType::Utf8,
         DataType::BinaryView => DataType::Binary,
+        DataType::List(f) => DataType::List(field(f)),
+        DataType::LargeList(f) => DataType::LargeList(field(f)),
+        DataType::FixedSizeList(f, n) => DataType::FixedSizeList(field(f), *n),
+        DataType::Struct(fields) => DataType::Struct(fields.iter().map(field).collect()),
         other => other.clone(),
     }
 }

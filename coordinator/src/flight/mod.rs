@@ -20,7 +20,8 @@ pub use service::LochFlightSql;
 pub use sessions::Sessions;
 pub use status::code_for;
 
-/// Largest message Loch accepts from a client (bound parameters, DoPut).
+/// Largest single message Loch accepts from a client (DoPut); the rows one
+/// bind may carry are capped separately.
 const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
 /// Serves Flight SQL on `listener` until the task is dropped; expired
@@ -28,7 +29,14 @@ const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<Sessions>) {
     let sweep_every =
         (sessions.ttl() / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
-    let sweeper = tokio::spawn(async move {
+    /// Stops the sweeper however `serve` ends (including being aborted).
+    struct AbortOnDrop(tokio::task::JoinHandle<()>);
+    impl Drop for AbortOnDrop {
+        fn drop(&mut self) {
+            self.0.abort();
+        }
+    }
+    let _sweeper = AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
             tick.tick().await;
@@ -37,7 +45,7 @@ pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<
                 tracing::debug!(dropped, "flight sql: expired sessions dropped");
             }
         }
-    });
+    }));
     let server =
         FlightServiceServer::new(service).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -48,5 +56,4 @@ pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<
     {
         tracing::error!(error = %e, "flight sql server stopped");
     }
-    sweeper.abort();
 }

@@ -24,9 +24,9 @@ use arrow_flight::sql::{
     DoPutPreparedStatementResult, ProstMessageExt, SqlInfo, TicketStatementQuery,
 };
 use arrow_flight::{
-    Action, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus, FlightDescriptor,
-    FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage, SchemaAsIpc,
-    Ticket,
+    Action, ActionType, CancelFlightInfoRequest, CancelFlightInfoResult, CancelStatus,
+    FlightDescriptor, FlightEndpoint, FlightInfo, HandshakeRequest, HandshakeResponse, IpcMessage,
+    SchemaAsIpc, Ticket,
 };
 use base64::Engine as _;
 use datafusion::common::ScalarValue;
@@ -74,15 +74,7 @@ impl LochFlightSql {
 
     /// The session of the bearer token a call carries.
     fn session<T>(&self, request: &Request<T>) -> Result<Arc<FlightSession>, Status> {
-        let header = request
-            .metadata()
-            .get("authorization")
-            .ok_or_else(|| unauthenticated("no authorization header: log in with a handshake"))?;
-        let value = header
-            .to_str()
-            .map_err(|_| unauthenticated("authorization header is not text"))?;
-        let token = strip_scheme(value, "bearer")
-            .ok_or_else(|| unauthenticated("authorization header is not a bearer token"))?;
+        let token = bearer_token(request)?;
         self.sessions
             .get(token)
             .ok_or_else(|| unauthenticated("invalid or expired token: log in again"))
@@ -222,23 +214,18 @@ impl LochFlightSql {
         handle: String,
     ) -> Result<Response<DoGetStream>, Status> {
         let (work, cancel) = fs.take_query(&handle).map_err(|e| status(&e))?;
-        if cancel.is_requested() {
-            fs.finish_query(&handle);
-            return Err(status(&LochError::Canceled));
-        }
+        // From here on, however this call ends (error, client gone while
+        // planning, end of stream), the query is forgotten.
+        let guard = QueryGuard {
+            session: Arc::clone(&fs),
+            handle,
+        };
         let output = match work {
             Work::Plan { plan, tag } => fs.session.execute_with(plan, tag, cancel).await,
             Work::Ready(output) => Ok(output),
-        };
-        let output = match output {
-            Ok(output) => output,
-            Err(e) => {
-                fs.finish_query(&handle);
-                return Err(status(&e));
-            }
-        };
+        }
+        .map_err(|e| status(&e))?;
         let Output::Rows { schema, stream } = output else {
-            fs.finish_query(&handle);
             return Err(status(&LochError::Internal(
                 "a ticket's statement returned no rows".into(),
             )));
@@ -257,8 +244,7 @@ impl LochFlightSql {
             .map_err(Status::from);
         Ok(Response::new(Box::pin(Finishing {
             inner: Box::pin(data),
-            session: fs,
-            handle,
+            _guard: guard,
         })))
     }
 
@@ -283,6 +269,19 @@ impl LochFlightSql {
         }
         found
     }
+}
+
+/// The bearer token of a call.
+fn bearer_token<T>(request: &Request<T>) -> Result<&str, Status> {
+    let header = request
+        .metadata()
+        .get("authorization")
+        .ok_or_else(|| unauthenticated("no authorization header: log in with a handshake"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| unauthenticated("authorization header is not text"))?;
+    strip_scheme(value, "bearer")
+        .ok_or_else(|| unauthenticated("authorization header is not a bearer token"))
 }
 
 /// `value` without its auth scheme prefix (`Basic `, `Bearer `), any case.
@@ -353,12 +352,23 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(message.0)
 }
 
+/// Forgets a redeemed query when dropped.
+struct QueryGuard {
+    session: Arc<FlightSession>,
+    handle: String,
+}
+
+impl Drop for QueryGuard {
+    fn drop(&mut self) {
+        self.session.finish_query(&self.handle);
+    }
+}
+
 /// A `DoGet` stream that forgets its query when it ends or the client goes
 /// away; dropping it drops the plan, which stops the work.
 struct Finishing {
     inner: Pin<Box<dyn Stream<Item = Result<arrow_flight::FlightData, Status>> + Send>>,
-    session: Arc<FlightSession>,
-    handle: String,
+    _guard: QueryGuard,
 }
 
 impl Stream for Finishing {
@@ -372,12 +382,6 @@ impl Stream for Finishing {
     }
 }
 
-impl Drop for Finishing {
-    fn drop(&mut self) {
-        self.session.finish_query(&self.handle);
-    }
-}
-
 fn table_type_name(t: TableType) -> &'static str {
     match t {
         TableType::Base => "TABLE",
@@ -386,18 +390,34 @@ fn table_type_name(t: TableType) -> &'static str {
     }
 }
 
-/// Parameter rows from a `DoPut` bind: one `Vec` of values per row.
+/// Most parameter rows one `DoPut` may bind (each row runs the statement).
+const MAX_PARAMETER_ROWS: usize = 100_000;
+
+/// Parameter rows from a `DoPut` bind: one `Vec` of values per row. Reading
+/// stops once the stream holds more rows than a bind may.
 async fn parameter_rows(
     request: Request<PeekableFlightDataStream>,
 ) -> Result<Vec<Vec<ScalarValue>>, Status> {
     let stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
         request.into_inner().map_err(FlightError::from),
     );
-    let batches: Vec<RecordBatch> = stream.try_collect().await.map_err(|e| {
-        status(&LochError::InvalidParameter(format!(
-            "cannot read the bound parameters: {e}"
-        )))
-    })?;
+    let mut stream = std::pin::pin!(stream);
+    let mut batches: Vec<RecordBatch> = Vec::new();
+    let mut total = 0usize;
+    while let Some(batch) = stream.next().await {
+        let batch = batch.map_err(|e| {
+            status(&LochError::InvalidParameter(format!(
+                "cannot read the bound parameters: {e}"
+            )))
+        })?;
+        total += batch.num_rows();
+        if total > MAX_PARAMETER_ROWS {
+            return Err(status(&LochError::TooMany(format!(
+                "at most {MAX_PARAMETER_ROWS} parameter rows may be bound at once"
+            ))));
+        }
+        batches.push(batch);
+    }
     let mut rows = Vec::new();
     for batch in batches {
         for row in 0..batch.num_rows() {
@@ -445,8 +465,14 @@ impl FlightSqlService for LochFlightSql {
         let (user, password) = decoded
             .split_once(':')
             .ok_or_else(|| unauthenticated("malformed basic authorization"))?;
-        // One message for an unknown user and a wrong password.
-        if !self.credentials.verify(user, password) {
+        // PBKDF2 is deliberately slow: off the async workers. One message
+        // for an unknown user and a wrong password.
+        let credentials = Arc::clone(&self.credentials);
+        let (u, p) = (user.to_string(), password.to_string());
+        let verified = tokio::task::spawn_blocking(move || credentials.verify(&u, &p))
+            .await
+            .unwrap_or(false);
+        if !verified {
             tracing::info!(user, "flight sql: password authentication failed");
             return Err(unauthenticated(&format!(
                 "password authentication failed for user \"{user}\""
@@ -715,6 +741,7 @@ impl FlightSqlService for LochFlightSql {
     ) -> Result<DoPutPreparedStatementResult, Status> {
         let fs = self.session(&request)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
+        fs.prepared(&handle).map_err(|e| status(&e))?;
         let rows = parameter_rows(request).await?;
         fs.bind(&handle, rows).map_err(|e| status(&e))?;
         Ok(DoPutPreparedStatementResult {
@@ -809,14 +836,27 @@ impl FlightSqlService for LochFlightSql {
                 .as_ref()
                 .map(|info| self.cancel_tickets(&fs, info))
                 .unwrap_or(false);
-            if !found {
-                return Err(Status::not_found("no such query in this session"));
-            }
             let result = CancelFlightInfoResult {
-                status: CancelStatus::Cancelled as i32,
+                status: if found {
+                    CancelStatus::Cancelled as i32
+                } else {
+                    // Finished, unknown, or a metadata ticket.
+                    CancelStatus::NotCancellable as i32
+                },
             };
             let body = arrow_flight::Result {
                 body: result.encode_to_vec().into(),
+            };
+            return Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))));
+        }
+        // Flight's CloseSession (ADBC sends it when a connection closes).
+        if request.get_ref().r#type == "CloseSession" {
+            let token = bearer_token(&request)?;
+            let closed = self.sessions.logout(token);
+            // CloseSessionResult { status = 1 (CLOSED) }, which arrow-flight
+            // 59 does not define; 3 = NOT_CLOSEABLE for an unknown token.
+            let body = arrow_flight::Result {
+                body: vec![0x08, if closed { 1 } else { 3 }].into(),
             };
             return Ok(Response::new(Box::pin(futures::stream::iter([Ok(body)]))));
         }
@@ -824,6 +864,19 @@ impl FlightSqlService for LochFlightSql {
             "unknown action {:?}",
             request.get_ref().r#type
         )))
+    }
+
+    async fn list_custom_actions(&self) -> Option<Vec<Result<ActionType, Status>>> {
+        Some(vec![
+            Ok(ActionType {
+                r#type: "CancelFlightInfo".into(),
+                description: "Cancels the query of a FlightInfo".into(),
+            }),
+            Ok(ActionType {
+                r#type: "CloseSession".into(),
+                description: "Ends the session of the bearer token".into(),
+            }),
+        ])
     }
 
     async fn register_sql_info(&self, _id: i32, _result: &SqlInfo) {}

@@ -22,6 +22,8 @@ use crate::session::{CancelState, Output, Prepared, Session};
 const MAX_PENDING_QUERIES: usize = 64;
 /// How many prepared statements a session may hold open.
 const MAX_PREPARED: usize = 1024;
+/// How many Flight SQL sessions may be open at once.
+const MAX_SESSIONS: usize = 10_000;
 
 /// The work a ticket stands for.
 pub enum Work {
@@ -35,6 +37,8 @@ pub enum Work {
 struct Query {
     /// Taken out by the `DoGet` that runs it.
     work: Option<Work>,
+    /// A `DoGet` is streaming it.
+    running: bool,
     cancel: Arc<CancelState>,
     created: Instant,
 }
@@ -72,21 +76,24 @@ impl FlightSession {
     pub fn add_query(&self, work: Work) -> Result<String, LochError> {
         let handle = crate::auth::random_hex(16).map_err(|e| LochError::Internal(e.to_string()))?;
         let mut queries = self.queries.lock().map_err(|_| poisoned())?;
-        if queries.values().filter(|q| q.work.is_some()).count() >= MAX_PENDING_QUERIES {
-            // The oldest unfetched query gives way.
-            if let Some(oldest) = queries
+        // Waiting (or cancelled, not yet redeemed) queries are capped; the
+        // oldest gives way. Running ones end with their stream.
+        while queries.values().filter(|q| !q.running).count() >= MAX_PENDING_QUERIES {
+            let Some(oldest) = queries
                 .iter()
-                .filter(|(_, q)| q.work.is_some())
+                .filter(|(_, q)| !q.running)
                 .min_by_key(|(_, q)| q.created)
                 .map(|(h, _)| h.clone())
-            {
-                queries.remove(&oldest);
-            }
+            else {
+                break;
+            };
+            queries.remove(&oldest);
         }
         queries.insert(
             handle.clone(),
             Query {
                 work: Some(work),
+                running: false,
                 cancel: Arc::new(CancelState::default()),
                 created: Instant::now(),
             },
@@ -95,22 +102,31 @@ impl FlightSession {
     }
 
     /// Takes the work of `handle` to run it, with the flag that cancels it.
-    /// A ticket is good for one `DoGet`; an unknown, used or cancelled one
-    /// is refused.
+    /// A ticket is good for one `DoGet`: an unknown or used one is refused
+    /// (34000), a cancelled one answers 57014 once.
     pub fn take_query(&self, handle: &str) -> Result<(Work, Arc<CancelState>), LochError> {
         let mut queries = self.queries.lock().map_err(|_| poisoned())?;
         let query = queries
             .get_mut(handle)
             .ok_or_else(|| LochError::UnknownTicket)?;
+        if query.cancel.is_requested() {
+            queries.remove(handle);
+            return Err(LochError::Canceled);
+        }
         let work = query.work.take().ok_or_else(|| LochError::UnknownTicket)?;
+        query.running = true;
         let cancel = Arc::clone(&query.cancel);
         Ok((work, cancel))
     }
 
-    /// Forgets a query whose `DoGet` ended.
+    /// Forgets a query whose `DoGet` ended; a long download counts as use
+    /// of the session.
     pub fn finish_query(&self, handle: &str) {
         if let Ok(mut queries) = self.queries.lock() {
             queries.remove(handle);
+        }
+        if let Ok(mut last) = self.last_used.lock() {
+            *last = Instant::now();
         }
     }
 
@@ -195,11 +211,23 @@ impl Sessions {
     /// Registers a new session; returns its token.
     pub fn login(&self, session: Session) -> Result<String, LochError> {
         let token = crate::auth::random_hex(32).map_err(|e| LochError::Internal(e.to_string()))?;
+        let mut map = self.by_token.lock().map_err(|_| poisoned())?;
+        if map.len() >= MAX_SESSIONS {
+            return Err(LochError::TooMany(format!(
+                "too many Flight SQL sessions (at most {MAX_SESSIONS}); close some"
+            )));
+        }
+        map.insert(token.clone(), Arc::new(FlightSession::new(session)));
+        Ok(token)
+    }
+
+    /// Ends the session of `token` (Flight's `CloseSession`); its queries
+    /// and prepared statements go with it.
+    pub fn logout(&self, token: &str) -> bool {
         self.by_token
             .lock()
-            .map_err(|_| poisoned())?
-            .insert(token.clone(), Arc::new(FlightSession::new(session)));
-        Ok(token)
+            .map(|mut map| map.remove(token).is_some())
+            .unwrap_or(false)
     }
 
     /// The session of a token, if the token is known and not expired; using
