@@ -265,6 +265,60 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(40)..].join("\n")
 }
 
+/// The Python of the venv dev/test made (`$LOCH_PYTHON`), else `python3`.
+pub fn python() -> PathBuf {
+    std::env::var_os("LOCH_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("python3"))
+}
+
+/// Runs tests/python/`script` with `args`; returns the JSON objects it
+/// prints, one per line. A failure shows the script's stderr, `needs` (the
+/// packages it imports) and the server's log tail.
+pub fn run_python_script<S: AsRef<std::ffi::OsStr>>(
+    server: &LochServer,
+    script: &str,
+    args: &[S],
+    needs: &str,
+) -> Vec<serde_json::Value> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("python")
+        .join(script);
+    let out = Command::new(python())
+        .arg(&script)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running python: {e}"));
+    assert!(
+        out.status.success(),
+        "{} failed (is {needs} installed in $LOCH_PYTHON?):\n{}\n{}",
+        script.display(),
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect()
+}
+
+/// The `rows` of a script's JSON line as canonical cells.
+pub fn json_rows(v: &serde_json::Value) -> Vec<Vec<oracle::Cell>> {
+    v["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(oracle::Cell::from_json)
+                .collect()
+        })
+        .collect()
+}
+
 /// The text of TPC-H query `n` (1..=22) from benchmarks/queries/tpch.
 pub fn tpch_query(n: usize) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))

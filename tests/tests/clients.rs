@@ -2,11 +2,11 @@
 //! `dev/test` installs both; a missing client fails the test, never skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use loch_tests::oracle::{self, Cell};
-use loch_tests::{LochServer, tpch_query};
+use loch_tests::{LochServer, json_rows, run_python_script, tpch_query};
 
 fn server() -> LochServer {
     LochServer::start_shared(env!("CARGO_TARGET_TMPDIR"))
@@ -93,51 +93,16 @@ async fn psql_runs_queries_and_meta_commands() {
     assert!(stderr.contains("42P01"), "{stderr}");
 }
 
-/// The Python of the venv dev/test made (`$LOCH_PYTHON`), else `python3`.
-fn python() -> PathBuf {
-    std::env::var_os("LOCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"))
-}
-
-/// Runs tests/python/`script` with the server's port and `args`; returns
-/// the JSON objects it prints, one per line.
+/// Runs tests/python/`script` with the server's port and `args`.
 fn run_python(
     server: &LochServer,
     script: &str,
     args: &[&std::ffi::OsStr],
 ) -> Vec<serde_json::Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.port.to_string())
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running python: {e}"));
-    assert!(
-        out.status.success(),
-        "{} failed (is psycopg installed in $LOCH_PYTHON?):\n{}\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr),
-        server.log_tail()
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
-}
-
-/// The `rows` of a script's JSON line as canonical cells.
-fn json_rows(v: &serde_json::Value) -> Vec<Vec<Cell>> {
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
-        .collect()
+    let port = server.port.to_string();
+    let mut all: Vec<&std::ffi::OsStr> = vec![port.as_ref()];
+    all.extend_from_slice(args);
+    run_python_script(server, script, &all, "psycopg")
 }
 
 #[tokio::test]

@@ -4,22 +4,14 @@
 //! client fails the test, never skips it.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use loch_tests::oracle::{self, Cell};
-use loch_tests::{LochServer, tpch_query};
+use loch_tests::{LochServer, json_rows, run_python_script, tpch_query};
 use serde_json::Value;
 
 fn server() -> LochServer {
     LochServer::start_shared(env!("CARGO_TARGET_TMPDIR"))
-}
-
-/// The Python of the venv dev/test made (`$LOCH_PYTHON`), else `python3`.
-fn python() -> PathBuf {
-    std::env::var_os("LOCH_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
 /// Runs tests/python/`script` with the server's Flight URI, user and
@@ -35,28 +27,10 @@ fn run_python_as(
     password: &str,
     args: &[&str],
 ) -> Vec<Value> {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("python")
-        .join(script);
-    let out = Command::new(python())
-        .arg(&script)
-        .arg(server.flight_uri())
-        .args([user, password])
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("running python: {e}"));
-    assert!(
-        out.status.success(),
-        "{} failed (are adbc-driver-flightsql and pyarrow installed in $LOCH_PYTHON?):\n{}\n{}",
-        script.display(),
-        String::from_utf8_lossy(&out.stderr),
-        server.log_tail()
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| serde_json::from_str(line).unwrap())
-        .collect()
+    let uri = server.flight_uri();
+    let mut all = vec![uri.as_str(), user, password];
+    all.extend_from_slice(args);
+    run_python_script(server, script, &all, "adbc-driver-flightsql or pyarrow")
 }
 
 /// The line of `check` among a script's output.
@@ -65,15 +39,6 @@ fn check<'a>(lines: &'a [Value], name: &str) -> &'a Value {
         .iter()
         .find(|v| v["check"] == name)
         .unwrap_or_else(|| panic!("no {name:?} in {lines:?}"))
-}
-
-fn json_rows(v: &Value) -> Vec<Vec<Cell>> {
-    v["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r.as_array().unwrap().iter().map(Cell::from_json).collect())
-        .collect()
 }
 
 /// The error text of a check, asserting there was one.
