@@ -110,13 +110,41 @@ pub fn admin_password(
     data_dir: &Path,
     from_env: Option<String>,
 ) -> Result<(String, PasswordSource), AuthError> {
+    private_secret(data_dir, PASSWORD_FILE, "LOCH_ADMIN_PASSWORD", from_env, 18)
+}
+
+/// The cluster secret of `loch coordinator`: `from_env` (`--cluster-secret`
+/// / `LOCH_CLUSTER_SECRET`) when given, else `<data_dir>/cluster-secret`,
+/// generated (256 bits, hex) and written there 0600 on first start.
+pub fn cluster_secret(
+    data_dir: &Path,
+    from_env: Option<String>,
+) -> Result<(String, PasswordSource), AuthError> {
+    private_secret(
+        data_dir,
+        "cluster-secret",
+        "LOCH_CLUSTER_SECRET",
+        from_env,
+        32,
+    )
+}
+
+/// A secret given by the environment, or kept in a 0600 file of the data
+/// directory, generated as `bytes` random bytes (hex) on first use.
+fn private_secret(
+    data_dir: &Path,
+    file_name: &str,
+    env_name: &str,
+    from_env: Option<String>,
+    bytes: usize,
+) -> Result<(String, PasswordSource), AuthError> {
     if let Some(password) = from_env {
         if password.is_empty() {
-            return Err(AuthError::EmptyPassword("LOCH_ADMIN_PASSWORD".into()));
+            return Err(AuthError::EmptyPassword(env_name.into()));
         }
         return Ok((password, PasswordSource::Environment));
     }
-    let path = data_dir.join(PASSWORD_FILE);
+    let path = data_dir.join(file_name);
     let file_error = |source| AuthError::PasswordFile {
         path: path.clone(),
         source,
@@ -132,15 +160,11 @@ pub fn admin_password(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(file_error(e)),
     }
-    let mut bytes = [0u8; 18];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| AuthError::Random)?;
-    let password = hex::encode(bytes);
+    let password = random_hex(bytes)?;
     std::fs::create_dir_all(data_dir).map_err(file_error)?;
     // Written beside the target and renamed, so a crash never leaves a
     // half-written password; created 0600 so no other user can read it.
-    let tmp = data_dir.join(format!(".{PASSWORD_FILE}.{}", std::process::id()));
+    let tmp = data_dir.join(format!(".{file_name}.{}", std::process::id()));
     {
         use std::os::unix::fs::OpenOptionsExt;
         let mut file = std::fs::OpenOptions::new()
@@ -157,7 +181,7 @@ pub fn admin_password(
     if let Err(e) = std::fs::hard_link(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            return admin_password(data_dir, None);
+            return private_secret(data_dir, file_name, env_name, None, bytes);
         }
         return Err(file_error(e));
     }

@@ -4,9 +4,11 @@
 //! Flight SQL calls ([`flight`]), keeps one
 //! [`session::Session`] per client, parses statements ([`statement`]), maps
 //! every error to a SQLSTATE ([`error`]) and runs plans on the engine from
-//! `loch-executor`. [`local`] wires it all together for `loch local`.
+//! `loch-executor`, distributed over the executors of the [`cluster`].
+//! [`local`] wires it all together for `loch local` and `loch coordinator`.
 
 pub mod auth;
+pub mod cluster;
 pub mod error;
 pub mod flight;
 pub mod local;

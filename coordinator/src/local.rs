@@ -1,15 +1,18 @@
-//! `loch local`: the whole warehouse in one process on loopback, with the
-//! TPC-H sample, for trying Loch and for tests.
+//! Starting a coordinator: `loch local` (the whole warehouse on loopback,
+//! with the TPC-H sample and executor child processes) and `loch
+//! coordinator` (executors join from other machines).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use loch_executor::cluster::ClusterSecret;
 use loch_executor::{Engine, EngineOptions};
 use tokio::net::TcpListener;
 
 use crate::auth::{ADMIN_USER, AuthError, Credentials, PasswordSource, admin_password};
+use crate::cluster::{Children, Registry, distribution, system::system_schema};
 use crate::flight::{LochFlightSql, Sessions};
 use crate::pgwire::{LochHandlers, serve};
 
@@ -30,7 +33,27 @@ pub struct LocalOptions {
     pub flight_token_ttl: Duration,
     /// The admin password (`LOCH_ADMIN_PASSWORD`); generated when `None`.
     pub admin_password: Option<String>,
+    /// The cluster: where executors register; `None` runs every query in
+    /// this process.
+    pub cluster: Option<ClusterOptions>,
 }
+
+/// The executors side of a coordinator.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the registry endpoint listens (port 0 = any free port).
+    pub addr: SocketAddr,
+    /// The secret every internal call is signed with.
+    pub secret: ClusterSecret,
+    /// An executor silent this long gets no new work.
+    pub heartbeat_timeout: Duration,
+    /// Executor child processes to start (`loch local --executors N`); the
+    /// start waits until they have registered.
+    pub spawn_executors: usize,
+}
+
+/// How long `loch local` waits for its executors to register.
+const EXECUTOR_START_LIMIT: Duration = Duration::from_secs(60);
 
 /// Errors that stop `loch local` from starting.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +64,12 @@ pub enum StartError {
     Auth(#[from] AuthError),
     #[error("starting Flight SQL: {0}")]
     Flight(crate::LochError),
+    #[error("starting executors: {0}")]
+    Executors(std::io::Error),
+    #[error("{0} executors did not register within {1:?}")]
+    ExecutorsSilent(usize, Duration),
+    #[error("system schema: {0}")]
+    System(#[from] datafusion::error::DataFusionError),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -57,15 +86,26 @@ pub struct Running {
     pub flight_addr: Option<SocketAddr>,
     /// Where the admin password came from.
     pub password_source: PasswordSource,
+    /// The cluster endpoint executors register with, when there is one.
+    pub cluster_addr: Option<SocketAddr>,
+    /// The executor registry, when there is a cluster.
+    pub registry: Option<Arc<Registry>>,
+    children: Children,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Running {
-    /// Stops accepting connections.
-    pub fn shutdown(self) {
+    /// Process ids of the executors this process started.
+    pub fn executor_pids(&self) -> Vec<u32> {
+        self.children.pids()
+    }
+
+    /// Stops accepting connections and stops the executors it started.
+    pub async fn shutdown(self) {
         for task in self.tasks {
             task.abort();
         }
+        self.children.stop().await;
     }
 }
 
@@ -79,21 +119,64 @@ async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartErro
     Ok((listener, bound))
 }
 
-/// Opens the engine (generating the sample data on first start) and starts
-/// serving pg wire.
+/// Opens the engine (generating the sample data on first start), starts the
+/// cluster endpoint and executors when asked, and starts serving pg wire
+/// and Flight SQL.
 pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
-    let engine = Engine::open(&EngineOptions {
+    let mut engine = Engine::open(&EngineOptions {
         data_dir: options.data_dir.clone(),
         sample_scale: options.sample_scale,
         target_partitions: options.target_partitions,
     })
     .await?;
+    let mut tasks = Vec::new();
+    let mut children = Children::default();
+    let (registry, cluster_addr) = match &options.cluster {
+        Some(cluster) => {
+            let registry = Registry::new(cluster.heartbeat_timeout);
+            let (listener, addr) = listen(cluster.addr).await?;
+            tasks.push(tokio::spawn(crate::cluster::service::serve(
+                listener,
+                Arc::clone(&registry),
+                cluster.secret.clone(),
+            )));
+            engine = engine.with_distribution(distribution(Arc::clone(&registry), &cluster.secret));
+            if cluster.spawn_executors > 0 {
+                let url = format!("http://{addr}");
+                children = Children::spawn(
+                    cluster.spawn_executors,
+                    &url,
+                    &cluster.secret,
+                    &options.data_dir,
+                )
+                .map_err(StartError::Executors)?;
+                if !registry
+                    .wait_for_live(cluster.spawn_executors, EXECUTOR_START_LIMIT)
+                    .await
+                {
+                    for task in &tasks {
+                        task.abort();
+                    }
+                    children.stop().await;
+                    return Err(StartError::ExecutorsSilent(
+                        cluster.spawn_executors,
+                        EXECUTOR_START_LIMIT,
+                    ));
+                }
+            }
+            (Some(registry), Some(addr))
+        }
+        None => (None, None),
+    };
+    engine
+        .catalog()
+        .provider()
+        .register_schema("system", system_schema(registry.clone())?)?;
     let (password, password_source) =
         admin_password(&options.data_dir, options.admin_password.clone())?;
     let credentials = Arc::new(Credentials::new(ADMIN_USER, &password)?);
     drop(password);
     let (listener, pg_addr) = listen(options.pg_addr).await?;
-    let mut tasks = Vec::new();
     let flight_addr = match options.flight_addr {
         Some(addr) => {
             let (flight_listener, flight_addr) = listen(addr).await?;
@@ -115,6 +198,9 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         pg_addr,
         flight_addr,
         password_source,
+        cluster_addr,
+        registry,
+        children,
         tasks,
     })
 }

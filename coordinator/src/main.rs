@@ -6,8 +6,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use loch_coordinator::auth::{ADMIN_USER, PasswordSource};
-use loch_coordinator::local::{LocalOptions, start};
+use loch_coordinator::auth::{ADMIN_USER, PasswordSource, cluster_secret};
+use loch_coordinator::local::{ClusterOptions, LocalOptions, start};
+use loch_executor::cluster::ClusterSecret;
+use loch_executor::worker::{ExecutorOptions, run_executor};
 
 /// Loch: a distributed SQL warehouse over lake tables.
 #[derive(Debug, Parser)]
@@ -20,12 +22,69 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Commands {
     /// Run the whole warehouse on this machine, listening on loopback, with
-    /// the TPC-H sample data set.
+    /// the TPC-H sample data set and executor child processes.
     Local(LocalArgs),
+    /// Run the front door of a multi-machine warehouse; executors started
+    /// with `loch executor` join it.
+    Coordinator(CoordinatorArgs),
+    /// Run an executor: runs query stages for a coordinator.
+    Executor(ExecutorArgs),
 }
 
 #[derive(Debug, clap::Args)]
 struct LocalArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Executor processes to start (0 = run every query in this process).
+    #[arg(long, env = "LOCH_EXECUTORS", default_value_t = 2)]
+    executors: usize,
+    /// Where executors register (port 0 = any free loopback port).
+    #[arg(long, env = "LOCH_CLUSTER_ADDR", default_value = "127.0.0.1:0")]
+    cluster_addr: SocketAddr,
+    /// The cluster secret (hex); a fresh one each start when not given.
+    #[arg(long, env = "LOCH_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct CoordinatorArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// Where executors register (the cluster endpoint).
+    #[arg(long, env = "LOCH_CLUSTER_ADDR", default_value = "127.0.0.1:5435")]
+    cluster_addr: SocketAddr,
+    /// The cluster secret (64 hex digits) executors must share; generated
+    /// into <data-dir>/cluster-secret when not given.
+    #[arg(long, env = "LOCH_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+struct ExecutorArgs {
+    /// The coordinator's cluster endpoint, e.g. http://10.0.0.1:5435.
+    #[arg(long, env = "LOCH_COORDINATOR")]
+    coordinator: url::Url,
+    /// Address the executor listens on (port 0 = any free port).
+    #[arg(long, env = "LOCH_EXECUTOR_ADDR", default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Host name or IP the coordinator and other executors reach this one
+    /// at (default: the listen IP).
+    #[arg(long, env = "LOCH_EXECUTOR_ADVERTISE")]
+    advertise: Option<String>,
+    /// The cluster secret, as printed by / given to the coordinator.
+    #[arg(long, env = "LOCH_CLUSTER_SECRET", hide_env_values = true)]
+    cluster_secret: String,
+    /// Milliseconds between heartbeats.
+    #[arg(long, default_value_t = 500)]
+    heartbeat_interval_ms: u64,
+    /// Seconds without an answer from the coordinator after which the
+    /// executor exits.
+    #[arg(long, default_value_t = 10)]
+    coordinator_timeout: u64,
+}
+
+#[derive(Debug, clap::Args)]
+struct ServerArgs {
     /// Data directory: catalog and sample data live here.
     #[arg(long, env = "LOCH_DATA_DIR", default_value = "./loch-data")]
     data_dir: PathBuf,
@@ -46,6 +105,10 @@ struct LocalArgs {
     /// Seconds a Flight SQL token lives without being used.
     #[arg(long, env = "LOCH_FLIGHT_TOKEN_TTL", default_value_t = 3600)]
     flight_token_ttl: u64,
+    /// Milliseconds without a heartbeat after which an executor gets no new
+    /// work.
+    #[arg(long, env = "LOCH_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
+    heartbeat_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -82,10 +145,95 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Commands::Local(args) => runtime.block_on(run_local(args)),
+        Commands::Coordinator(args) => runtime.block_on(run_coordinator(args)),
+        Commands::Executor(args) => runtime.block_on(run_executor_process(args)),
     }
 }
 
 async fn run_local(args: LocalArgs) -> ExitCode {
+    let cluster = if args.executors == 0 {
+        None
+    } else {
+        let secret = match args.cluster_secret.as_deref() {
+            Some(hex) => ClusterSecret::from_hex(hex),
+            None => ClusterSecret::generate(),
+        };
+        let secret = match secret {
+            Ok(secret) => secret,
+            Err(e) => {
+                eprintln!("loch: cluster secret: {e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        Some(ClusterOptions {
+            addr: args.cluster_addr,
+            secret,
+            heartbeat_timeout: Duration::from_millis(args.server.heartbeat_timeout_ms.max(100)),
+            spawn_executors: args.executors,
+        })
+    };
+    serve(args.server, cluster).await
+}
+
+async fn run_coordinator(args: CoordinatorArgs) -> ExitCode {
+    let (hex, source) = match cluster_secret(&args.server.data_dir, args.cluster_secret) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("loch: cluster secret: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let secret = match ClusterSecret::from_hex(&hex) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("loch: cluster secret: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let PasswordSource::File(path) = &source {
+        println!(
+            "Cluster secret in {} (give it to executors as LOCH_CLUSTER_SECRET)",
+            path.display()
+        );
+    }
+    let cluster = ClusterOptions {
+        addr: args.cluster_addr,
+        secret,
+        heartbeat_timeout: Duration::from_millis(args.server.heartbeat_timeout_ms.max(100)),
+        spawn_executors: 0,
+    };
+    serve(args.server, Some(cluster)).await
+}
+
+async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
+    let secret = match ClusterSecret::from_hex(&args.cluster_secret) {
+        Ok(secret) => secret,
+        Err(e) => {
+            eprintln!("loch: cluster secret: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = ExecutorOptions {
+        listen: args.listen,
+        advertise_host: args.advertise,
+        coordinator: args.coordinator,
+        secret,
+        heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms.max(10)),
+        coordinator_timeout: Duration::from_secs(args.coordinator_timeout.max(1)),
+    };
+    let shutdown = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    match run_executor(options, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("loch executor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
     if !(args.sample_scale >= 0.0 && args.sample_scale.is_finite()) {
         eprintln!("loch: --sample-scale must be a number >= 0");
         return ExitCode::FAILURE;
@@ -98,6 +246,7 @@ async fn run_local(args: LocalArgs) -> ExitCode {
         flight_addr: args.flight_addr.0,
         flight_token_ttl: Duration::from_secs(args.flight_token_ttl.max(1)),
         admin_password: std::env::var("LOCH_ADMIN_PASSWORD").ok(),
+        cluster,
     };
     for (flag, addr) in [
         ("--pg-addr", Some(options.pg_addr)),
@@ -108,7 +257,7 @@ async fn run_local(args: LocalArgs) -> ExitCode {
         {
             eprintln!(
                 "loch: {flag} {addr} is not a loopback address; pg wire has no authentication \
-                 and neither protocol has TLS yet, so `loch local` only listens on loopback"
+                 and neither protocol has TLS yet, so Loch only listens on loopback there"
             );
             return ExitCode::FAILURE;
         }
@@ -127,6 +276,12 @@ async fn run_local(args: LocalArgs) -> ExitCode {
         };
         println!("Flight SQL on grpc://{flight}   (user {ADMIN_USER}, {password})");
     }
+    if let (Some(cluster), Some(registry)) = (running.cluster_addr, &running.registry) {
+        println!(
+            "Executors: {} live; cluster endpoint http://{cluster}",
+            registry.live_urls().len()
+        );
+    }
     let addr = running.pg_addr;
     println!(
         "Loch is ready: psql -h {} -p {} -U loch   (no authentication yet: listening on loopback only)",
@@ -137,6 +292,6 @@ async fn run_local(args: LocalArgs) -> ExitCode {
         eprintln!("loch: cannot wait for Ctrl-C: {e}");
     }
     tracing::info!("shutting down");
-    running.shutdown();
+    running.shutdown().await;
     ExitCode::SUCCESS
 }

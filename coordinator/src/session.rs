@@ -12,7 +12,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use arrow::array::{ArrayRef, StringArray};
-use arrow::datatypes::{DataType, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::TableType;
@@ -20,12 +20,13 @@ use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
-use datafusion::prelude::SessionContext;
+use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use loch_catalog::DEFAULT_SCHEMA;
 use loch_executor::Engine;
+use loch_executor::engine::undistributed;
 
 use crate::error::LochError;
 use crate::statement::{Command, canonical_name, command_schema};
@@ -356,9 +357,24 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
+        if let LogicalPlan::Explain(explain) = &plan
+            && !explain.verbose
+            && self.engine.is_distributed()
+        {
+            return self.explain_distributed(&explain.plan).await;
+        }
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
-        let df = self.ctx.execute_logical_plan(plan).await?;
+        let df = if returns_rows
+            && self.engine.is_distributed()
+            && self.ctx.state().optimize(&plan).is_err()
+        {
+            // See `undistributed`: DataFusion's logical subquery rewrite
+            // failed; run it the single-process way.
+            DataFrame::new(undistributed(self.ctx.state()), plan)
+        } else {
+            self.ctx.execute_logical_plan(plan).await?
+        };
         if returns_rows {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
             let stream = self.guard(self.engine.execute(df), cancel);
@@ -380,6 +396,39 @@ impl Session {
             tag,
             rows: is_dml.then_some(count),
         })
+    }
+
+    /// `EXPLAIN` with executors: DataFusion's own EXPLAIN plans with its
+    /// default physical planner, which never distributes, so Loch plans the
+    /// statement the way it would run and shows the stages, their tasks and
+    /// where the scan tasks go.
+    async fn explain_distributed(&self, plan: &LogicalPlan) -> Result<Output, LochError> {
+        let state = self.ctx.state();
+        let physical = state.create_physical_plan(plan).await?;
+        let mut text = datafusion_distributed::display_plan_ascii(physical.as_ref(), false);
+        let urls = datafusion_distributed::DistributedGetterExt::get_distributed_worker_resolver(
+            state.config(),
+        )
+        .and_then(|r| r.get_urls())
+        .unwrap_or_default();
+        let stages = crate::cluster::placement::describe(&physical, &urls);
+        if stages.is_empty() {
+            text.push_str("Runs on the coordinator: input too small to distribute\n");
+        } else {
+            text.push_str(&format!(
+                "Placement over {} live executor(s):\n",
+                urls.len()
+            ));
+            for line in stages {
+                text.push_str(&line);
+                text.push('\n');
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("plan_type", DataType::Utf8, false),
+            Field::new("plan", DataType::Utf8, false),
+        ]));
+        text_rows(schema, vec![vec!["physical_plan"], vec![&text]])
     }
 
     /// Wraps a result stream so a cancel request or `statement_timeout`

@@ -5,7 +5,7 @@
 //! Session commands are answered by the session itself because their
 //! PostgreSQL meaning (`search_path`, `statement_timeout`, client settings that
 //! drivers send at connect) does not exist in DataFusion; `SET datafusion.*`
-//! still reaches DataFusion's own configuration.
+//! and `SET distributed.*` still reach DataFusion's own configuration.
 
 use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
@@ -81,7 +81,9 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
             variable, values, ..
         }) => {
             let name = variable.to_string().to_ascii_lowercase();
-            if name.starts_with("datafusion.") {
+            // DataFusion's settings and datafusion-distributed's (task
+            // sizing, broadcast joins, …) are its configuration's own.
+            if name.starts_with("datafusion.") || name.starts_with("distributed.") {
                 return Ok(Command::Query(Box::new(statement)));
             }
             let value = set_value(values);
@@ -101,7 +103,9 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
                 .map(|i| i.value.to_ascii_lowercase())
                 .collect::<Vec<_>>()
                 .join(" ");
-            if name.starts_with("datafusion.") {
+            // DataFusion's settings and datafusion-distributed's (task
+            // sizing, broadcast joins, …) are its configuration's own.
+            if name.starts_with("datafusion.") || name.starts_with("distributed.") {
                 return Ok(Command::Query(Box::new(statement)));
             }
             Command::Show {

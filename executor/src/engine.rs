@@ -6,8 +6,12 @@ use std::sync::Arc;
 
 use datafusion::error::Result;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::context::QueryPlanner;
 use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
@@ -25,14 +29,29 @@ pub struct EngineOptions {
     pub target_partitions: usize,
 }
 
+/// Turns a session's state into one that plans distributed queries (the
+/// coordinator supplies it: worker resolver, placement, signed channels).
+pub type Distribution = Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>;
+
 /// The shared engine: runtime (memory pool, object stores, caches) and
 /// catalog. Cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     cpu: Arc<CpuRuntime>,
     catalog: LochCatalog,
     target_partitions: usize,
+    distribution: Option<Distribution>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("catalog", &self.catalog)
+            .field("target_partitions", &self.target_partitions)
+            .field("distributed", &self.distribution.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Engine {
@@ -64,7 +83,19 @@ impl Engine {
             cpu,
             catalog,
             target_partitions,
+            distribution: None,
         })
+    }
+
+    /// True when sessions plan distributed queries.
+    pub fn is_distributed(&self) -> bool {
+        self.distribution.is_some()
+    }
+
+    /// Plans every new session's queries for distributed execution.
+    pub fn with_distribution(mut self, distribution: Distribution) -> Self {
+        self.distribution = Some(distribution);
+        self
     }
 
     /// The catalog the engine serves.
@@ -80,14 +111,55 @@ impl Engine {
     /// A new session: its own settings (default schema, time zone, …) over
     /// the shared runtime and catalog.
     pub fn new_session(&self) -> Result<SessionContext> {
-        let state = SessionStateBuilder::new()
+        let mut builder = SessionStateBuilder::new()
             .with_config(base_config(self.target_partitions))
             .with_runtime_env(self.runtime.clone())
-            .with_default_features()
-            .build();
-        let ctx = SessionContext::new_with_state(state);
+            .with_default_features();
+        if let Some(distribution) = &self.distribution {
+            builder = distribution(builder);
+        }
+        let ctx = SessionContext::new_with_state(builder.build());
         ctx.register_catalog(DATABASE_NAME, self.catalog.provider());
         Ok(ctx)
+    }
+}
+
+/// `state` made to plan and run on the coordinator alone, with DataFusion's
+/// physical scalar subqueries.
+///
+/// datafusion-distributed turns DataFusion's physical uncorrelated scalar
+/// subqueries off (their expressions cannot be shipped to executors), so
+/// such subqueries are rewritten into joins by DataFusion's logical
+/// optimizer instead — and that rewrite fails on a few queries (e.g. the
+/// same aggregate inside and outside the subquery: "ambiguous field
+/// name"). Sessions fall back to this state for those queries, so whatever
+/// single-process DataFusion runs, Loch runs.
+pub fn undistributed(state: SessionState) -> SessionState {
+    let mut config = state.config().clone();
+    config
+        .options_mut()
+        .optimizer
+        .enable_physical_uncorrelated_scalar_subquery = true;
+    SessionStateBuilder::new_from_existing(state)
+        .with_config(config)
+        .with_query_planner(Arc::new(LocalPlanner))
+        .build()
+}
+
+/// DataFusion's default physical planning, nothing distributed.
+#[derive(Debug)]
+struct LocalPlanner;
+
+#[async_trait::async_trait]
+impl QueryPlanner for LocalPlanner {
+    async fn create_physical_plan(
+        &self,
+        logical_plan: &LogicalPlan,
+        session: &dyn datafusion::catalog::Session,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        DefaultPhysicalPlanner::default()
+            .create_physical_plan(logical_plan, session)
+            .await
     }
 }
 

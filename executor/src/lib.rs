@@ -1,13 +1,16 @@
 //! Loch's executor: the engine that runs query plans over lake tables.
 //!
-//! Today every plan runs in the coordinator's process through the session
-//! state built here: DataFusion configured the way Loch wants it (PostgreSQL
-//! dialect, `information_schema`, the Loch catalog as the default database).
-//! Distributed execution over Flight, with executors as separate processes,
-//! is the distributed-execution issue; this crate is where the worker side of
-//! it will live. Nothing here knows about pg wire.
+//! Two halves: the [`Engine`] (the session state the coordinator plans and
+//! runs queries with: PostgreSQL dialect, `information_schema`, the Loch
+//! catalog as the default database) and the executor process
+//! ([`worker::run_executor`]): datafusion-distributed's worker service that
+//! runs plan stages sent by the coordinator and exchanges Arrow data with
+//! other executors over Flight, behind the cluster secret ([`cluster`]).
+//! Nothing here knows about pg wire.
 
+pub mod cluster;
 pub mod cpu;
 pub mod engine;
+pub mod worker;
 
 pub use engine::{Engine, EngineOptions};

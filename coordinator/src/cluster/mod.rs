@@ -1,0 +1,87 @@
+//! The coordinator's side of the cluster: the executor registry and its
+//! endpoint, how queries are planned over the live executors
+//! (datafusion-distributed, with Loch's placement), `system.executors`, and
+//! the executor child processes of `loch local`.
+
+pub mod placement;
+pub mod registry;
+pub mod service;
+pub mod system;
+
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use datafusion::execution::SessionStateBuilder;
+use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
+use loch_executor::cluster::{ClusterSecret, SignedChannelResolver};
+use loch_executor::engine::Distribution;
+use tokio::process::{Child, Command};
+
+pub use registry::{Registry, RegistryResolver};
+
+/// How every session of a coordinator with executors plans: stages cut by
+/// datafusion-distributed, workers from the registry, scans placed by
+/// [`placement`], every call to an executor signed with the cluster secret.
+pub fn distribution(registry: Arc<Registry>, secret: &ClusterSecret) -> Distribution {
+    // One resolver for all sessions, so connections to executors are reused.
+    let channels = SignedChannelResolver::new(secret.clone());
+    Arc::new(move |builder: SessionStateBuilder| {
+        builder
+            .with_distributed_worker_resolver(RegistryResolver(Arc::clone(&registry)))
+            .with_distributed_channel_resolver(channels.clone())
+            .with_distributed_scale_up_leaf_node_handler(placement::scale_up)
+            .with_distributed_route_tasks_handler(placement::route)
+            .with_distributed_planner()
+    })
+}
+
+/// Executor processes started by `loch local`; killed when dropped.
+#[derive(Debug, Default)]
+pub struct Children(Vec<Child>);
+
+impl Children {
+    /// Starts `count` executors of this same binary on loopback ports,
+    /// registering with `coordinator`.
+    pub fn spawn(
+        count: usize,
+        coordinator: &str,
+        secret: &ClusterSecret,
+        data_dir: &Path,
+    ) -> std::io::Result<Children> {
+        let exe = std::env::current_exe()?;
+        let mut children = Vec::with_capacity(count);
+        for _ in 0..count {
+            let child = Command::new(&exe)
+                .arg("executor")
+                .args(["--coordinator", coordinator])
+                .args(["--listen", "127.0.0.1:0"])
+                .args(["--coordinator-timeout", "5"])
+                .env("LOCH_CLUSTER_SECRET", secret.to_hex())
+                .current_dir(data_dir)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::inherit())
+                .kill_on_drop(true)
+                .spawn()?;
+            children.push(child);
+        }
+        Ok(Children(children))
+    }
+
+    /// Process ids of the executors (tests kill one to see the cluster cope).
+    pub fn pids(&self) -> Vec<u32> {
+        self.0.iter().filter_map(Child::id).collect()
+    }
+
+    /// Stops them all and waits for them.
+    pub async fn stop(mut self) {
+        for child in &mut self.0 {
+            let _ = child.start_kill();
+        }
+        for child in &mut self.0 {
+            let _ = tokio::time::timeout(Duration::from_secs(5), child.wait()).await;
+        }
+    }
+}

@@ -1,0 +1,354 @@
+//! Where file scans run: rendezvous hashing of file chunks over the live
+//! executors, so the same chunk of the same file goes to the same executor
+//! query after query (its caches depend on it), and when an executor joins
+//! or leaves only the chunks whose best executor changed move (about 1/N).
+//!
+//! datafusion-distributed decides how many tasks a scan stage gets (from
+//! file sizes); these two handlers replace its round-robin split of files
+//! over tasks and its random routing of tasks to workers:
+//!
+//! - [`scale_up`] cuts the scan into chunks (files, or byte ranges of big
+//!   files, as DataFusion's own file repartitioning would), gives each chunk
+//!   its rendezvous home among the live executors, and builds one scan per
+//!   task from the chunks homed on that task's executor.
+//! - [`route`] sends task `i` to that executor. It recomputes the same
+//!   assignment from the chunks in the plan and the executors live at that
+//!   moment, so nothing has to be remembered between the two.
+//!
+//! When a stage has fewer tasks than there are live executors, the tasks go
+//! to the executors that are home to the most bytes, and chunks homed
+//! elsewhere are placed by rendezvous among those.
+
+use std::sync::Arc;
+
+use datafusion::catalog::memory::DataSourceExec;
+use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileGroupPartitioner, FileScanConfig};
+use datafusion::error::Result;
+use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion_distributed::{
+    DistributedGetterExt, DistributedLeafExec, NetworkBoundaryExt, RouteTasksEvent,
+    RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+};
+use url::Url;
+
+/// Splits a file scan over `ev.task_count` tasks by rendezvous placement.
+pub fn scale_up(ev: ScaleUpLeafNodeEvent) -> Option<Result<ScaleUpLeafNodeEventResponse>> {
+    let scan = file_scan(ev.plan)?;
+    // Partitioned or ordered scans keep datafusion-distributed's own split,
+    // which preserves those properties.
+    if scan.output_partitioning.is_some() || !scan.output_ordering.is_empty() {
+        return None;
+    }
+    let urls = ev
+        .session_config
+        .get_distributed_worker_resolver()
+        .ok()?
+        .get_urls()
+        .ok()?;
+    if urls.is_empty() || ev.task_count < 2 {
+        return None;
+    }
+    let partitions = ev.plan.output_partitioning().partition_count().max(1);
+    let groups = FileGroupPartitioner::new()
+        .with_target_partitions(partitions * ev.task_count)
+        .with_repartition_file_min_size(0)
+        .repartition_file_groups(&scan.file_groups)
+        .unwrap_or_else(|| scan.file_groups.clone());
+    let chunks: Vec<PartitionedFile> = groups.iter().flat_map(|g| g.iter().cloned()).collect();
+    let (per_task, _) = assign(&chunks, &urls, ev.task_count);
+    let variants = per_task.into_iter().map(|chunks| {
+        let mut variant = scan.clone();
+        variant.file_groups = balance(chunks, partitions);
+        DataSourceExec::from_data_source(variant) as Arc<dyn ExecutionPlan>
+    });
+    Some(
+        DistributedLeafExec::try_new(Arc::clone(ev.plan), variants)
+            .map(|leaf| ScaleUpLeafNodeEventResponse::new(Arc::new(leaf))),
+    )
+}
+
+/// Routes the tasks of a stage whose leaf [`scale_up`] built.
+pub fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
+    let chunks = leaf_chunks(ev.plan, ev.task_count)?;
+    let urls = match ev
+        .task_ctx
+        .session_config()
+        .get_distributed_worker_resolver()
+        .and_then(|r| r.get_urls())
+    {
+        Ok(urls) if !urls.is_empty() => urls,
+        Ok(_) => return None,
+        Err(e) => return Some(Err(e)),
+    };
+    let (_, task_urls) = assign(&chunks, &urls, ev.task_count);
+    Some(Ok(RouteTasksEventResponse::new(task_urls)))
+}
+
+/// For `EXPLAIN`: each stage of a distributed plan, its task count, and the
+/// executors its tasks go to with the executors live now (scan stages), or
+/// that they are chosen when the query runs (the others: beside their
+/// input, or round robin).
+pub fn describe(plan: &Arc<dyn ExecutionPlan>, urls: &[Url]) -> Vec<String> {
+    fn walk(plan: &Arc<dyn ExecutionPlan>, urls: &[Url], out: &mut Vec<(usize, String)>) {
+        if let Some(boundary) = plan.as_network_boundary() {
+            let stage = boundary.input_stage();
+            let tasks = stage.task_count();
+            let placed = match stage.local_plan() {
+                Some(local) => {
+                    leaf_chunks(local, tasks)
+                        .filter(|_| !urls.is_empty())
+                        .map(|chunks| {
+                            let (_, task_urls) = assign(&chunks, urls, tasks);
+                            task_urls
+                                .iter()
+                                .enumerate()
+                                .map(|(i, u)| format!("t{i}={u}"))
+                                .collect::<Vec<_>>()
+                                .join(" ")
+                        })
+                }
+                None => None,
+            };
+            let placed = placed.unwrap_or_else(|| "executors chosen when the query runs".into());
+            out.push((
+                stage.num(),
+                format!("Stage {}: {tasks} task(s): {placed}", stage.num()),
+            ));
+            if let Some(local) = stage.local_plan() {
+                walk(local, urls, out);
+            }
+            return;
+        }
+        for child in plan.children() {
+            walk(child, urls, out);
+        }
+    }
+    let mut stages = Vec::new();
+    walk(plan, urls, &mut stages);
+    stages.sort_by_key(|(num, _)| *num);
+    stages.dedup_by_key(|(num, _)| *num);
+    stages.into_iter().map(|(_, line)| line).collect()
+}
+
+/// The chunks of the placed file scan in a stage's plan (not looking into
+/// other stages), when it has one variant per task.
+fn leaf_chunks(plan: &Arc<dyn ExecutionPlan>, task_count: usize) -> Option<Vec<PartitionedFile>> {
+    let mut chunks = None;
+    let _ = plan.apply(|node| {
+        if node.is_network_boundary() {
+            return Ok(TreeNodeRecursion::Jump);
+        }
+        if let Some(leaf) = node.downcast_ref::<DistributedLeafExec>()
+            && file_scan(leaf.original()).is_some()
+            && leaf.variants().len() == task_count
+        {
+            let mut all = Vec::new();
+            for variant in leaf.variants() {
+                if let Some(scan) = file_scan(variant) {
+                    all.extend(scan.file_groups.iter().flat_map(|g| g.iter().cloned()));
+                }
+            }
+            chunks = Some(all);
+            return Ok(TreeNodeRecursion::Stop);
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    chunks
+}
+
+fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {
+    plan.downcast_ref::<DataSourceExec>()?
+        .data_source()
+        .downcast_ref::<FileScanConfig>()
+}
+
+/// The placement: chunks per task and the executor of each task. Depends
+/// only on the set of chunks and of URLs, not on their order.
+fn assign(
+    chunks: &[PartitionedFile],
+    urls: &[Url],
+    task_count: usize,
+) -> (Vec<Vec<PartitionedFile>>, Vec<Url>) {
+    let mut urls: Vec<&Url> = urls.iter().collect();
+    urls.sort();
+    urls.dedup();
+    let keys: Vec<u64> = chunks.iter().map(chunk_key).collect();
+    // Bytes homed on each executor.
+    let mut homed = vec![0u64; urls.len()];
+    for (chunk, key) in chunks.iter().zip(&keys) {
+        homed[best(*key, &urls, |_| true)] += chunk_bytes(chunk);
+    }
+    // The task executors: the executors home to the most bytes (all of them
+    // when there are at least as many tasks), ties by URL; more tasks than
+    // executors cycle over them.
+    let mut ranked: Vec<usize> = (0..urls.len()).collect();
+    ranked.sort_by(|a, b| homed[*b].cmp(&homed[*a]).then(a.cmp(b)));
+    ranked.truncate(task_count.min(urls.len()));
+    ranked.sort();
+    let task_urls: Vec<Url> = (0..task_count)
+        .map(|i| urls[ranked[i % ranked.len()]].clone())
+        .collect();
+    let mut per_task: Vec<Vec<PartitionedFile>> = vec![Vec::new(); task_count];
+    for (chunk, key) in chunks.iter().zip(&keys) {
+        let home = best(*key, &urls, |i| ranked.contains(&i));
+        // Tasks on that executor: i, i + ranked.len(), …; spread by the key.
+        let slot = ranked.iter().position(|r| *r == home).unwrap_or(0);
+        let on_home: Vec<usize> = (slot..task_count).step_by(ranked.len()).collect();
+        let task = on_home[(mix(*key) % on_home.len() as u64) as usize];
+        per_task[task].push(chunk.clone());
+    }
+    (per_task, task_urls)
+}
+
+/// The allowed executor with the highest rendezvous score for `key`.
+fn best(key: u64, urls: &[&Url], allowed: impl Fn(usize) -> bool) -> usize {
+    let mut winner = 0;
+    let mut top = None;
+    for (i, url) in urls.iter().enumerate() {
+        if !allowed(i) {
+            continue;
+        }
+        let score = mix(key ^ fnv(url.as_str().as_bytes()));
+        if top.is_none_or(|t| score > t) {
+            top = Some(score);
+            winner = i;
+        }
+    }
+    winner
+}
+
+/// Spreads one task's chunks over `partitions` groups, largest first onto
+/// the lightest group, so the task's cores get even work.
+fn balance(mut chunks: Vec<PartitionedFile>, partitions: usize) -> Vec<FileGroup> {
+    chunks.sort_by(|a, b| {
+        chunk_bytes(b)
+            .cmp(&chunk_bytes(a))
+            .then_with(|| chunk_key(a).cmp(&chunk_key(b)))
+    });
+    let mut groups: Vec<(u64, Vec<PartitionedFile>)> = vec![(0, Vec::new()); partitions];
+    for chunk in chunks {
+        if let Some(lightest) = groups.iter_mut().min_by_key(|(bytes, _)| *bytes) {
+            lightest.0 += chunk_bytes(&chunk);
+            lightest.1.push(chunk);
+        }
+    }
+    groups.into_iter().map(|(_, g)| FileGroup::new(g)).collect()
+}
+
+fn chunk_bytes(chunk: &PartitionedFile) -> u64 {
+    match &chunk.range {
+        Some(range) => (range.end - range.start).max(0) as u64,
+        None => chunk.object_meta.size,
+    }
+}
+
+/// Stable identity of a chunk: its path and byte range.
+fn chunk_key(chunk: &PartitionedFile) -> u64 {
+    let mut h = fnv(chunk.object_meta.location.as_ref().as_bytes());
+    if let Some(range) = &chunk.range {
+        h = mix(h ^ range.start as u64);
+        h = mix(h ^ range.end as u64);
+    }
+    h
+}
+
+/// FNV-1a: stable across processes, builds and versions (unlike std's hasher).
+fn fnv(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+/// splitmix64's finaliser: turns a combined key into a well-spread score.
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(n: usize) -> Vec<PartitionedFile> {
+        (0..n)
+            .map(|i| PartitionedFile::new(format!("t/part-{i}.parquet"), 1000))
+            .collect()
+    }
+
+    fn urls(ports: &[u16]) -> Vec<Url> {
+        ports
+            .iter()
+            .map(|p| Url::parse(&format!("http://127.0.0.1:{p}")).unwrap())
+            .collect()
+    }
+
+    fn homes(chunks: &[PartitionedFile], urls: &[Url]) -> Vec<Url> {
+        let (per_task, task_urls) = assign(chunks, urls, urls.len());
+        let mut home = vec![None; chunks.len()];
+        for (task, list) in per_task.iter().enumerate() {
+            for c in list {
+                let i = chunks.iter().position(|x| x.path() == c.path()).unwrap();
+                home[i] = Some(task_urls[task].clone());
+            }
+        }
+        home.into_iter().map(Option::unwrap).collect()
+    }
+
+    #[test]
+    fn placement_is_stable_and_moves_little() {
+        let chunks = chunks(600);
+        let three = urls(&[1, 2, 3]);
+        let before = homes(&chunks, &three);
+        // Same answer whatever the order of URLs or chunks.
+        let mut reversed = three.clone();
+        reversed.reverse();
+        assert_eq!(before, homes(&chunks, &reversed));
+        // Every executor gets a fair share.
+        for url in &three {
+            let n = before.iter().filter(|u| *u == url).count();
+            assert!((120..=280).contains(&n), "{url}: {n}");
+        }
+        // A fourth executor joins: only chunks moving to it move (~1/4).
+        let four = urls(&[1, 2, 3, 4]);
+        let after = homes(&chunks, &four);
+        let moved: Vec<usize> = (0..chunks.len())
+            .filter(|i| before[*i] != after[*i])
+            .collect();
+        assert!(moved.iter().all(|i| after[*i] == four[3]));
+        assert!((90..=210).contains(&moved.len()), "moved {}", moved.len());
+        // Executor 2 leaves: only its chunks move.
+        let two = urls(&[1, 3]);
+        let after = homes(&chunks, &two);
+        for i in 0..chunks.len() {
+            if before[i] != three[1] {
+                assert_eq!(before[i], after[i]);
+            }
+        }
+    }
+
+    #[test]
+    fn fewer_tasks_than_executors() {
+        let chunks = chunks(50);
+        let (per_task, task_urls) = assign(&chunks, &urls(&[1, 2, 3]), 2);
+        assert_eq!(task_urls.len(), 2);
+        assert_ne!(task_urls[0], task_urls[1]);
+        assert_eq!(per_task.iter().map(Vec::len).sum::<usize>(), 50);
+        let (per_task, task_urls) = assign(&chunks, &urls(&[1, 2]), 5);
+        assert_eq!(task_urls.len(), 5);
+        assert_eq!(per_task.iter().map(Vec::len).sum::<usize>(), 50);
+    }
+
+    #[test]
+    fn balance_keeps_partition_count() {
+        let groups = balance(chunks(3), 8);
+        assert_eq!(groups.len(), 8);
+        assert_eq!(groups.iter().map(|g| g.len()).sum::<usize>(), 3);
+    }
+}

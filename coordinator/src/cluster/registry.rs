@@ -1,0 +1,264 @@
+//! The executor registry: which executors exist, which are alive.
+//!
+//! Executors register with their first heartbeat and stay live while
+//! heartbeats keep coming; one silent for longer than the heartbeat timeout
+//! is `lost` and gets no new work; its next heartbeat makes it `alive`
+//! again. A clean stop removes it at once. Lost entries are forgotten after
+//! [`FORGET_AFTER`].
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use datafusion::error::DataFusionError;
+use datafusion_distributed::WorkerResolver;
+use loch_executor::worker::Heartbeat;
+use tokio::sync::watch;
+use url::Url;
+
+/// How long a lost executor stays listed in `system.executors`.
+pub const FORGET_AFTER: Duration = Duration::from_secs(600);
+/// Most executors one coordinator tracks (a bound on what heartbeats can add).
+const MAX_EXECUTORS: usize = 4096;
+
+#[derive(Debug, Clone)]
+struct Entry {
+    url: Url,
+    version: String,
+    pid: u32,
+    registered_at: SystemTime,
+    last_seen: Instant,
+    last_seen_at: SystemTime,
+    running_tasks: u64,
+}
+
+/// One row of `system.executors`.
+#[derive(Debug, Clone)]
+pub struct ExecutorInfo {
+    pub id: String,
+    pub url: Url,
+    pub alive: bool,
+    pub version: String,
+    pub pid: u32,
+    pub registered_at: SystemTime,
+    pub last_heartbeat: SystemTime,
+    pub running_tasks: u64,
+}
+
+/// The registry; shared by the registry service, planning and `system.executors`.
+#[derive(Debug)]
+pub struct Registry {
+    entries: RwLock<HashMap<String, Entry>>,
+    timeout: Duration,
+    /// Bumped on every membership change, for whoever waits for one.
+    changes: watch::Sender<u64>,
+}
+
+impl Registry {
+    pub fn new(heartbeat_timeout: Duration) -> Arc<Self> {
+        Arc::new(Registry {
+            entries: RwLock::new(HashMap::new()),
+            timeout: heartbeat_timeout,
+            changes: watch::channel(0).0,
+        })
+    }
+
+    pub fn heartbeat_timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Records a heartbeat; the first one registers the executor.
+    pub fn heartbeat(&self, beat: Heartbeat) -> Result<(), String> {
+        let url = Url::parse(&beat.url).map_err(|e| format!("bad executor url: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+            return Err(format!("bad executor url {url}"));
+        }
+        if beat.id.is_empty() || beat.id.len() > 256 {
+            return Err("bad executor id".into());
+        }
+        let now = Instant::now();
+        let mut changed = false;
+        {
+            let Ok(mut entries) = self.entries.write() else {
+                return Err("registry unavailable".into());
+            };
+            // Another id at the same address is an earlier process there.
+            entries.retain(|id, e| *id == beat.id || e.url != url);
+            match entries.get_mut(&beat.id) {
+                Some(entry) => {
+                    changed |= now.duration_since(entry.last_seen) > self.timeout;
+                    changed |= entry.url != url;
+                    entry.url = url;
+                    entry.last_seen = now;
+                    entry.last_seen_at = SystemTime::now();
+                    entry.running_tasks = beat.running_tasks;
+                    entry.version = beat.version;
+                    entry.pid = beat.pid;
+                }
+                None => {
+                    if entries.len() >= MAX_EXECUTORS {
+                        let forget = self.timeout.max(FORGET_AFTER);
+                        entries.retain(|_, e| now.duration_since(e.last_seen) <= forget);
+                        if entries.len() >= MAX_EXECUTORS {
+                            return Err("too many executors".into());
+                        }
+                    }
+                    tracing::info!(id = %beat.id, %url, "executor joined");
+                    entries.insert(
+                        beat.id,
+                        Entry {
+                            url,
+                            version: beat.version,
+                            pid: beat.pid,
+                            registered_at: SystemTime::now(),
+                            last_seen: now,
+                            last_seen_at: SystemTime::now(),
+                            running_tasks: beat.running_tasks,
+                        },
+                    );
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            self.changes.send_modify(|n| *n += 1);
+        }
+        Ok(())
+    }
+
+    /// An executor stopping cleanly.
+    pub fn leave(&self, id: &str) {
+        let removed = self
+            .entries
+            .write()
+            .map(|mut entries| entries.remove(id).is_some())
+            .unwrap_or(false);
+        if removed {
+            tracing::info!(id, "executor left");
+            self.changes.send_modify(|n| *n += 1);
+        }
+    }
+
+    /// URLs of the live executors, sorted (so every caller sees one order).
+    pub fn live_urls(&self) -> Vec<Url> {
+        let now = Instant::now();
+        let mut urls: Vec<Url> = self
+            .entries
+            .read()
+            .map(|entries| {
+                entries
+                    .values()
+                    .filter(|e| now.duration_since(e.last_seen) <= self.timeout)
+                    .map(|e| e.url.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        urls.sort();
+        urls
+    }
+
+    /// Every known executor, live or lost, ordered by URL.
+    pub fn snapshot(&self) -> Vec<ExecutorInfo> {
+        let now = Instant::now();
+        let mut rows: Vec<ExecutorInfo> = self
+            .entries
+            .read()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|(_, e)| now.duration_since(e.last_seen) <= FORGET_AFTER)
+                    .map(|(id, e)| ExecutorInfo {
+                        id: id.clone(),
+                        url: e.url.clone(),
+                        alive: now.duration_since(e.last_seen) <= self.timeout,
+                        version: e.version.clone(),
+                        pid: e.pid,
+                        registered_at: e.registered_at,
+                        last_heartbeat: e.last_seen_at,
+                        running_tasks: e.running_tasks,
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        rows.sort_by(|a, b| a.url.cmp(&b.url));
+        rows
+    }
+
+    /// Waits until at least `count` executors are live, or `limit` passes.
+    pub async fn wait_for_live(&self, count: usize, limit: Duration) -> bool {
+        let mut changes = self.changes.subscribe();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if self.live_urls().len() >= count {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return self.live_urls().len() >= count,
+            }
+        }
+    }
+}
+
+/// datafusion-distributed asks this where the workers are.
+#[derive(Debug, Clone)]
+pub struct RegistryResolver(pub Arc<Registry>);
+
+impl WorkerResolver for RegistryResolver {
+    fn get_urls(&self) -> Result<Vec<Url>, DataFusionError> {
+        Ok(self.0.live_urls())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn beat(id: &str, port: u16) -> Heartbeat {
+        Heartbeat {
+            id: id.into(),
+            url: format!("http://127.0.0.1:{port}"),
+            running_tasks: 0,
+            version: "t".into(),
+            pid: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn join_lose_return_leave() {
+        let registry = Registry::new(Duration::from_millis(100));
+        registry.heartbeat(beat("a", 1)).unwrap();
+        registry.heartbeat(beat("b", 2)).unwrap();
+        assert!(registry.wait_for_live(2, Duration::from_secs(1)).await);
+        assert_eq!(registry.live_urls().len(), 2);
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        registry.heartbeat(beat("a", 1)).unwrap();
+        assert_eq!(
+            registry.live_urls(),
+            vec![Url::parse("http://127.0.0.1:1").unwrap()]
+        );
+        let rows = registry.snapshot();
+        assert_eq!(rows.len(), 2);
+        assert!(rows[0].alive && !rows[1].alive);
+        registry.leave("a");
+        assert!(registry.live_urls().is_empty());
+        // A new process at an old address replaces the old entry.
+        registry.heartbeat(beat("c", 2)).unwrap();
+        assert_eq!(registry.snapshot().len(), 1);
+        assert!(
+            registry
+                .heartbeat(beat("d", 0).tap_url("not a url"))
+                .is_err()
+        );
+    }
+
+    trait TapUrl {
+        fn tap_url(self, url: &str) -> Self;
+    }
+    impl TapUrl for Heartbeat {
+        fn tap_url(mut self, url: &str) -> Self {
+            self.url = url.into();
+            self
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! The coordinator's cluster endpoint: executors register and heartbeat
+//! here with Flight `DoAction`, signed with the cluster secret (checked by an
+//! interceptor before any of this runs). Nothing else is served on it.
+
+use std::sync::Arc;
+
+use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
+use arrow_flight::{
+    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
+    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
+};
+use futures::stream::{self, BoxStream};
+use loch_executor::cluster::ClusterSecret;
+use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION};
+use tokio::net::TcpListener;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::registry::Registry;
+
+/// Largest heartbeat accepted.
+const MAX_MESSAGE: usize = 64 * 1024;
+
+/// Serves the registry on `listener` until the task is dropped.
+pub async fn serve(listener: TcpListener, registry: Arc<Registry>, secret: ClusterSecret) {
+    let service = InterceptedService::new(
+        FlightServiceServer::new(RegistryService { registry })
+            .max_decoding_message_size(MAX_MESSAGE),
+        secret.verifier().interceptor(),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    if let Err(e) = tonic::transport::Server::builder()
+        .add_service(service)
+        .serve_with_incoming(incoming)
+        .await
+    {
+        tracing::error!(error = %e, "cluster endpoint stopped");
+    }
+}
+
+struct RegistryService {
+    registry: Arc<Registry>,
+}
+
+fn unsupported<T>() -> Result<T, Status> {
+    Err(Status::unimplemented(
+        "the cluster endpoint serves executor registration only",
+    ))
+}
+
+#[tonic::async_trait]
+impl FlightService for RegistryService {
+    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
+    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
+    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
+    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
+    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
+    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+
+    async fn do_action(
+        &self,
+        request: Request<Action>,
+    ) -> Result<Response<Self::DoActionStream>, Status> {
+        let action = request.into_inner();
+        let beat: Heartbeat = serde_json::from_slice(&action.body)
+            .map_err(|e| Status::invalid_argument(format!("bad heartbeat: {e}")))?;
+        match action.r#type.as_str() {
+            HEARTBEAT_ACTION => self
+                .registry
+                .heartbeat(beat)
+                .map_err(Status::invalid_argument)?,
+            LEAVE_ACTION => self.registry.leave(&beat.id),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown cluster action {other:?}"
+                )));
+            }
+        }
+        Ok(Response::new(Box::pin(stream::empty())))
+    }
+
+    async fn handshake(
+        &self,
+        _: Request<Streaming<HandshakeRequest>>,
+    ) -> Result<Response<Self::HandshakeStream>, Status> {
+        unsupported()
+    }
+    async fn list_flights(
+        &self,
+        _: Request<Criteria>,
+    ) -> Result<Response<Self::ListFlightsStream>, Status> {
+        unsupported()
+    }
+    async fn get_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<FlightInfo>, Status> {
+        unsupported()
+    }
+    async fn poll_flight_info(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<PollInfo>, Status> {
+        unsupported()
+    }
+    async fn get_schema(
+        &self,
+        _: Request<FlightDescriptor>,
+    ) -> Result<Response<SchemaResult>, Status> {
+        unsupported()
+    }
+    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
+        unsupported()
+    }
+    async fn do_put(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoPutStream>, Status> {
+        unsupported()
+    }
+    async fn do_exchange(
+        &self,
+        _: Request<Streaming<FlightData>>,
+    ) -> Result<Response<Self::DoExchangeStream>, Status> {
+        unsupported()
+    }
+    async fn list_actions(
+        &self,
+        _: Request<Empty>,
+    ) -> Result<Response<Self::ListActionsStream>, Status> {
+        unsupported()
+    }
+}

@@ -1,0 +1,122 @@
+//! `system.executors`: the registry as a table, read fresh at every scan.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use arrow::array::{ArrayRef, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use async_trait::async_trait;
+use datafusion::catalog::{MemorySchemaProvider, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::ExecutionPlan;
+
+use super::registry::Registry;
+
+/// The `system` schema, with `executors`.
+pub fn system_schema(registry: Option<Arc<Registry>>) -> Result<Arc<dyn SchemaProvider>> {
+    let schema = MemorySchemaProvider::new();
+    schema.register_table("executors".into(), Arc::new(ExecutorsTable::new(registry)))?;
+    Ok(Arc::new(schema))
+}
+
+struct ExecutorsTable {
+    registry: Option<Arc<Registry>>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for ExecutorsTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("system.executors")
+    }
+}
+
+impl ExecutorsTable {
+    fn new(registry: Option<Arc<Registry>>) -> Self {
+        let ts = DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()));
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Utf8, false),
+            Field::new("address", DataType::Utf8, false),
+            Field::new("state", DataType::Utf8, false),
+            Field::new("last_heartbeat", ts.clone(), false),
+            Field::new("running_tasks", DataType::Int64, false),
+            Field::new("registered_at", ts, false),
+            Field::new("version", DataType::Utf8, false),
+            Field::new("pid", DataType::Int64, false),
+        ]));
+        ExecutorsTable { registry, schema }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let rows = self
+            .registry
+            .as_ref()
+            .map(|r| r.snapshot())
+            .unwrap_or_default();
+        let micros = |t: SystemTime| {
+            t.duration_since(UNIX_EPOCH)
+                .map(|d| d.as_micros() as i64)
+                .unwrap_or(0)
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.id))),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| r.url.as_str()),
+            )),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| if r.alive { "alive" } else { "lost" }),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| micros(r.last_heartbeat)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| r.running_tasks as i64),
+            )),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(
+                    rows.iter().map(|r| micros(r.registered_at)),
+                )
+                .with_timezone("UTC"),
+            ),
+            Arc::new(StringArray::from_iter_values(
+                rows.iter().map(|r| &r.version),
+            )),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| i64::from(r.pid)),
+            )),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for ExecutorsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
+}

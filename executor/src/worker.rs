@@ -1,0 +1,318 @@
+//! The executor process: datafusion-distributed's worker service behind the
+//! cluster-secret check, plus registration and heartbeats to the coordinator.
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arrow_flight::Action;
+use arrow_flight::flight_service_client::FlightServiceClient;
+use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
+use futures::StreamExt;
+use futures::future::BoxFuture;
+use serde::{Deserialize, Serialize};
+use tokio::net::TcpListener;
+use tonic::body::Body;
+use tonic::server::NamedService;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::server::TcpIncoming;
+use tonic::transport::{Channel, Endpoint};
+use url::Url;
+
+use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
+
+/// DoAction type an executor sends to register and to stay registered.
+pub const HEARTBEAT_ACTION: &str = "loch.executor.heartbeat";
+/// DoAction type an executor sends when it stops cleanly.
+pub const LEAVE_ACTION: &str = "loch.executor.leave";
+
+/// What an executor tells the coordinator in each heartbeat (JSON body).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Stable for the life of the process.
+    pub id: String,
+    /// Where the coordinator and other executors reach its worker service.
+    pub url: String,
+    /// Tasks it holds right now.
+    pub running_tasks: u64,
+    /// Loch version of the executor.
+    pub version: String,
+    /// Its process id on its machine.
+    #[serde(default)]
+    pub pid: u32,
+}
+
+/// How an executor process runs.
+#[derive(Debug, Clone)]
+pub struct ExecutorOptions {
+    /// Address the worker service listens on (port 0 = any free port).
+    pub listen: SocketAddr,
+    /// Host name or IP others use to reach it; default: the listen IP.
+    pub advertise_host: Option<String>,
+    /// The coordinator's cluster endpoint, e.g. `http://10.0.0.1:5435`.
+    pub coordinator: Url,
+    pub secret: ClusterSecret,
+    pub heartbeat_interval: Duration,
+    /// Exit when the coordinator has not answered for this long.
+    pub coordinator_timeout: Duration,
+}
+
+/// Why an executor stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecutorError {
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("invalid coordinator URL {0}")]
+    CoordinatorUrl(String),
+    #[error("the coordinator at {url} has not answered for {secs} s: stopping")]
+    CoordinatorGone { url: String, secs: u64 },
+    #[error("worker service failed: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+/// A running executor until `shutdown` resolves or the coordinator is gone.
+pub async fn run_executor(
+    options: ExecutorOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ExecutorError> {
+    let listener =
+        TcpListener::bind(options.listen)
+            .await
+            .map_err(|source| ExecutorError::Listen {
+                addr: options.listen,
+                source,
+            })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| ExecutorError::Listen {
+            addr: options.listen,
+            source,
+        })?;
+    let host = options
+        .advertise_host
+        .clone()
+        .unwrap_or_else(|| match local.ip() {
+            std::net::IpAddr::V6(ip) => format!("[{ip}]"),
+            ip => ip.to_string(),
+        });
+    let url = format!("http://{host}:{}", local.port());
+    let id = format!("{}-{}", host, local.port());
+
+    let worker = new_worker(&options.secret);
+    let running = Arc::new(AtomicU64::new(0));
+    let server = InterceptedService::new(
+        Counting {
+            inner: worker.into_worker_server(),
+            running: Arc::clone(&running),
+        },
+        options.secret.verifier().interceptor(),
+    );
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(server)
+            .serve_with_incoming_shutdown(incoming, async {
+                let _ = stop_rx.await;
+            }),
+    );
+    tracing::info!(%url, "executor serving; registering with {}", options.coordinator);
+
+    let coordinator = coordinator_client(&options)?;
+    let result = tokio::select! {
+        r = heartbeats(&options, coordinator.clone(), &running, &id, &url) => r,
+        () = shutdown => {
+            let body = serde_json::to_vec(&heartbeat(&id, &url, 0)).unwrap_or_default();
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                coordinator.clone().do_action(Action::new(LEAVE_ACTION, body)),
+            )
+            .await;
+            Ok(())
+        }
+    };
+    let _ = stop_tx.send(());
+    match serving.await {
+        Ok(Err(e)) => Err(e.into()),
+        _ => result,
+    }
+}
+
+/// The worker: plans run in a session whose outgoing calls (to other
+/// executors, for shuffles) are signed like the coordinator's.
+fn new_worker(secret: &ClusterSecret) -> Worker {
+    let resolver = SignedChannelResolver::new(secret.clone());
+    let runtime = Arc::new(RuntimeEnv::default());
+    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+        let resolver = resolver.clone();
+        async move {
+            Ok(ctx
+                .builder
+                .with_distributed_channel_resolver(resolver)
+                .build())
+        }
+    })
+    .with_runtime_env(runtime)
+}
+
+type CoordinatorClient = FlightServiceClient<Signed<Channel>>;
+
+fn coordinator_client(options: &ExecutorOptions) -> Result<CoordinatorClient, ExecutorError> {
+    let endpoint = Endpoint::from_shared(options.coordinator.to_string())
+        .map_err(|_| ExecutorError::CoordinatorUrl(options.coordinator.to_string()))?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5));
+    Ok(FlightServiceClient::new(Signed::new(
+        endpoint.connect_lazy(),
+        options.secret.clone(),
+    )))
+}
+
+fn heartbeat(id: &str, url: &str, running_tasks: u64) -> Heartbeat {
+    Heartbeat {
+        id: id.to_string(),
+        url: url.to_string(),
+        running_tasks,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+    }
+}
+
+async fn heartbeats(
+    options: &ExecutorOptions,
+    mut client: CoordinatorClient,
+    running: &AtomicU64,
+    id: &str,
+    url: &str,
+) -> Result<(), ExecutorError> {
+    let mut last_ok = Instant::now();
+    let mut registered = false;
+    let mut tick = tokio::time::interval(options.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let running = running.load(Ordering::Relaxed);
+        let body = serde_json::to_vec(&heartbeat(id, url, running)).unwrap_or_default();
+        let answer = async {
+            let mut stream = client
+                .do_action(Action::new(HEARTBEAT_ACTION, body))
+                .await?
+                .into_inner();
+            while let Some(item) = stream.next().await {
+                item?;
+            }
+            Ok::<(), tonic::Status>(())
+        };
+        match answer.await {
+            Ok(()) => {
+                if !registered {
+                    tracing::info!(%url, "registered with the coordinator");
+                    registered = true;
+                }
+                last_ok = Instant::now();
+            }
+            Err(status) => {
+                tracing::debug!(%status, "heartbeat not answered");
+                if last_ok.elapsed() > options.coordinator_timeout {
+                    return Err(ExecutorError::CoordinatorGone {
+                        url: options.coordinator.to_string(),
+                        secs: options.coordinator_timeout.as_secs(),
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Counts the tasks an executor runs: each task is one open
+/// `CoordinatorChannel` call from the coordinator, from its request until its
+/// response stream is dropped.
+#[derive(Clone)]
+struct Counting<S> {
+    inner: S,
+    running: Arc<AtomicU64>,
+}
+
+impl<S: NamedService> NamedService for Counting<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<http::Request<Body>> for Counting<S>
+where
+    S: tower::Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<Body>) -> Self::Future {
+        let task = request.uri().path().ends_with("/CoordinatorChannel");
+        let guard = task.then(|| TaskGuard::new(Arc::clone(&self.running)));
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let response = response.await?;
+            Ok(match guard {
+                Some(guard) => response.map(|body| {
+                    Body::new(Guarded {
+                        body,
+                        _guard: guard,
+                    })
+                }),
+                None => response,
+            })
+        })
+    }
+}
+
+struct TaskGuard(Arc<AtomicU64>);
+
+impl TaskGuard {
+    fn new(counter: Arc<AtomicU64>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        TaskGuard(counter)
+    }
+}
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that keeps its task counted until it is dropped.
+struct Guarded {
+    body: Body,
+    _guard: TaskGuard,
+}
+
+impl http_body::Body for Guarded {
+    type Data = <Body as http_body::Body>::Data;
+    type Error = <Body as http_body::Body>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
