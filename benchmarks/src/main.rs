@@ -80,6 +80,9 @@ struct TpchArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "tpch-results.json")]
     output: PathBuf,
+    /// Executor processes `loch local` runs (0 = single process).
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -106,6 +109,9 @@ struct Report {
     flight_total_ms: f64,
     flight_total_ratio: f64,
     flight_geomean_ratio: f64,
+    executors: usize,
+    loch_peak_rss_mb: f64,
+    datafusion_peak_rss_mb: f64,
     queries: Vec<QueryResult>,
 }
 
@@ -168,7 +174,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         Some(bin) => bin.clone(),
         None => sibling_bin()?,
     };
-    let server = Server::start(&bin, &args.data_dir, args.sf)?;
+    let server = Server::start(&bin, &args.data_dir, args.sf, args.executors)?;
     let (client, connection) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=loch dbname=loch options='-c search_path=tpch'",
@@ -251,6 +257,16 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         );
         results.push(result);
     }
+    // Peak memory: each process's high-water mark (VmHWM); for Loch the sum
+    // over the coordinator and its executors (an upper bound of their
+    // simultaneous peak), for DataFusion this benchmark process, which also
+    // holds the client side.
+    let loch_pids = server.pids();
+    let loch_peak_rss_mb = loch_pids
+        .iter()
+        .filter_map(|p| peak_rss_mb(*p))
+        .sum::<f64>();
+    let datafusion_peak_rss_mb = peak_rss_mb(std::process::id()).unwrap_or(0.0);
     drop(server);
 
     let df_total: f64 = results.iter().map(|r| r.datafusion_ms).sum();
@@ -299,8 +315,16 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         flight_total_ms: flight_total,
         flight_total_ratio: flight_total / df_total,
         flight_geomean_ratio: flight_geomean,
+        executors: args.executors,
+        loch_peak_rss_mb,
+        datafusion_peak_rss_mb,
         queries: results,
     };
+    println!(
+        "\npeak RSS: Loch ({} processes) {loch_peak_rss_mb:.0} MB, DataFusion in-process (with this benchmark) {datafusion_peak_rss_mb:.0} MB, ratio {:.2}",
+        loch_pids.len(),
+        loch_peak_rss_mb / datafusion_peak_rss_mb.max(1.0)
+    );
     std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", args.output.display());
     Ok(all_agree)
@@ -322,6 +346,14 @@ fn sibling_bin() -> Result<PathBuf, BoxError> {
     Ok(bin)
 }
 
+/// A process's peak resident set (VmHWM) in MB.
+fn peak_rss_mb(pid: u32) -> Option<f64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
 /// The admin password the benchmark gives `loch local` (loopback only).
 const BENCH_PASSWORD: &str = "loch-benchmark";
 
@@ -333,7 +365,7 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, data_dir: &Path, sf: f64) -> Result<Server, BoxError> {
+    fn start(bin: &Path, data_dir: &Path, sf: f64, executors: usize) -> Result<Server, BoxError> {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin)
             .arg("local")
@@ -346,6 +378,8 @@ impl Server {
                 "127.0.0.1:0",
                 "--sample-scale",
                 &sf.to_string(),
+                "--executors",
+                &executors.to_string(),
             ])
             .env("LOCH_ADMIN_PASSWORD", BENCH_PASSWORD)
             .stdout(std::process::Stdio::piped())
@@ -381,6 +415,16 @@ impl Server {
                 });
             }
         }
+    }
+
+    /// The `loch local` process and its executor children.
+    fn pids(&self) -> Vec<u32> {
+        let pid = self.child.id();
+        let children =
+            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+        std::iter::once(pid)
+            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .collect()
     }
 
     fn flight_uri(&self) -> String {
@@ -448,7 +492,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
             std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
         })
         .ok_or("no Python: pass --python")?;
-    let server = Server::start(&bin, &args.data_dir, args.sf)?;
+    let server = Server::start(&bin, &args.data_dir, args.sf, 0)?;
 
     // In-process DataFusion producing the same batches.
     let ctx = oracle::tpch_context(&sample_dir).await;

@@ -140,7 +140,11 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                 Arc::clone(&registry),
                 cluster.secret.clone(),
             )));
-            engine = engine.with_distribution(distribution(Arc::clone(&registry), &cluster.secret));
+            engine = engine.with_distribution(distribution(
+                Arc::clone(&registry),
+                &cluster.secret,
+                addr.ip().is_loopback(),
+            ));
             if cluster.spawn_executors > 0 {
                 let url = format!("http://{addr}");
                 children = Children::spawn(
