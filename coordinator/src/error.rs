@@ -135,6 +135,8 @@ pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
                 classify_arrow(arrow)
             } else if inner.downcast_ref::<std::io::Error>().is_some() {
                 "58030"
+            } else if is_executor_failure(inner.as_ref()) {
+                "58000"
             } else {
                 "XX000"
             }
@@ -175,7 +177,10 @@ fn classify_plan_message(msg: &str) -> &'static str {
 
 fn classify_execution_message(msg: &str) -> &'static str {
     let lower = msg.to_ascii_lowercase();
-    if lower.contains("divide by zero") || lower.contains("division by zero") {
+    if lower.contains("distributed datafusion worker") {
+        // datafusion-distributed could not reach an executor.
+        "58000"
+    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"
     } else if lower.contains("cast") || lower.contains("parse") {
         "22P02"
@@ -228,12 +233,29 @@ fn datafusion_message(e: &DataFusionError) -> String {
                 loch.message()
             } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
                 datafusion_message(df)
+            } else if is_executor_failure(inner.as_ref()) {
+                let detail = match inner.downcast_ref::<tonic::Status>() {
+                    Some(status) => status.message().to_string(),
+                    None => inner.to_string(),
+                };
+                format!(
+                    "executor lost while running the query ({detail}); \
+                     the next query runs on the remaining executors"
+                )
             } else {
                 inner.to_string()
             }
         }
         other => other.to_string(),
     }
+}
+
+/// A call to an executor that failed as a call (connection reset, executor
+/// gone), not with a DataFusion error the executor sent back.
+fn is_executor_failure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    e.downcast_ref::<tonic::Status>().is_some()
+        || e.downcast_ref::<arrow_flight::error::FlightError>()
+            .is_some()
 }
 
 #[cfg(test)]
@@ -311,6 +333,12 @@ mod tests {
                 "57014",
             ),
             (DataFusionError::Internal("bug".into()), "XX000"),
+            (
+                DataFusionError::External(Box::new(tonic::Status::unknown(
+                    "h2 protocol error: error reading a body from connection",
+                ))),
+                "58000",
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(classify_datafusion(&e), code, "{e}");

@@ -116,7 +116,7 @@ impl ClusterSecret {
             secret: self.clone(),
             seen: Arc::new(
                 moka::sync::Cache::builder()
-                    .max_capacity(4_000_000)
+                    .max_capacity(1_000_000)
                     .time_to_live(MAX_SKEW * 2)
                     .build(),
             ),

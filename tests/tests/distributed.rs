@@ -2,7 +2,8 @@
 //!
 //! - TPC-H (SF 0.1) through pg wire with 1, 2 and 3 executors, with tiny
 //!   partitions so every scan is spread over all executors, equal to
-//!   in-process DataFusion; EXPLAIN shows the stages and their placement.
+//!   in-process DataFusion; EXPLAIN shows the stages and their placement;
+//!   the same over target_partitions {1, 4} x broadcast joins on/off.
 //! - Executors killed and started between queries: `system.executors`
 //!   reaches the expected count (polled, never a fixed sleep) and the next
 //!   query is right; an executor whose coordinator is gone exits.
@@ -339,4 +340,94 @@ async fn internal_endpoints_refuse_calls_without_the_cluster_secret() {
         .await
         .unwrap();
     assert_eq!(rows[0].get::<_, i64>(0), 25);
+}
+
+#[tokio::test]
+async fn tpch_config_grid_partitions_and_broadcast_joins() {
+    let dir = loch_tests::shared_data_dir(env!("CARGO_TARGET_TMPDIR"));
+    drop(LochServer::start_shared(env!("CARGO_TARGET_TMPDIR")));
+    let server = LochServer::start_opts(&dir, loch_tests::TEST_SCALE, &["--executors", "2"], &[]);
+    let client = server.connect_with("options='-c search_path=tpch'").await;
+    wait_alive(&server, &client, 2).await;
+    client.batch_execute(FORCE_DISTRIBUTION).await.unwrap();
+    let all: Vec<usize> = (1..=22).collect();
+    let mut failures = Vec::new();
+    for partitions in [1, 4] {
+        for broadcast in [true, false] {
+            client
+                .batch_execute(&format!(
+                    "SET datafusion.execution.target_partitions = {partitions}; \
+                     SET distributed.broadcast_joins = {broadcast}"
+                ))
+                .await
+                .unwrap();
+            for f in check_queries(&server, &client, &all).await {
+                failures.push(format!(
+                    "target_partitions={partitions} broadcast_joins={broadcast}: {f}"
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn executor_killed_mid_query_gives_a_clear_error_and_the_session_goes_on() {
+    let dir = loch_tests::shared_data_dir(env!("CARGO_TARGET_TMPDIR"));
+    drop(LochServer::start_shared(env!("CARGO_TARGET_TMPDIR")));
+    let server = LochServer::start_opts(
+        &dir,
+        loch_tests::TEST_SCALE,
+        &["--executors", "2", "--heartbeat-timeout-ms", "1000"],
+        &[],
+    );
+    let client = server.connect_with("options='-c search_path=tpch'").await;
+    let watcher = server.connect().await;
+    wait_alive(&server, &watcher, 2).await;
+    client.batch_execute(FORCE_DISTRIBUTION).await.unwrap();
+    // A join big enough to keep both executors busy for a while.
+    let long = "SELECT count(*) FROM lineitem a JOIN lineitem b ON a.l_suppkey = b.l_suppkey \
+                WHERE a.l_quantity + b.l_quantity > 0";
+    let running = tokio::spawn(async move {
+        let result = client.query(long, &[]).await;
+        (client, result)
+    });
+    // Kill an executor once it is running a task of that query.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let victim: i64 = loop {
+        let busy = watcher
+            .query(
+                "SELECT pid FROM system.executors WHERE running_tasks > 0 ORDER BY address",
+                &[],
+            )
+            .await
+            .unwrap();
+        if let Some(row) = busy.first() {
+            break row.get(0);
+        }
+        assert!(
+            !running.is_finished(),
+            "the query ended before a task was seen"
+        );
+        assert!(Instant::now() < deadline, "no executor ever ran a task");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let status = Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (client, result) = running.await.unwrap();
+    let error = result.expect_err("a query that lost an executor mid-way cannot succeed");
+    let db = error.as_db_error().expect("an ERROR from the server");
+    assert_eq!(db.code().code(), "58000", "{}", db.message());
+    assert!(db.message().contains("executor"), "{}", db.message());
+    // The session is usable and, once the dead executor is dropped, the
+    // next queries are right.
+    wait_alive(&server, &watcher, 1).await;
+    let failures = check_queries(&server, &client, &[1, 3, 18]).await;
+    assert!(
+        failures.is_empty(),
+        "after losing an executor: {failures:?}"
+    );
 }

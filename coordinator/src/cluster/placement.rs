@@ -26,10 +26,12 @@ use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileGroupPartitioner, FileScanConfig};
 use datafusion::error::Result;
-use datafusion::physical_plan::{ExecutionPlan, ExecutionPlanProperties};
+use datafusion::physical_plan::joins::{CrossJoinExec, HashJoinExec, NestedLoopJoinExec};
+use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProperties};
 use datafusion_distributed::{
-    DistributedGetterExt, DistributedLeafExec, NetworkBoundaryExt, RouteTasksEvent,
-    RouteTasksEventResponse, ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedGetterExt,
+    DistributedLeafExec, NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse,
+    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
 };
 use url::Url;
 
@@ -156,6 +158,29 @@ fn leaf_chunks(plan: &Arc<dyn ExecutionPlan>, task_count: usize) -> Option<Vec<P
         Ok(TreeNodeRecursion::Continue)
     });
     chunks
+}
+
+/// One task for an operator that needs all of its input in one partition
+/// (a `Single`/`Final` aggregate, a global limit, an unpartitioned window).
+///
+/// datafusion-distributed cuts stages only at repartitions, broadcasts and
+/// merges. With `target_partitions = 1` DataFusion plans no merge below such
+/// an operator (its input already has one partition), so without this the
+/// crate may give its stage several tasks, each seeing part of the input
+/// (found by the config grid test: TPC-H q15 lost its row). Joins are left
+/// to the crate, which broadcasts their build side.
+pub fn single_partition_input(
+    ev: DesiredTaskCountEvent,
+) -> Option<Result<DesiredTaskCountEventResponse>> {
+    let plan = ev.plan;
+    if plan.is::<HashJoinExec>() || plan.is::<NestedLoopJoinExec>() || plan.is::<CrossJoinExec>() {
+        return None;
+    }
+    plan.input_distribution_requirements()
+        .into_per_child()
+        .iter()
+        .any(|d| matches!(d, Distribution::SinglePartition))
+        .then(|| Ok(DesiredTaskCountEventResponse::maximum(1)))
 }
 
 fn file_scan(plan: &Arc<dyn ExecutionPlan>) -> Option<&FileScanConfig> {

@@ -16,7 +16,7 @@ pub fn code_for(sqlstate: &str) -> Code {
         "57014" => Code::Cancelled,
         "0A000" => Code::Unimplemented,
         "25P02" => Code::FailedPrecondition,
-        "58030" => Code::Unavailable,
+        "58030" | "58000" => Code::Unavailable,
         "XX001" => Code::DataLoss,
         "XX000" => Code::Internal,
         s if s.starts_with("53") || s.starts_with("54") => Code::ResourceExhausted,
