@@ -73,6 +73,8 @@ pub enum ExecutorError {
     CoordinatorUrl(String),
     #[error("the coordinator at {url} has not answered for {secs} s: stopping")]
     CoordinatorGone { url: String, secs: u64 },
+    #[error("the heartbeat thread could not run")]
+    HeartbeatThread,
     #[error("worker service failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -126,8 +128,14 @@ pub async fn run_executor(
     tracing::info!(%url, "executor serving; registering with {}", options.coordinator);
 
     let coordinator = coordinator_client(&options)?;
+    let beating = spawn_heartbeats(
+        options.clone(),
+        Arc::clone(&running),
+        id.clone(),
+        url.clone(),
+    );
     let result = tokio::select! {
-        r = heartbeats(&options, coordinator.clone(), &running, &id, &url) => r,
+        r = beating => r.unwrap_or(Err(ExecutorError::HeartbeatThread)),
         () = shutdown => {
             let body = serde_json::to_vec(&heartbeat(&id, &url, 0)).unwrap_or_default();
             let _ = tokio::time::timeout(
@@ -143,6 +151,37 @@ pub async fn run_executor(
         Ok(Err(e)) => Err(e.into()),
         _ => result,
     }
+}
+
+/// Heartbeats run on a thread and runtime of their own: query work on the
+/// executor's runtime can keep its workers busy for seconds, and a starved
+/// heartbeat would make a healthy executor look lost.
+fn spawn_heartbeats(
+    options: ExecutorOptions,
+    running: Arc<AtomicU64>,
+    id: String,
+    url: String,
+) -> tokio::sync::oneshot::Receiver<Result<(), ExecutorError>> {
+    let (done, result) = tokio::sync::oneshot::channel();
+    let spawned = std::thread::Builder::new()
+        .name("loch-heartbeat".into())
+        .spawn(move || {
+            let outcome = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime.block_on(async {
+                    let client = coordinator_client(&options)?;
+                    heartbeats(&options, client, &running, &id, &url).await
+                }),
+                Err(_) => Err(ExecutorError::HeartbeatThread),
+            };
+            let _ = done.send(outcome);
+        });
+    if spawned.is_err() {
+        tracing::error!("cannot start the heartbeat thread");
+    }
+    result
 }
 
 /// The worker: plans run in a session whose outgoing calls (to other

@@ -59,6 +59,30 @@ async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, want: 
     }
 }
 
+/// Polls `system.executors` until the executor with `pid` is listed as lost.
+async fn wait_lost(server: &LochServer, client: &tokio_postgres::Client, pid: i64) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lost: i64 = client
+            .query_one(
+                "SELECT count(*) FROM system.executors WHERE pid = $1 AND state = 'lost'",
+                &[&pid],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if lost == 1 {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "executor {pid} never listed as lost\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn check_queries(
     server: &LochServer,
     client: &tokio_postgres::Client,
@@ -180,6 +204,7 @@ async fn executors_join_and_leave_between_queries() {
         .status()
         .unwrap();
     assert!(status.success());
+    wait_lost(&server, &client, pids[0]).await;
     wait_alive(&server, &client, 1).await;
     let lost: i64 = client
         .query_one(
@@ -424,6 +449,7 @@ async fn executor_killed_mid_query_gives_a_clear_error_and_the_session_goes_on()
     assert!(db.message().contains("executor"), "{}", db.message());
     // The session is usable and, once the dead executor is dropped, the
     // next queries are right.
+    wait_lost(&server, &watcher, victim).await;
     wait_alive(&server, &watcher, 1).await;
     let failures = check_queries(&server, &client, &[1, 3, 18]).await;
     assert!(
