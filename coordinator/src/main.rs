@@ -150,6 +150,20 @@ fn main() -> ExitCode {
     }
 }
 
+/// The value, or `None` after telling the user what is wrong with the
+/// cluster secret.
+fn reported<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
+    result
+        .map_err(|e| eprintln!("loch: cluster secret: {e}"))
+        .ok()
+}
+
+impl ServerArgs {
+    fn heartbeat_timeout(&self) -> Duration {
+        Duration::from_millis(self.heartbeat_timeout_ms.max(100))
+    }
+}
+
 async fn run_local(args: LocalArgs) -> ExitCode {
     let cluster = if args.executors == 0 {
         None
@@ -158,17 +172,13 @@ async fn run_local(args: LocalArgs) -> ExitCode {
             Some(hex) => ClusterSecret::from_hex(hex),
             None => ClusterSecret::generate(),
         };
-        let secret = match secret {
-            Ok(secret) => secret,
-            Err(e) => {
-                eprintln!("loch: cluster secret: {e}");
-                return ExitCode::FAILURE;
-            }
+        let Some(secret) = reported(secret) else {
+            return ExitCode::FAILURE;
         };
         Some(ClusterOptions {
             addr: args.cluster_addr,
             secret,
-            heartbeat_timeout: Duration::from_millis(args.server.heartbeat_timeout_ms.max(100)),
+            heartbeat_timeout: args.server.heartbeat_timeout(),
             spawn_executors: args.executors,
         })
     };
@@ -176,19 +186,12 @@ async fn run_local(args: LocalArgs) -> ExitCode {
 }
 
 async fn run_coordinator(args: CoordinatorArgs) -> ExitCode {
-    let (hex, source) = match cluster_secret(&args.server.data_dir, args.cluster_secret) {
-        Ok(found) => found,
-        Err(e) => {
-            eprintln!("loch: cluster secret: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some((hex, source)) = reported(cluster_secret(&args.server.data_dir, args.cluster_secret))
+    else {
+        return ExitCode::FAILURE;
     };
-    let secret = match ClusterSecret::from_hex(&hex) {
-        Ok(secret) => secret,
-        Err(e) => {
-            eprintln!("loch: cluster secret: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(secret) = reported(ClusterSecret::from_hex(&hex)) else {
+        return ExitCode::FAILURE;
     };
     if let PasswordSource::File(path) = &source {
         println!(
@@ -199,19 +202,15 @@ async fn run_coordinator(args: CoordinatorArgs) -> ExitCode {
     let cluster = ClusterOptions {
         addr: args.cluster_addr,
         secret,
-        heartbeat_timeout: Duration::from_millis(args.server.heartbeat_timeout_ms.max(100)),
+        heartbeat_timeout: args.server.heartbeat_timeout(),
         spawn_executors: 0,
     };
     serve(args.server, Some(cluster)).await
 }
 
 async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
-    let secret = match ClusterSecret::from_hex(&args.cluster_secret) {
-        Ok(secret) => secret,
-        Err(e) => {
-            eprintln!("loch: cluster secret: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(secret) = reported(ClusterSecret::from_hex(&args.cluster_secret)) else {
+        return ExitCode::FAILURE;
     };
     let options = ExecutorOptions {
         listen: args.listen,

@@ -42,45 +42,40 @@ async fn alive(client: &tokio_postgres::Client) -> i64 {
         .get(0)
 }
 
-/// Polls `system.executors` until `want` executors are alive.
-async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, want: i64) {
+/// Polls `system.executors` (never a fixed sleep) until `count_sql`, a
+/// count over it, returns `want`.
+async fn wait_count(
+    server: &LochServer,
+    client: &tokio_postgres::Client,
+    count_sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    want: i64,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let n = alive(client).await;
+        let n: i64 = client.query_one(count_sql, params).await.unwrap().get(0);
         if n == want {
             return;
         }
         assert!(
             Instant::now() < deadline,
-            "{n} executors alive, waited for {want}\n{}",
+            "{count_sql}: {n}, waited for {want}\n{}",
             server.log_tail()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-/// Polls `system.executors` until the executor with `pid` is listed as lost.
+/// Until `want` executors are alive.
+async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, want: i64) {
+    let sql = "SELECT count(*) FROM system.executors WHERE state = 'alive'";
+    wait_count(server, client, sql, &[], want).await;
+}
+
+/// Until the executor with `pid` is listed as lost.
 async fn wait_lost(server: &LochServer, client: &tokio_postgres::Client, pid: i64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let lost: i64 = client
-            .query_one(
-                "SELECT count(*) FROM system.executors WHERE pid = $1 AND state = 'lost'",
-                &[&pid],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if lost == 1 {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "executor {pid} never listed as lost\n{}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let sql = "SELECT count(*) FROM system.executors WHERE pid = $1 AND state = 'lost'";
+    wait_count(server, client, sql, &[&pid], 1).await;
 }
 
 async fn check_queries(
