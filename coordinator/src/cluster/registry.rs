@@ -67,6 +67,11 @@ impl Registry {
         self.timeout
     }
 
+    /// The one definition of live: heard from within the heartbeat timeout.
+    fn is_alive(&self, entry: &Entry, now: Instant) -> bool {
+        now.duration_since(entry.last_seen) <= self.timeout
+    }
+
     /// Records a heartbeat; the first one registers the executor.
     pub fn heartbeat(&self, beat: Heartbeat) -> Result<(), String> {
         let url = Url::parse(&beat.url).map_err(|e| format!("bad executor url: {e}"))?;
@@ -86,7 +91,7 @@ impl Registry {
             entries.retain(|id, e| *id == beat.id || e.url != url);
             match entries.get_mut(&beat.id) {
                 Some(entry) => {
-                    changed |= now.duration_since(entry.last_seen) > self.timeout;
+                    changed |= !self.is_alive(entry, now);
                     changed |= entry.url != url;
                     entry.url = url;
                     entry.last_seen = now;
@@ -148,7 +153,7 @@ impl Registry {
             .map(|entries| {
                 entries
                     .values()
-                    .filter(|e| now.duration_since(e.last_seen) <= self.timeout)
+                    .filter(|e| self.is_alive(e, now))
                     .map(|e| e.url.clone())
                     .collect()
             })
@@ -170,7 +175,7 @@ impl Registry {
                     .map(|(id, e)| ExecutorInfo {
                         id: id.clone(),
                         url: e.url.clone(),
-                        alive: now.duration_since(e.last_seen) <= self.timeout,
+                        alive: self.is_alive(e, now),
                         version: e.version.clone(),
                         pid: e.pid,
                         registered_at: e.registered_at,
