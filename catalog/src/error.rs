@@ -26,6 +26,42 @@ pub enum CatalogError {
     /// The sample generator thread died.
     #[error("sample data generation failed: {0}")]
     Sample(String),
+    /// The metadata store could not be read or written.
+    #[error("{0}")]
+    Store(String),
+    /// A schema that does not exist.
+    #[error("schema \"{0}\" does not exist")]
+    SchemaNotFound(String),
+    /// `CREATE SCHEMA` of a schema that exists.
+    #[error("schema \"{0}\" already exists")]
+    SchemaExists(String),
+    /// `DROP SCHEMA` without `CASCADE` of a schema that holds relations.
+    #[error(
+        "cannot drop schema \"{schema}\" because {count} table(s) or view(s) depend on it (use DROP SCHEMA ... CASCADE)"
+    )]
+    SchemaNotEmpty { schema: String, count: usize },
+    /// A table or view of that name exists already.
+    #[error("relation \"{schema}.{name}\" already exists")]
+    RelationExists { schema: String, name: String },
+    /// A table or view that does not exist.
+    #[error("relation \"{schema}.{name}\" does not exist")]
+    RelationNotFound { schema: String, name: String },
+    /// `DROP TABLE` of a view or `DROP VIEW` of a table.
+    #[error("\"{schema}.{name}\" is not a {expected}")]
+    WrongKind {
+        schema: String,
+        name: String,
+        expected: &'static str,
+    },
+    /// A statement the catalog cannot carry out as written.
+    #[error("{0}")]
+    Invalid(String),
+    /// The schema of a builtin (read-only) schema was to be changed.
+    #[error("schema \"{0}\" is read-only")]
+    ReadOnly(String),
+    /// delta-rs failed: reading the log, committing, or a conflict.
+    #[error("{0}")]
+    Delta(#[from] deltalake::DeltaTableError),
 }
 
 /// Result type of the catalog crate.

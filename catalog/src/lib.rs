@@ -1,27 +1,35 @@
 //! Loch's catalog: where tables live and how DataFusion finds them.
 //!
-//! Today it owns the data directory layout, the bundled TPC-H sample data set
-//! and the DataFusion [`CatalogProvider`](datafusion::catalog::CatalogProvider)
-//! that exposes schema `tpch` (and an empty `public`). The persistent metadata
-//! store, external and managed Delta tables arrive with the lake-catalog issue;
-//! nothing here knows about the network.
+//! It owns the data directory layout: the metadata store
+//! ([`store::CatalogStore`], SQLite), managed Delta tables under
+//! `warehouse/`, and the bundled TPC-H sample. [`provider`] exposes all of it
+//! to DataFusion as the catalog `loch`; the DDL methods of [`LochCatalog`]
+//! change it. Nothing here knows about the network.
 
+pub mod delta;
 pub mod error;
+pub mod provider;
 pub mod sample;
+pub mod store;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use datafusion::catalog::{
-    CatalogProvider, MemoryCatalogProvider, MemorySchemaProvider, SchemaProvider,
-};
+use datafusion::catalog::{CatalogProvider, MemorySchemaProvider, SchemaProvider};
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::{
     ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
 };
 use datafusion::execution::SessionState;
+use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 
+pub use deltalake;
 pub use error::{CatalogError, Result};
+pub use provider::LochCatalogProvider;
+pub use store::{CatalogStore, Relation, RelationKind};
+
+use provider::{Resolver, is_delta};
 
 /// The database (DataFusion catalog) name clients connect to.
 pub const DATABASE_NAME: &str = "loch";
@@ -29,16 +37,35 @@ pub const DATABASE_NAME: &str = "loch";
 pub const DEFAULT_SCHEMA: &str = "public";
 /// The schema that holds the bundled TPC-H sample.
 pub const SAMPLE_SCHEMA: &str = "tpch";
+/// Where managed tables live, under the data directory.
+pub const WAREHOUSE_DIR: &str = "warehouse";
+
+/// Schema names the catalog never stores: DataFusion and PostgreSQL answer
+/// for them.
+const RESERVED_SCHEMAS: &[&str] = &["information_schema", "pg_catalog"];
+
+/// The file formats `CREATE EXTERNAL TABLE … STORED AS` accepts.
+const FORMATS: &[&str] = &["PARQUET", "CSV", "JSON", "NDJSON", "AVRO", "ARROW", "DELTA"];
+
+/// Which kind of relation a `DROP` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropKind {
+    Table,
+    View,
+}
 
 /// Loch's catalog over one data directory.
 #[derive(Debug, Clone)]
 pub struct LochCatalog {
     data_dir: PathBuf,
-    provider: Arc<MemoryCatalogProvider>,
+    store: Arc<CatalogStore>,
+    resolver: Arc<Resolver>,
+    provider: Arc<LochCatalogProvider>,
 }
 
 impl LochCatalog {
-    /// Opens the catalog in `data_dir`, creating the directory when missing.
+    /// Opens the catalog in `data_dir`, creating the directory and the
+    /// metadata store when missing.
     ///
     /// With `sample_scale > 0` the TPC-H sample at that scale is generated on
     /// first use (later starts reuse it) and registered as schema `tpch`.
@@ -49,10 +76,13 @@ impl LochCatalog {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let provider = Arc::new(MemoryCatalogProvider::new());
-        provider.register_schema(DEFAULT_SCHEMA, Arc::new(MemorySchemaProvider::new()))?;
+        let store = Arc::new(CatalogStore::open(data_dir)?);
+        let resolver = Arc::new(Resolver::new(Arc::clone(&store)));
+        let provider = Arc::new(LochCatalogProvider::new(Arc::clone(&resolver)));
         let catalog = LochCatalog {
             data_dir: data_dir.to_path_buf(),
+            store,
+            resolver,
             provider,
         };
         if sample_scale > 0.0 {
@@ -69,13 +99,324 @@ impl LochCatalog {
         &self.data_dir
     }
 
+    /// The directory managed tables are written under.
+    pub fn warehouse_dir(&self) -> PathBuf {
+        self.data_dir.join(WAREHOUSE_DIR)
+    }
+
+    /// The metadata store.
+    pub fn store(&self) -> &CatalogStore {
+        &self.store
+    }
+
     /// The DataFusion catalog provider to register under [`DATABASE_NAME`].
     pub fn provider(&self) -> Arc<dyn CatalogProvider> {
         self.provider.clone()
     }
 
-    /// Registers every sub-directory of `dir` as a Parquet table of schema
-    /// `schema_name`, named after the directory.
+    /// Gives the catalog the session state it plans views and infers
+    /// schemas with: one that has this catalog registered.
+    pub fn set_planner(&self, state: SessionState) {
+        self.resolver.set_planner(state);
+    }
+
+    /// Adds an in-memory schema that DDL cannot change (`system`).
+    pub fn register_builtin_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> Result<()> {
+        self.provider.register_schema(name, schema)?;
+        Ok(())
+    }
+
+    fn check_writable_schema(&self, schema: &str) -> Result<()> {
+        if self.provider.is_builtin(schema) || RESERVED_SCHEMAS.contains(&schema) {
+            return Err(CatalogError::ReadOnly(schema.to_string()));
+        }
+        Ok(())
+    }
+
+    /// `CREATE SCHEMA [IF NOT EXISTS] name`.
+    pub fn create_schema(&self, name: &str, if_not_exists: bool) -> Result<()> {
+        if self.provider.is_builtin(name) || RESERVED_SCHEMAS.contains(&name) {
+            return if if_not_exists {
+                Ok(())
+            } else {
+                Err(CatalogError::SchemaExists(name.to_string()))
+            };
+        }
+        if !self.store.create_schema(name)? && !if_not_exists {
+            return Err(CatalogError::SchemaExists(name.to_string()));
+        }
+        Ok(())
+    }
+
+    /// `DROP SCHEMA [IF EXISTS] name [CASCADE]`: with `CASCADE` its managed
+    /// tables' data goes too (after the metadata commit).
+    pub fn drop_schema(&self, name: &str, if_exists: bool, cascade: bool) -> Result<()> {
+        self.check_writable_schema(name)?;
+        match self.store.drop_schema(name, cascade)? {
+            Some(dropped) => {
+                self.provider.forget_schema(name);
+                for relation in dropped {
+                    self.remove_managed_data(&relation);
+                }
+                Ok(())
+            }
+            None if if_exists => Ok(()),
+            None => Err(CatalogError::SchemaNotFound(name.to_string())),
+        }
+    }
+
+    /// `CREATE EXTERNAL TABLE` (and `CREATE TABLE … USING DELTA LOCATION`):
+    /// checks the data can be read (schema inference, Delta log), then
+    /// records the definition. False when it existed and `IF NOT EXISTS`
+    /// was given.
+    pub async fn create_external_table(
+        &self,
+        schema: &str,
+        name: &str,
+        cmd: &CreateExternalTable,
+    ) -> Result<bool> {
+        self.check_writable_schema(schema)?;
+        if !self.store.schema_exists(schema)? {
+            return Err(CatalogError::SchemaNotFound(schema.to_string()));
+        }
+        if self.store.relation(schema, name)?.is_some() {
+            if cmd.if_not_exists {
+                return Ok(false);
+            }
+            if !cmd.or_replace {
+                return Err(CatalogError::RelationExists {
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        let format = cmd.file_type.to_ascii_uppercase();
+        if !FORMATS.contains(&format.as_str()) {
+            return Err(CatalogError::Invalid(format!(
+                "unknown table format {format}: use one of {}",
+                FORMATS.join(", ")
+            )));
+        }
+        let [location] = cmd.locations.as_slice() else {
+            return Err(CatalogError::Invalid(
+                "an external table takes exactly one LOCATION".into(),
+            ));
+        };
+        let declared = cmd.schema.as_arrow();
+        let relation = Relation {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            kind: RelationKind::External,
+            location: Some(absolute_location(location)?),
+            options: cmd.options.clone().into_iter().collect(),
+            partition_cols: if is_delta(Some(&format)) {
+                Vec::new()
+            } else {
+                cmd.table_partition_cols.clone()
+            },
+            columns: if declared.fields().is_empty() || is_delta(Some(&format)) {
+                None
+            } else {
+                Some(store::encode_schema(declared)?)
+            },
+            format: Some(format),
+            definition: None,
+            default_schema: None,
+        };
+        // Read it once now, so a wrong location or format fails the DDL
+        // instead of every later query.
+        let planner = self.resolver.planner()?;
+        if is_delta(relation.format.as_deref()) {
+            delta::open(&relation, planner).await?;
+        } else {
+            provider::listing_table(&relation, planner).await?;
+        }
+        self.store.create_relation(&relation, cmd.or_replace)?;
+        self.resolver.forget(schema, name);
+        Ok(true)
+    }
+
+    /// `CREATE TABLE t (…)` and `CREATE TABLE t AS SELECT …`: a managed
+    /// Delta table under the warehouse directory, written in one commit,
+    /// then recorded. Returns the rows written, `None` when it existed and
+    /// `IF NOT EXISTS` was given.
+    pub async fn create_managed_table(
+        &self,
+        schema: &str,
+        name: &str,
+        input: LogicalPlan,
+        if_not_exists: bool,
+        or_replace: bool,
+        state: SessionState,
+    ) -> Result<Option<u64>> {
+        self.check_writable_schema(schema)?;
+        if !self.store.schema_exists(schema)? {
+            return Err(CatalogError::SchemaNotFound(schema.to_string()));
+        }
+        if self.store.relation(schema, name)?.is_some() {
+            if if_not_exists {
+                return Ok(None);
+            }
+            if !or_replace {
+                return Err(CatalogError::RelationExists {
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                });
+            }
+        }
+        // A fresh directory per table: a crash before the metadata commit
+        // leaves an orphan directory no table points to, never a table
+        // that shares files with an older one of the same name.
+        let dir = self
+            .warehouse_dir()
+            .join(schema)
+            .join(format!("{name}-{}", unique_suffix()));
+        std::fs::create_dir_all(&dir).map_err(|source| CatalogError::Io {
+            path: dir.clone(),
+            source,
+        })?;
+        let url = delta::directory_url(&std::fs::canonicalize(&dir).map_err(|source| {
+            CatalogError::Io {
+                path: dir.clone(),
+                source,
+            }
+        })?)?;
+        let relation = Relation {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            kind: RelationKind::Managed,
+            format: Some("DELTA".into()),
+            location: Some(url.to_string()),
+            options: Default::default(),
+            partition_cols: Vec::new(),
+            columns: None,
+            definition: None,
+            default_schema: None,
+        };
+        let written = async {
+            let rows = delta::create(url, name, input, state).await?;
+            let old = self.store.create_relation(&relation, or_replace)?;
+            Ok::<_, CatalogError>((rows, old))
+        }
+        .await;
+        match written {
+            Ok((rows, old)) => {
+                self.resolver.forget(schema, name);
+                if let Some(old) = old {
+                    self.remove_managed_data(&old);
+                }
+                Ok(Some(rows))
+            }
+            Err(e) => {
+                let _ = std::fs::remove_dir_all(&dir);
+                Err(e)
+            }
+        }
+    }
+
+    /// `CREATE [OR REPLACE] VIEW`: `definition` is the statement's text,
+    /// planned again (in `default_schema`) whenever the view is used.
+    pub fn create_view(
+        &self,
+        schema: &str,
+        name: &str,
+        definition: String,
+        or_replace: bool,
+        default_schema: &str,
+    ) -> Result<()> {
+        self.check_writable_schema(schema)?;
+        if let Some(old) = self.store.relation(schema, name)?
+            && old.kind != RelationKind::View
+        {
+            return Err(CatalogError::RelationExists {
+                schema: schema.to_string(),
+                name: name.to_string(),
+            });
+        }
+        let relation = Relation {
+            schema: schema.to_string(),
+            name: name.to_string(),
+            kind: RelationKind::View,
+            format: None,
+            location: None,
+            options: Default::default(),
+            partition_cols: Vec::new(),
+            columns: None,
+            definition: Some(definition),
+            default_schema: Some(default_schema.to_string()),
+        };
+        self.store.create_relation(&relation, or_replace)?;
+        self.resolver.forget(schema, name);
+        Ok(())
+    }
+
+    /// `DROP TABLE` / `DROP VIEW`. A managed table's data is removed after
+    /// the metadata commit; an external table's data is never touched.
+    pub fn drop_relation(
+        &self,
+        schema: &str,
+        name: &str,
+        kind: DropKind,
+        if_exists: bool,
+    ) -> Result<()> {
+        self.check_writable_schema(schema)?;
+        match self.store.relation(schema, name)? {
+            None if if_exists => return Ok(()),
+            None => {
+                return Err(CatalogError::RelationNotFound {
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                });
+            }
+            Some(relation) => {
+                let is_view = relation.kind == RelationKind::View;
+                if is_view != (kind == DropKind::View) {
+                    return Err(CatalogError::WrongKind {
+                        schema: schema.to_string(),
+                        name: name.to_string(),
+                        expected: if kind == DropKind::View {
+                            "view"
+                        } else {
+                            "table"
+                        },
+                    });
+                }
+            }
+        }
+        if let Some(old) = self.store.drop_relation(schema, name)? {
+            self.resolver.forget(schema, name);
+            self.remove_managed_data(&old);
+        }
+        Ok(())
+    }
+
+    /// Removes the files of a dropped managed table, only ever inside the
+    /// warehouse directory.
+    fn remove_managed_data(&self, relation: &Relation) {
+        if relation.kind != RelationKind::Managed {
+            return;
+        }
+        let Some(path) = relation
+            .location
+            .as_deref()
+            .and_then(|l| url::Url::parse(l).ok())
+            .and_then(|u| u.to_file_path().ok())
+        else {
+            return;
+        };
+        let inside = std::fs::canonicalize(self.warehouse_dir())
+            .is_ok_and(|warehouse| path.starts_with(warehouse));
+        if inside && let Err(e) = std::fs::remove_dir_all(&path) {
+            tracing::warn!("removing data of dropped table at {}: {e}", path.display());
+        }
+    }
+
+    /// Registers every sub-directory of `dir` as a Parquet table of the
+    /// builtin schema `schema_name`, named after the directory.
     async fn register_parquet_schema(
         &self,
         schema_name: &str,
@@ -100,9 +441,67 @@ impl LochCatalog {
             let table = parquet_table(&entry.path(), state).await?;
             schema.register_table(name, table)?;
         }
-        self.provider.register_schema(schema_name, schema)?;
-        Ok(())
+        self.register_builtin_schema(schema_name, schema)
     }
+}
+
+/// True when `plan` reads or writes a Delta table (anywhere, subqueries
+/// included).
+pub fn touches_delta(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        found = match node {
+            LogicalPlan::TableScan(scan) => is_delta_source(&scan.source),
+            LogicalPlan::Dml(dml) => is_delta_source(&dml.target),
+            _ => false,
+        };
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
+}
+
+fn is_delta_source(source: &Arc<dyn datafusion::logical_expr::TableSource>) -> bool {
+    datafusion::datasource::source_as_provider(source).is_ok_and(|provider| {
+        provider
+            .downcast_ref::<deltalake::delta_datafusion::DeltaScanNext>()
+            .is_some()
+    })
+}
+
+/// A location as stored: URLs as given, local paths made absolute (a
+/// directory keeps a trailing slash, which is how DataFusion tells a
+/// directory from a file prefix).
+fn absolute_location(location: &str) -> Result<String> {
+    if let Ok(url) = url::Url::parse(location)
+        && url.scheme().len() > 1
+    {
+        return Ok(location.to_string());
+    }
+    let path = std::path::absolute(location).map_err(|source| CatalogError::Io {
+        path: location.into(),
+        source,
+    })?;
+    let mut text = path.to_string_lossy().into_owned();
+    if (location.ends_with('/') || path.is_dir()) && !text.ends_with('/') {
+        text.push('/');
+    }
+    Ok(text)
+}
+
+/// A suffix no other table directory of this warehouse has.
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    format!("{:x}{:x}{n:x}", nanos, std::process::id())
 }
 
 /// A listing table over all `.parquet` files in `dir`, schema read from them.

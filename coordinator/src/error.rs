@@ -51,6 +51,10 @@ pub enum LochError {
     /// A per-session limit was reached.
     #[error("{0}")]
     TooMany(String),
+    /// The catalog refused or failed a change (DDL) or could not read a
+    /// table's metadata.
+    #[error("{0}")]
+    Catalog(#[from] loch_catalog::CatalogError),
     /// A real bug: a state Loch should never reach.
     #[error("internal error: {0}")]
     Internal(String),
@@ -71,6 +75,7 @@ impl LochError {
             LochError::UnknownTicket => "34000",
             LochError::UnknownPreparedStatement => "26000",
             LochError::TooMany(_) => "53400",
+            LochError::Catalog(e) => classify_catalog(e),
             LochError::Internal(_) => "XX000",
         }
     }
@@ -79,8 +84,51 @@ impl LochError {
     pub fn message(&self) -> String {
         match self {
             LochError::DataFusion(e) => datafusion_message(e),
+            LochError::Catalog(loch_catalog::CatalogError::DataFusion(e)) => datafusion_message(e),
             other => other.to_string(),
         }
+    }
+}
+
+/// The SQLSTATE of a catalog error.
+pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
+    use loch_catalog::CatalogError as C;
+    match e {
+        C::SchemaNotFound(_) => "3F000",
+        C::SchemaExists(_) => "42P06",
+        C::SchemaNotEmpty { .. } => "2BP01",
+        C::RelationExists { .. } => "42P07",
+        C::RelationNotFound { .. } => "42P01",
+        C::WrongKind { .. } => "42809",
+        C::Invalid(_) => "42601",
+        C::ReadOnly(_) => "42501",
+        C::DataFusion(df) => classify_datafusion(df),
+        C::Delta(delta) => classify_delta(delta),
+        C::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "58P01",
+        C::Io { .. } => "58030",
+        C::Parquet(_) => "XX001",
+        C::Arrow(_) => "22000",
+        C::Store(_) | C::Sample(_) => "58030",
+    }
+}
+
+/// The SQLSTATE of a delta-rs error: conflicts are serialization failures,
+/// unreadable logs are data corruption, storage trouble is I/O.
+fn classify_delta(e: &loch_catalog::deltalake::DeltaTableError) -> &'static str {
+    use loch_catalog::deltalake::DeltaTableError as D;
+    match e {
+        D::Transaction { .. } | D::VersionAlreadyExists(_) => "40001",
+        D::NotATable(_)
+        | D::InvalidTableLocation(_)
+        | D::NotInitialized
+        | D::NotInitializedWithFiles(_) => "42P01",
+        D::InvalidVersion(_) | D::InvalidDateTimeString { .. } => "22023",
+        D::MissingFeature { .. } | D::UnsupportedColumnMapping { .. } => "0A000",
+        D::ObjectStore { .. } | D::Io { .. } => "58030",
+        D::InvalidJsonLog { .. } | D::InvalidStatsJson { .. } | D::Parquet { .. } => "XX001",
+        D::Arrow { .. } => "22000",
+        D::SchemaMismatch { .. } => "42804",
+        _ => "XX001",
     }
 }
 
@@ -129,6 +177,12 @@ pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
         DataFusionError::External(inner) => {
             if let Some(loch) = inner.downcast_ref::<LochError>() {
                 loch.sqlstate()
+            } else if let Some(catalog) = inner.downcast_ref::<loch_catalog::CatalogError>() {
+                classify_catalog(catalog)
+            } else if let Some(delta) =
+                inner.downcast_ref::<loch_catalog::deltalake::DeltaTableError>()
+            {
+                classify_delta(delta)
             } else if let Some(df) = inner.downcast_ref::<DataFusionError>() {
                 classify_datafusion(df)
             } else if let Some(arrow) = inner.downcast_ref::<ArrowError>() {

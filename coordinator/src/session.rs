@@ -344,6 +344,16 @@ impl Session {
         out
     }
 
+    /// The session's DataFusion context.
+    pub(crate) fn context(&self) -> &SessionContext {
+        &self.ctx
+    }
+
+    /// The engine the session runs on.
+    pub(crate) fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
     /// Plans a DataFusion statement (parameters stay as placeholders).
     pub async fn plan(&self, statement: DfStatement) -> Result<LogicalPlan, LochError> {
         Ok(self.ctx.state().statement_to_plan(statement).await?)
@@ -363,14 +373,21 @@ impl Session {
         {
             return self.explain_distributed(&explain.plan).await;
         }
+        if let LogicalPlan::Ddl(ddl) = &plan
+            && let Some(output) = crate::ddl::run(self, ddl).await
+        {
+            return output;
+        }
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
-        let df = if returns_rows
-            && self.engine.is_distributed()
-            && self.ctx.state().optimize(&plan).is_err()
+        let df = if self.engine.is_distributed()
+            && (loch_catalog::touches_delta(&plan)
+                || returns_rows && self.ctx.state().optimize(&plan).is_err())
         {
-            // See `undistributed`: DataFusion's logical subquery rewrite
-            // failed; run it the single-process way.
+            // Delta scans (delta-rs' own execution plan) cannot be shipped
+            // to executors yet; and see `undistributed`: DataFusion's
+            // logical subquery rewrite can fail. Either way the statement
+            // runs the single-process way, on the coordinator.
             DataFrame::new(undistributed(self.ctx.state()), plan)
         } else {
             self.ctx.execute_logical_plan(plan).await?

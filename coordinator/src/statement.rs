@@ -59,9 +59,119 @@ impl Command {
 /// Parses `sql` into its statements (empty for an empty query).
 pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
     let dialect = PostgreSqlDialect {};
+    let rewritten = databricks_create_table(sql, &dialect);
+    let sql = rewritten.as_deref().unwrap_or(sql);
     let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
     let statements = parser.parse_statements()?;
     statements.into_iter().map(classify).collect()
+}
+
+/// Databricks' spelling of table creation, which DataFusion's parser does
+/// not know, in DataFusion's:
+///
+/// - `CREATE TABLE t [(cols)] USING fmt LOCATION 'x' …` →
+///   `CREATE EXTERNAL TABLE t [(cols)] STORED AS fmt LOCATION 'x' …`
+/// - `CREATE TABLE t … USING DELTA [AS …]` (no location) → the same without
+///   `USING DELTA`: managed tables are Delta anyway.
+///
+/// Works on tokens, so string literals and comments are never touched;
+/// `None` when the text has no such statement (the original text is then
+/// parsed, keeping error positions exact).
+fn databricks_create_table(
+    sql: &str,
+    dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect,
+) -> Option<String> {
+    use datafusion::sql::sqlparser::keywords::Keyword;
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    let mut tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
+    let is = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k);
+    // Index of the next token that is not whitespace, from `i`.
+    let next = |tokens: &[Token], mut i: usize| {
+        while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
+            i += 1;
+        }
+        i
+    };
+    let mut changed = false;
+    let mut i = 0;
+    while i < tokens.len() {
+        if !is(&tokens[i], Keyword::CREATE) {
+            i += 1;
+            continue;
+        }
+        let mut j = next(&tokens, i + 1);
+        if tokens.get(j).is_some_and(|t| is(t, Keyword::OR)) {
+            j = next(&tokens, next(&tokens, j + 1) + 1);
+        }
+        let table_at = j;
+        if !tokens.get(j).is_some_and(|t| is(t, Keyword::TABLE)) {
+            i += 1;
+            continue;
+        }
+        j = next(&tokens, j + 1);
+        if tokens.get(j).is_some_and(|t| is(t, Keyword::IF)) {
+            j = next(&tokens, next(&tokens, next(&tokens, j + 1) + 1) + 1);
+        }
+        // The name: words joined by periods.
+        if !matches!(tokens.get(j), Some(Token::Word(_))) {
+            i += 1;
+            continue;
+        }
+        j = next(&tokens, j + 1);
+        while matches!(tokens.get(j), Some(Token::Period))
+            && matches!(tokens.get(next(&tokens, j + 1)), Some(Token::Word(_)))
+        {
+            j = next(&tokens, next(&tokens, j + 1) + 1);
+        }
+        if matches!(tokens.get(j), Some(Token::LParen)) {
+            let mut depth = 0usize;
+            while let Some(t) = tokens.get(j) {
+                match t {
+                    Token::LParen => depth += 1,
+                    Token::RParen => depth -= 1,
+                    _ => {}
+                }
+                j += 1;
+                if depth == 0 {
+                    break;
+                }
+            }
+            j = next(&tokens, j);
+        }
+        let using_at = j;
+        if !tokens.get(using_at).is_some_and(|t| is(t, Keyword::USING)) {
+            i += 1;
+            continue;
+        }
+        let format_at = next(&tokens, using_at + 1);
+        let Some(Token::Word(format)) = tokens.get(format_at) else {
+            i += 1;
+            continue;
+        };
+        let is_delta = format.value.eq_ignore_ascii_case("delta");
+        let end = tokens[format_at..]
+            .iter()
+            .position(|t| matches!(t, Token::SemiColon))
+            .map_or(tokens.len(), |p| format_at + p);
+        let has_location = tokens[format_at..end]
+            .iter()
+            .any(|t| is(t, Keyword::LOCATION));
+        if has_location {
+            tokens[using_at] = Token::make_keyword("STORED AS");
+            tokens.insert(table_at, Token::make_keyword("EXTERNAL "));
+        } else if is_delta {
+            tokens[using_at] =
+                Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
+            tokens[format_at] =
+                Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
+        } else {
+            i += 1;
+            continue;
+        }
+        changed = true;
+        i = end;
+    }
+    changed.then(|| tokens.iter().map(|t| t.to_string()).collect())
 }
 
 fn classify(statement: DfStatement) -> Result<Command, LochError> {
@@ -234,6 +344,36 @@ mod tests {
         let mut commands = parse(sql).unwrap_or_default();
         assert_eq!(commands.len(), 1, "{sql}");
         commands.remove(0)
+    }
+
+    #[test]
+    fn databricks_create_table_is_rewritten_on_tokens_only() {
+        let dialect = PostgreSqlDialect {};
+        let rewrite = |sql: &str| databricks_create_table(sql, &dialect);
+        assert_eq!(
+            rewrite("CREATE TABLE s.t USING DELTA LOCATION '/x/USING delta'").as_deref(),
+            Some("CREATE EXTERNAL TABLE s.t STORED AS DELTA LOCATION '/x/USING delta'")
+        );
+        assert_eq!(
+            rewrite("create or replace table if not exists t (a int) using parquet location 'p'")
+                .as_deref(),
+            Some(
+                "create or replace EXTERNAL table if not exists t (a int) STORED AS parquet location 'p'"
+            )
+        );
+        assert_eq!(
+            rewrite("SELECT 1; CREATE TABLE t USING DELTA AS SELECT 1 AS a").as_deref(),
+            Some("SELECT 1; CREATE TABLE t     AS SELECT 1 AS a")
+        );
+        assert_eq!(rewrite("CREATE TABLE t (a int)"), None);
+        assert_eq!(
+            rewrite("SELECT 'CREATE TABLE t USING DELTA LOCATION x'"),
+            None
+        );
+        assert!(matches!(
+            one("CREATE TABLE t USING DELTA LOCATION '/x'"),
+            Command::Query(_)
+        ));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use loch_catalog::deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
 
 use crate::cpu::CpuRuntime;
@@ -78,6 +79,10 @@ impl Engine {
             .build();
         let catalog =
             LochCatalog::open(&options.data_dir, options.sample_scale, &bootstrap).await?;
+        // The state the catalog plans views and infers schemas with.
+        let planner = SessionContext::new_with_state(bootstrap);
+        planner.register_catalog(DATABASE_NAME, catalog.provider());
+        catalog.set_planner(planner.state());
         Ok(Engine {
             runtime,
             cpu,
@@ -114,7 +119,8 @@ impl Engine {
         let mut builder = SessionStateBuilder::new()
             .with_config(base_config(self.target_partitions))
             .with_runtime_env(self.runtime.clone())
-            .with_default_features();
+            .with_default_features()
+            .with_query_planner(Arc::new(LocalPlanner));
         if let Some(distribution) = &self.distribution {
             builder = distribution(builder);
         }
@@ -146,7 +152,9 @@ pub fn undistributed(state: SessionState) -> SessionState {
         .build()
 }
 
-/// DataFusion's default physical planning, nothing distributed.
+/// DataFusion's default physical planning, nothing distributed, plus
+/// delta-rs' planner for the logical nodes its writes (metrics, data
+/// validation) put into plans.
 #[derive(Debug)]
 struct LocalPlanner;
 
@@ -157,7 +165,7 @@ impl QueryPlanner for LocalPlanner {
         logical_plan: &LogicalPlan,
         session: &dyn datafusion::catalog::Session,
     ) -> Result<Arc<dyn ExecutionPlan>> {
-        DefaultPhysicalPlanner::default()
+        DefaultPhysicalPlanner::with_extension_planners(vec![DeltaExtensionPlanner::new()])
             .create_physical_plan(logical_plan, session)
             .await
     }

@@ -28,6 +28,8 @@ pub struct LochServer {
     pub port: u16,
     /// The Flight SQL port.
     pub flight_port: u16,
+    /// The TPC-H sample scale it was started with.
+    pub scale: f64,
     /// The data directory.
     pub data_dir: PathBuf,
     log_path: PathBuf,
@@ -98,6 +100,7 @@ impl LochServer {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("loch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
+        let sample_scale = scale;
         let scale = scale.to_string();
         let mut child = Command::new(loch_bin())
             .arg("local")
@@ -146,6 +149,7 @@ impl LochServer {
             child,
             port,
             flight_port,
+            scale: sample_scale,
             data_dir: data_dir.to_path_buf(),
             log_path,
             _log_dir: log_dir,
@@ -227,7 +231,7 @@ impl LochServer {
     pub fn sample_dir(&self) -> PathBuf {
         self.data_dir
             .join("sample")
-            .join(format!("tpch-sf{TEST_SCALE}"))
+            .join(format!("tpch-sf{}", self.scale))
     }
 }
 

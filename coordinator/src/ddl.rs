@@ -1,0 +1,177 @@
+//! DDL that changes the persistent catalog.
+//!
+//! DataFusion would run `CREATE TABLE`, `CREATE VIEW`, `CREATE SCHEMA` and
+//! their `DROP`s against in-memory providers; Loch takes these plans first
+//! and carries them out through [`loch_catalog::LochCatalog`], which records
+//! them in the metadata store (and writes managed tables as Delta). The
+//! names are resolved here, against the session's current schema.
+
+use datafusion::common::TableReference;
+use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use loch_catalog::{DATABASE_NAME, DropKind};
+use loch_executor::engine::undistributed;
+
+use crate::error::LochError;
+use crate::session::{Output, Session};
+
+/// Runs `ddl` when it is one the catalog owns; `None` leaves it to
+/// DataFusion (functions, indexes: refused there with a clear error).
+pub(crate) async fn run(
+    session: &Session,
+    ddl: &DdlStatement,
+) -> Option<Result<Output, LochError>> {
+    let result = match ddl {
+        DdlStatement::CreateCatalogSchema(create) => {
+            let done = schema_name(&create.schema_name).and_then(|name| {
+                catalog(session)
+                    .create_schema(&name, create.if_not_exists)
+                    .map_err(LochError::from)
+            });
+            done.map(|()| command("CREATE SCHEMA", None))
+        }
+        DdlStatement::DropCatalogSchema(drop) => {
+            let done = schema_name(&drop.name.to_string()).and_then(|name| {
+                catalog(session)
+                    .drop_schema(&name, drop.if_exists, drop.cascade)
+                    .map_err(LochError::from)
+            });
+            done.map(|()| command("DROP SCHEMA", None))
+        }
+        DdlStatement::CreateExternalTable(create) => match table_name(session, &create.name) {
+            Ok((schema, name)) => catalog(session)
+                .create_external_table(&schema, &name, create)
+                .await
+                .map(|_| command("CREATE TABLE", None))
+                .map_err(LochError::from),
+            Err(e) => Err(e),
+        },
+        DdlStatement::CreateMemoryTable(create) => {
+            if create.temporary {
+                return Some(Err(LochError::NotSupported("temporary tables".into())));
+            }
+            let is_ctas = !matches!(
+                create.input.as_ref(),
+                LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row
+            );
+            match table_name(session, &create.name) {
+                Ok((schema, name)) => catalog(session)
+                    .create_managed_table(
+                        &schema,
+                        &name,
+                        create.input.as_ref().clone(),
+                        create.if_not_exists,
+                        create.or_replace,
+                        undistributed(session.context().state()),
+                    )
+                    .await
+                    .map(|rows| match (is_ctas, rows) {
+                        // PostgreSQL answers CREATE TABLE AS with the row count.
+                        (true, Some(rows)) => command("SELECT", Some(rows as usize)),
+                        _ => command("CREATE TABLE", None),
+                    })
+                    .map_err(LochError::from),
+                Err(e) => Err(e),
+            }
+        }
+        DdlStatement::CreateView(create) => {
+            if create.temporary {
+                return Some(Err(LochError::NotSupported("temporary views".into())));
+            }
+            let Some(definition) = create.definition.clone() else {
+                return Some(Err(LochError::NotSupported(
+                    "a view without its SQL text".into(),
+                )));
+            };
+            table_name(session, &create.name).and_then(|(schema, name)| {
+                catalog(session)
+                    .create_view(
+                        &schema,
+                        &name,
+                        definition,
+                        create.or_replace,
+                        &current_schema(session),
+                    )
+                    .map(|()| command("CREATE VIEW", None))
+                    .map_err(LochError::from)
+            })
+        }
+        DdlStatement::DropTable(drop) => {
+            table_name(session, &drop.name).and_then(|(schema, name)| {
+                catalog(session)
+                    .drop_relation(&schema, &name, DropKind::Table, drop.if_exists)
+                    .map(|()| command("DROP TABLE", None))
+                    .map_err(LochError::from)
+            })
+        }
+        DdlStatement::DropView(drop) => {
+            table_name(session, &drop.name).and_then(|(schema, name)| {
+                catalog(session)
+                    .drop_relation(&schema, &name, DropKind::View, drop.if_exists)
+                    .map(|()| command("DROP VIEW", None))
+                    .map_err(LochError::from)
+            })
+        }
+        _ => return None,
+    };
+    Some(result)
+}
+
+fn command(tag: &str, rows: Option<usize>) -> Output {
+    Output::Command {
+        tag: tag.to_string(),
+        rows,
+    }
+}
+
+fn catalog(session: &Session) -> &loch_catalog::LochCatalog {
+    session.engine().catalog()
+}
+
+/// The schema unqualified names resolve in (the first of `search_path`).
+fn current_schema(session: &Session) -> String {
+    session
+        .context()
+        .state()
+        .config()
+        .options()
+        .catalog
+        .default_schema
+        .clone()
+}
+
+/// (schema, name) of a table reference, resolved against the session.
+fn table_name(session: &Session, name: &TableReference) -> Result<(String, String), LochError> {
+    match name {
+        TableReference::Bare { table } => Ok((current_schema(session), table.to_string())),
+        TableReference::Partial { schema, table } => Ok((schema.to_string(), table.to_string())),
+        TableReference::Full {
+            catalog,
+            schema,
+            table,
+        } => {
+            check_database(catalog)?;
+            Ok((schema.to_string(), table.to_string()))
+        }
+    }
+}
+
+/// A schema name, possibly qualified with the database.
+fn schema_name(name: &str) -> Result<String, LochError> {
+    match name.split_once('.') {
+        Some((database, schema)) => {
+            check_database(database)?;
+            Ok(schema.to_string())
+        }
+        None => Ok(name.to_string()),
+    }
+}
+
+fn check_database(name: &str) -> Result<(), LochError> {
+    if name == DATABASE_NAME {
+        Ok(())
+    } else {
+        Err(LochError::NotSupported(format!(
+            "cross-database references: database \"{name}\" (this one is \"{DATABASE_NAME}\")"
+        )))
+    }
+}

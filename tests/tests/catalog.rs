@@ -1,0 +1,394 @@
+//! The persistent lake catalog through pg wire, against the real binary.
+//!
+//! - Schemas, external Parquet tables, views and managed Delta tables
+//!   (`CREATE TABLE`, `CREATE TABLE AS`, `INSERT`) answer like in-process
+//!   DataFusion over the same files, before and after a restart; `DROP`
+//!   removes managed data and never external data; every refused DDL has
+//!   its SQLSTATE and leaves the session usable.
+//! - `kill -9` of the server in the middle of a stream of DDL: after the
+//!   restart every table the catalog lists is complete and readable.
+//! - Delta tables written by the `deltalake` Python package (an independent
+//!   Delta implementation) are read, including a version added after the
+//!   table was registered; tables Loch writes are read by that package.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use loch_tests::oracle::{self, Cell};
+use loch_tests::{LochServer, json_rows, run_python_script};
+
+/// A small sample: these tests are about the catalog, not about scale.
+const SCALE: f64 = 0.01;
+
+async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
+    match client.batch_execute(sql).await {
+        Ok(()) => panic!("expected an error from {sql}"),
+        Err(e) => e
+            .as_db_error()
+            .unwrap_or_else(|| panic!("not a server error from {sql}: {e}"))
+            .code()
+            .code()
+            .to_string(),
+    }
+}
+
+async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    oracle::pg_rows(&rows)
+}
+
+async fn same(
+    client: &tokio_postgres::Client,
+    ctx: &datafusion::prelude::SessionContext,
+    sql: &str,
+    oracle_sql: &str,
+) {
+    let expected = oracle::run(ctx, oracle_sql).await;
+    let actual = rows(client, sql).await;
+    assert!(
+        !expected.is_empty(),
+        "oracle returned nothing for {oracle_sql}"
+    );
+    oracle::compare(&expected, &actual, oracle::is_ordered(sql))
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// Directories of managed table `name` of `schema` under the warehouse.
+fn managed_dirs(data_dir: &Path, schema: &str, name: &str) -> Vec<PathBuf> {
+    let prefix = format!("{name}-");
+    std::fs::read_dir(data_dir.join("warehouse").join(schema))
+        .map(|entries| {
+            entries
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .and_then(|n| n.to_str())
+                        .is_some_and(|n| n.starts_with(&prefix))
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The queries checked before and after the restart, with their oracle.
+const CHECKS: &[(&str, &str)] = &[
+    (
+        "SELECT count(*), sum(o_totalprice) FROM sales.orders",
+        "SELECT count(*), sum(o_totalprice) FROM orders",
+    ),
+    (
+        "SELECT o_orderkey, o_totalprice FROM sales.urgent ORDER BY o_orderkey",
+        "SELECT o_orderkey, o_totalprice FROM orders WHERE o_orderpriority = '1-URGENT' \
+         ORDER BY o_orderkey",
+    ),
+    (
+        "SELECT n_nationkey, n_name, n_regionkey FROM sales.nations ORDER BY n_nationkey",
+        "SELECT n_nationkey, n_name, n_regionkey FROM nation \
+         UNION ALL SELECT 100, 'ATLANTIS', 0 \
+         UNION ALL SELECT 101, 'LEMURIA', 1 ORDER BY n_nationkey",
+    ),
+    (
+        "SELECT n.n_name, count(*) AS orders FROM sales.orders o \
+         JOIN tpch.customer c ON o.o_custkey = c.c_custkey \
+         JOIN sales.nations n ON c.c_nationkey = n.n_nationkey \
+         GROUP BY n.n_name ORDER BY n.n_name",
+        "SELECT n.n_name, count(*) AS orders FROM orders o \
+         JOIN customer c ON o.o_custkey = c.c_custkey \
+         JOIN nation n ON c.c_nationkey = n.n_nationkey \
+         GROUP BY n.n_name ORDER BY n.n_name",
+    ),
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn schemas_tables_and_views_persist_and_bad_ddl_gets_its_sqlstate() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let sample = server.sample_dir();
+    let ctx = oracle::tpch_context(&sample).await;
+    let c = server.connect().await;
+
+    c.batch_execute("CREATE SCHEMA sales").await.unwrap();
+    assert_eq!(sqlstate(&c, "CREATE SCHEMA sales").await, "42P06");
+    c.batch_execute("CREATE SCHEMA IF NOT EXISTS sales")
+        .await
+        .unwrap();
+    c.batch_execute(&format!(
+        "CREATE EXTERNAL TABLE sales.orders STORED AS PARQUET LOCATION '{}/orders/'",
+        sample.display()
+    ))
+    .await
+    .unwrap();
+    // The view names `orders` unqualified: it resolves in the schema the
+    // view was created in, whatever the reader's search_path.
+    c.batch_execute(
+        "SET search_path = sales; \
+         CREATE VIEW urgent AS SELECT o_orderkey, o_totalprice FROM orders \
+         WHERE o_orderpriority = '1-URGENT'; \
+         SET search_path = public",
+    )
+    .await
+    .unwrap();
+    let created = c
+        .execute(
+            "CREATE TABLE sales.nations AS SELECT n_nationkey, n_name, n_regionkey FROM tpch.nation",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(created, 25, "CREATE TABLE AS reports the rows it wrote");
+    let inserted = c
+        .execute(
+            "INSERT INTO sales.nations VALUES (100, 'ATLANTIS', 0), (101, 'LEMURIA', 1)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(inserted, 2);
+    c.batch_execute("CREATE TABLE sales.notes (id INT, body TEXT)")
+        .await
+        .unwrap();
+    assert_eq!(
+        c.execute("INSERT INTO sales.notes VALUES (1, 'first')", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(managed_dirs(dir.path(), "sales", "nations").len(), 1);
+
+    for (sql, oracle_sql) in CHECKS {
+        same(&c, &ctx, sql, oracle_sql).await;
+    }
+    let listed = rows(
+        &c,
+        "SELECT table_name, table_type FROM information_schema.tables \
+         WHERE table_schema = 'sales' ORDER BY table_name",
+    )
+    .await;
+    let names: Vec<String> = listed.iter().map(|r| format!("{:?}", r[0])).collect();
+    assert_eq!(names.len(), 4, "{listed:?}");
+    for want in ["nations", "notes", "orders", "urgent"] {
+        assert!(
+            names.iter().any(|n| n.contains(want)),
+            "{want} in {names:?}"
+        );
+    }
+
+    // Refused DDL: each with its SQLSTATE, the session going on after it.
+    assert_eq!(
+        sqlstate(&c, "CREATE TABLE sales.nations (a INT)").await,
+        "42P07"
+    );
+    assert_eq!(sqlstate(&c, "CREATE TABLE nosuch.t (a INT)").await, "3F000");
+    assert_eq!(sqlstate(&c, "CREATE TABLE tpch.t (a INT)").await, "42501");
+    assert_eq!(sqlstate(&c, "DROP TABLE sales.urgent").await, "42809");
+    assert_eq!(sqlstate(&c, "DROP VIEW sales.orders").await, "42809");
+    assert_eq!(sqlstate(&c, "DROP TABLE sales.nosuch").await, "42P01");
+    assert_eq!(sqlstate(&c, "DROP SCHEMA sales").await, "2BP01");
+    assert_eq!(sqlstate(&c, "DROP SCHEMA nosuch").await, "3F000");
+    assert_eq!(
+        sqlstate(
+            &c,
+            "CREATE EXTERNAL TABLE sales.bad STORED AS XLSX LOCATION '/tmp/'"
+        )
+        .await,
+        "42601"
+    );
+    assert_eq!(sqlstate(&c, "SELECT * FROM sales.nosuch").await, "42P01");
+    c.batch_execute("DROP TABLE IF EXISTS sales.nosuch")
+        .await
+        .unwrap();
+    same(&c, &ctx, CHECKS[0].0, CHECKS[0].1).await;
+
+    // Everything survives a restart.
+    drop(c);
+    drop(server);
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let c = server.connect().await;
+    for (sql, oracle_sql) in CHECKS {
+        same(&c, &ctx, sql, oracle_sql).await;
+    }
+    assert_eq!(
+        rows(&c, "SELECT id, body FROM sales.notes").await.len(),
+        1,
+        "rows inserted before the restart"
+    );
+
+    // DROP: managed data goes, external data stays.
+    c.batch_execute("DROP TABLE sales.nations").await.unwrap();
+    assert!(managed_dirs(dir.path(), "sales", "nations").is_empty());
+    c.batch_execute("DROP TABLE sales.orders").await.unwrap();
+    assert!(
+        std::fs::read_dir(sample.join("orders")).unwrap().count() > 0,
+        "DROP of an external table keeps its files"
+    );
+    assert_eq!(sqlstate(&c, "SELECT * FROM sales.urgent").await, "42P01");
+    c.batch_execute("DROP SCHEMA sales CASCADE").await.unwrap();
+    assert!(managed_dirs(dir.path(), "sales", "notes").is_empty());
+    assert_eq!(sqlstate(&c, "SELECT * FROM sales.notes").await, "42P01");
+    let schemas = rows(
+        &c,
+        "SELECT schema_name FROM information_schema.schemata WHERE schema_name = 'sales'",
+    )
+    .await;
+    assert!(schemas.is_empty(), "{schemas:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kill_9_in_the_middle_of_ddl_leaves_a_consistent_catalog() {
+    let dir = tempfile::tempdir().unwrap();
+    for round in 0..3u64 {
+        let mut server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
+        let c = server.connect().await;
+        let writer = tokio::spawn(async move {
+            for i in 0.. {
+                let name = format!("t_{round}_{i}");
+                if c.batch_execute(&format!(
+                    "CREATE TABLE public.{name} AS SELECT * FROM tpch.nation"
+                ))
+                .await
+                .is_err()
+                {
+                    return i;
+                }
+                if i % 3 == 2
+                    && c.batch_execute(&format!("DROP TABLE public.t_{round}_{}", i - 1))
+                        .await
+                        .is_err()
+                {
+                    return i;
+                }
+            }
+            unreachable!()
+        });
+        // A different point in the stream each round.
+        tokio::time::sleep(Duration::from_millis(700 + 450 * round)).await;
+        let status = std::process::Command::new("kill")
+            .args(["-9", &server.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+        let statements = writer.await.unwrap();
+        assert!(statements > 0, "the writer ran before the kill");
+    }
+    let server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
+    let c = server.connect().await;
+    let tables = c
+        .query(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(!tables.is_empty());
+    let deadline = Instant::now() + Duration::from_secs(120);
+    for row in &tables {
+        let name: String = row.get(0);
+        let n: i64 = c
+            .query_one(&format!("SELECT count(*) FROM public.{name}"), &[])
+            .await
+            .unwrap_or_else(|e| panic!("{name} is listed but unreadable: {e}"))
+            .get(0);
+        assert_eq!(n, 25, "{name} is listed but incomplete");
+        assert!(Instant::now() < deadline);
+    }
+    c.batch_execute("CREATE TABLE public.after AS SELECT * FROM tpch.region")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn delta_tables_interoperate_with_the_deltalake_python_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let lake = tempfile::tempdir().unwrap();
+    let ext = lake.path().join("ext");
+    let ext = ext.to_str().unwrap();
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let c = server.connect().await;
+    let py = |mode: &str, path: &str| {
+        let out = run_python_script(&server, "delta_interop.py", &[mode, path], "deltalake");
+        assert_eq!(out.len(), 1);
+        out.into_iter().next().unwrap()
+    };
+
+    // Written by deltalake, read by Loch.
+    let written = py("write", ext);
+    c.batch_execute(&format!(
+        "CREATE EXTERNAL TABLE public.ext STORED AS DELTA LOCATION '{ext}'"
+    ))
+    .await
+    .unwrap();
+    let query = "SELECT id, name, amount FROM public.ext ORDER BY id";
+    oracle::compare(&json_rows(&written), &rows(&c, query).await, true).unwrap();
+
+    // A version added by deltalake after registration is seen by the next query.
+    let appended = py("append", ext);
+    assert_eq!(appended["version"], 1);
+    oracle::compare(&json_rows(&appended), &rows(&c, query).await, true).unwrap();
+
+    // Loch appends to it; deltalake reads Loch's commit.
+    assert_eq!(
+        c.execute("INSERT INTO public.ext VALUES (6, 'fay', 6.5)", &[])
+            .await
+            .unwrap(),
+        1
+    );
+    let after = py("read", ext);
+    assert_eq!(after["version"], 2);
+    oracle::compare(&json_rows(&after), &rows(&c, query).await, true).unwrap();
+
+    // A managed table Loch writes is read by deltalake.
+    c.batch_execute(
+        "CREATE TABLE public.mine (id BIGINT, name TEXT, amount DOUBLE PRECISION); \
+         INSERT INTO public.mine VALUES (1, 'x', 0.5), (2, NULL, NULL); \
+         INSERT INTO public.mine SELECT id + 10, name, amount FROM public.ext",
+    )
+    .await
+    .unwrap();
+    let dirs = managed_dirs(dir.path(), "public", "mine");
+    assert_eq!(dirs.len(), 1);
+    let theirs = py("read", dirs[0].to_str().unwrap());
+    assert_eq!(
+        theirs["version"], 2,
+        "CREATE then two INSERTs: versions 0..=2"
+    );
+    let ours = rows(&c, "SELECT id, name, amount FROM public.mine ORDER BY id").await;
+    assert_eq!(ours.len(), 8);
+    oracle::compare(&json_rows(&theirs), &ours, true).unwrap();
+
+    // Databricks' spelling registers the same table.
+    c.batch_execute(&format!(
+        "CREATE TABLE public.ext_dbx USING DELTA LOCATION '{ext}'"
+    ))
+    .await
+    .unwrap();
+    oracle::compare(
+        &json_rows(&after),
+        &rows(
+            &c,
+            "SELECT id, name, amount FROM public.ext_dbx ORDER BY id",
+        )
+        .await,
+        true,
+    )
+    .unwrap();
+
+    // A Delta location without a table is refused at CREATE time.
+    let empty = lake.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let code = sqlstate(
+        &c,
+        &format!(
+            "CREATE EXTERNAL TABLE public.nope STORED AS DELTA LOCATION '{}'",
+            empty.display()
+        ),
+    )
+    .await;
+    assert_eq!(code, "42P01");
+    assert_eq!(rows(&c, query).await.len(), 6, "the session goes on");
+}
