@@ -45,7 +45,7 @@ pub const WAREHOUSE_DIR: &str = "warehouse";
 const RESERVED_SCHEMAS: &[&str] = &["information_schema", "pg_catalog"];
 
 /// The file formats `CREATE EXTERNAL TABLE … STORED AS` accepts.
-const FORMATS: &[&str] = &["PARQUET", "CSV", "JSON", "NDJSON", "AVRO", "ARROW", "DELTA"];
+const FORMATS: &[&str] = &["PARQUET", "CSV", "JSON", "ARROW", "DELTA"];
 
 /// Which kind of relation a `DROP` names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -96,24 +96,32 @@ pub(crate) async fn run(
             })
         }
         DdlStatement::DropTable(drop) => {
-            table_name(session, &drop.name).and_then(|(schema, name)| {
-                catalog(session)
-                    .drop_relation(&schema, &name, DropKind::Table, drop.if_exists)
-                    .map(|()| command("DROP TABLE", None))
-                    .map_err(LochError::from)
-            })
+            drop_relation(session, &drop.name, DropKind::Table, drop.if_exists)
         }
         DdlStatement::DropView(drop) => {
-            table_name(session, &drop.name).and_then(|(schema, name)| {
-                catalog(session)
-                    .drop_relation(&schema, &name, DropKind::View, drop.if_exists)
-                    .map(|()| command("DROP VIEW", None))
-                    .map_err(LochError::from)
-            })
+            drop_relation(session, &drop.name, DropKind::View, drop.if_exists)
         }
         _ => return None,
     };
     Some(result)
+}
+
+/// `DROP TABLE` / `DROP VIEW`.
+fn drop_relation(
+    session: &Session,
+    name: &TableReference,
+    kind: DropKind,
+    if_exists: bool,
+) -> Result<Output, LochError> {
+    let (schema, name) = table_name(session, name)?;
+    catalog(session).drop_relation(&schema, &name, kind, if_exists)?;
+    Ok(command(
+        match kind {
+            DropKind::Table => "DROP TABLE",
+            DropKind::View => "DROP VIEW",
+        },
+        None,
+    ))
 }
 
 fn command(tag: &str, rows: Option<usize>) -> Output {
