@@ -20,9 +20,7 @@ use crate::store::Relation;
 /// The URL of a table location: a URL as given, or a local path (which
 /// must exist) made absolute.
 pub(crate) fn location_url(location: &str) -> Result<Url> {
-    if let Ok(url) = Url::parse(location)
-        && url.scheme().len() > 1
-    {
+    if let Some(url) = as_url(location) {
         return Ok(url);
     }
     let path = std::fs::canonicalize(location).map_err(|source| CatalogError::Io {
@@ -30,6 +28,14 @@ pub(crate) fn location_url(location: &str) -> Result<Url> {
         source,
     })?;
     directory_url(&path)
+}
+
+/// `location` as a URL when it is one (`s3://…`, `file:///…`); `None` for
+/// a local path (a one-letter "scheme" is a Windows drive).
+pub(crate) fn as_url(location: &str) -> Option<Url> {
+    Url::parse(location)
+        .ok()
+        .filter(|url| url.scheme().len() > 1)
 }
 
 /// `file://` URL of a local directory (with the trailing slash delta-rs and

@@ -477,9 +477,7 @@ fn is_delta_source(source: &Arc<dyn datafusion::logical_expr::TableSource>) -> b
 /// directory keeps a trailing slash, which is how DataFusion tells a
 /// directory from a file prefix).
 fn absolute_location(location: &str) -> Result<String> {
-    if let Ok(url) = url::Url::parse(location)
-        && url.scheme().len() > 1
-    {
+    if delta::as_url(location).is_some() {
         return Ok(location.to_string());
     }
     let path = std::path::absolute(location).map_err(|source| CatalogError::Io {
