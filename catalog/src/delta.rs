@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
+use chrono::{DateTime, NaiveDateTime, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
@@ -14,6 +15,7 @@ use deltalake::DeltaTable;
 use deltalake::protocol::SaveMode;
 use url::Url;
 
+use crate::delta_table::LochDeltaTable;
 use crate::error::{CatalogError, Result};
 use crate::store::Relation;
 
@@ -45,16 +47,104 @@ pub(crate) fn directory_url(path: &Path) -> Result<Url> {
         .map_err(|()| CatalogError::Invalid(format!("not an absolute path: {}", path.display())))
 }
 
-/// A provider over the latest version of the Delta table of `relation`.
+/// Which version of a Delta table a query reads.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimeTravel {
+    /// `VERSION AS OF n`, Databricks' `t@vN`.
+    Version(u64),
+    /// `TIMESTAMP AS OF '…'`: the latest version committed at or before it.
+    Timestamp(DateTime<Utc>),
+}
+
+impl std::fmt::Display for TimeTravel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TimeTravel::Version(v) => write!(f, "version {v}"),
+            TimeTravel::Timestamp(t) => write!(f, "timestamp {}", t.to_rfc3339()),
+        }
+    }
+}
+
+impl TimeTravel {
+    /// Splits a table name with Databricks' time-travel suffix:
+    /// `t@v3` (version 3), `t@20261124101500000` (yyyyMMddHHmmssSSS), or
+    /// `t@<timestamp>` in ISO form (how Loch spells `TIMESTAMP AS OF`).
+    /// `None` for a plain name.
+    pub fn split(name: &str) -> Option<(&str, std::result::Result<TimeTravel, String>)> {
+        let (table, spec) = name.rsplit_once('@')?;
+        if table.is_empty() {
+            return None;
+        }
+        let parsed = if let Some(v) = spec.strip_prefix('v').or_else(|| spec.strip_prefix('V')) {
+            v.parse::<u64>()
+                .ok()
+                .map(TimeTravel::Version)
+                .ok_or_else(|| format!("\"{spec}\" is not a table version"))
+        } else {
+            parse_timestamp(spec)
+                .map(TimeTravel::Timestamp)
+                .ok_or_else(|| format!("\"{spec}\" is not a timestamp"))
+        };
+        Some((table, parsed))
+    }
+}
+
+/// A timestamp in the forms people write (taken as UTC when no offset is
+/// given).
+fn parse_timestamp(text: &str) -> Option<DateTime<Utc>> {
+    let text = text.trim();
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Some(t.with_timezone(&Utc));
+    }
+    for format in ["%Y-%m-%d %H:%M:%S%.f%:z", "%Y-%m-%d %H:%M:%S%.f%#z"] {
+        if let Ok(t) = DateTime::parse_from_str(text, format) {
+            return Some(t.with_timezone(&Utc));
+        }
+    }
+    for format in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y%m%d%H%M%S%3f",
+    ] {
+        if let Ok(t) = NaiveDateTime::parse_from_str(text, format) {
+            return Some(t.and_utc());
+        }
+    }
+    chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d")
+        .ok()
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map(|t| t.and_utc())
+}
+
+/// A provider over the Delta table of `relation`: its latest version, or
+/// the one `at` names (read-only).
 pub(crate) async fn open(
     relation: &Relation,
     state: &SessionState,
+    at: Option<TimeTravel>,
 ) -> Result<Arc<dyn TableProvider>> {
-    let table = load(relation).await?;
-    Ok(table
+    let mut table = load(relation).await?;
+    match &at {
+        None => {}
+        Some(TimeTravel::Version(v)) => {
+            if table.version().is_some_and(|latest| *v > latest) {
+                return Err(deltalake::DeltaTableError::InvalidVersion(*v).into());
+            }
+            table.load_version(*v).await?
+        }
+        Some(TimeTravel::Timestamp(t)) => table.load_with_datetime(*t).await?,
+    }
+    let scan = table
         .table_provider()
         .with_session(Arc::new(state.clone()))
-        .await?)
+        .await?;
+    Ok(Arc::new(LochDeltaTable::new(
+        scan,
+        table,
+        format!("{}.{}", relation.schema, relation.name),
+        at.map(|a| a.to_string()),
+    )))
 }
 
 /// The Delta table of `relation` at its latest version.

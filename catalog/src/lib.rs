@@ -7,7 +7,9 @@
 //! change it. Nothing here knows about the network.
 
 pub mod delta;
+pub mod delta_table;
 pub mod error;
+pub mod maintenance;
 pub mod provider;
 pub mod sample;
 pub mod store;
@@ -231,7 +233,7 @@ impl LochCatalog {
         // instead of every later query.
         let planner = self.resolver.planner()?;
         if is_delta(relation.format.as_deref()) {
-            delta::open(&relation, planner).await?;
+            delta::open(&relation, planner, None).await?;
         } else {
             provider::listing_table(&relation, planner).await?;
         }
@@ -394,6 +396,29 @@ impl LochCatalog {
         Ok(())
     }
 
+    /// The Delta table `schema.name` at its latest version, for the Delta
+    /// utilities ([`maintenance`]); an error naming the table when it does
+    /// not exist or is not Delta.
+    pub async fn delta_table(&self, schema: &str, name: &str) -> Result<deltalake::DeltaTable> {
+        let relation =
+            self.store
+                .relation(schema, name)?
+                .ok_or_else(|| CatalogError::RelationNotFound {
+                    schema: schema.to_string(),
+                    name: name.to_string(),
+                })?;
+        let is_delta_table = relation.kind == RelationKind::Managed
+            || relation.kind == RelationKind::External && is_delta(relation.format.as_deref());
+        if !is_delta_table {
+            return Err(CatalogError::WrongKind {
+                schema: schema.to_string(),
+                name: name.to_string(),
+                expected: "Delta table",
+            });
+        }
+        delta::load(&relation).await
+    }
+
     /// Removes the files of a dropped managed table, only ever inside the
     /// warehouse directory.
     fn remove_managed_data(&self, relation: &Relation) {
@@ -466,11 +491,8 @@ pub fn touches_delta(plan: &LogicalPlan) -> bool {
 }
 
 fn is_delta_source(source: &Arc<dyn datafusion::logical_expr::TableSource>) -> bool {
-    datafusion::datasource::source_as_provider(source).is_ok_and(|provider| {
-        provider
-            .downcast_ref::<deltalake::delta_datafusion::DeltaScanNext>()
-            .is_some()
-    })
+    datafusion::datasource::source_as_provider(source)
+        .is_ok_and(|provider| provider.is::<delta_table::LochDeltaTable>())
 }
 
 /// A location as stored: URLs as given, local paths made absolute (a

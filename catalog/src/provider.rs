@@ -22,6 +22,7 @@ use datafusion::logical_expr::{CreateExternalTable, DdlStatement, LogicalPlan};
 use datafusion::sql::parser::{DFParserBuilder, Statement as DfStatement};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::delta::TimeTravel;
 use crate::error::{CatalogError, Result};
 use crate::store::{CatalogStore, Relation, RelationKind};
 use crate::{DATABASE_NAME, delta};
@@ -82,9 +83,9 @@ impl Resolver {
     pub(crate) async fn provider(&self, relation: &Relation) -> Result<Arc<dyn TableProvider>> {
         match relation.kind {
             RelationKind::View => self.view(relation).await,
-            RelationKind::Managed => delta::open(relation, self.planner()?).await,
+            RelationKind::Managed => delta::open(relation, self.planner()?, None).await,
             RelationKind::External if is_delta(relation.format.as_deref()) => {
-                delta::open(relation, self.planner()?).await
+                delta::open(relation, self.planner()?, None).await
             }
             RelationKind::External => {
                 let key = (relation.schema.clone(), relation.name.clone());
@@ -286,31 +287,61 @@ impl SchemaProvider for StoredSchema {
     }
 
     async fn table(&self, name: &str) -> DfResult<Option<Arc<dyn TableProvider>>> {
-        let relation = self
+        let store_error = |e: CatalogError| DataFusionError::External(Box::new(e));
+        let to_df = |e: CatalogError| match e {
+            CatalogError::DataFusion(df) => df,
+            other => DataFusionError::External(Box::new(other)),
+        };
+        if let Some(relation) = self
             .resolver
             .store
             .relation(&self.name, name)
-            .map_err(|e| DataFusionError::External(Box::new(e)))?;
-        match relation {
-            Some(relation) => {
-                self.resolver
-                    .provider(&relation)
-                    .await
-                    .map(Some)
-                    .map_err(|e| match e {
-                        CatalogError::DataFusion(df) => df,
-                        other => DataFusionError::External(Box::new(other)),
-                    })
-            }
-            None => Ok(None),
+            .map_err(store_error)?
+        {
+            return self
+                .resolver
+                .provider(&relation)
+                .await
+                .map(Some)
+                .map_err(to_df);
         }
+        // `t@v3`, `t@<timestamp>`: an earlier version of a Delta table.
+        let Some((base, at)) = TimeTravel::split(name) else {
+            return Ok(None);
+        };
+        let Some(relation) = self
+            .resolver
+            .store
+            .relation(&self.name, base)
+            .map_err(store_error)?
+        else {
+            return Ok(None);
+        };
+        let at = at.map_err(|e| store_error(CatalogError::Invalid(e)))?;
+        let is_delta_table = relation.kind == RelationKind::Managed
+            || relation.kind == RelationKind::External && is_delta(relation.format.as_deref());
+        if !is_delta_table {
+            return Err(store_error(CatalogError::WrongKind {
+                schema: self.name.clone(),
+                name: base.to_string(),
+                expected: "Delta table (only Delta tables have earlier versions)",
+            }));
+        }
+        let planner = self.resolver.planner().map_err(to_df)?;
+        delta::open(&relation, planner, Some(at))
+            .await
+            .map(Some)
+            .map_err(to_df)
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.resolver
-            .store
-            .relation(&self.name, name)
-            .is_ok_and(|r| r.is_some())
+        let exists = |n: &str| {
+            self.resolver
+                .store
+                .relation(&self.name, n)
+                .is_ok_and(|r| r.is_some())
+        };
+        exists(name) || TimeTravel::split(name).is_some_and(|(base, _)| exists(base))
     }
 
     fn register_table(

@@ -6,11 +6,15 @@
 //! them in the metadata store (and writes managed tables as Delta). The
 //! names are resolved here, against the session's current schema.
 
+use std::sync::Arc;
+
 use datafusion::common::TableReference;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan};
-use loch_catalog::{DATABASE_NAME, DropKind};
+use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use loch_catalog::{DATABASE_NAME, DropKind, maintenance};
 use loch_executor::engine::undistributed;
 
+use crate::databricks::DeltaCommand;
 use crate::error::LochError;
 use crate::session::{Output, Session};
 
@@ -104,6 +108,51 @@ pub(crate) async fn run(
         _ => return None,
     };
     Some(result)
+}
+
+/// Runs a Delta utility (`DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`,
+/// `RESTORE`) on the table it names; each answers a small result set.
+pub(crate) async fn run_delta(
+    session: &Session,
+    command: DeltaCommand,
+) -> Result<Output, LochError> {
+    let reference = match command.table() {
+        [table] => TableReference::bare(table.as_str()),
+        [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+        [database, schema, table] => {
+            TableReference::full(database.as_str(), schema.as_str(), table.as_str())
+        }
+        _ => return Err(LochError::Syntax("a table name is needed".into())),
+    };
+    let (schema, name) = table_name(session, &reference)?;
+    let table = catalog(session).delta_table(&schema, &name).await?;
+    let batch = match command {
+        DeltaCommand::History { limit, .. } => maintenance::history(&table, limit).await?,
+        DeltaCommand::Optimize { zorder, .. } => {
+            let state = undistributed(session.context().state());
+            maintenance::optimize(table, zorder, state).await?
+        }
+        DeltaCommand::Vacuum { mut options, .. } => {
+            options.unsafe_retention = !retention_check(session);
+            maintenance::vacuum(table, options).await?
+        }
+        DeltaCommand::Restore { to, .. } => maintenance::restore(table, to).await?,
+    };
+    let schema = batch.schema();
+    let stream =
+        RecordBatchStreamAdapter::new(Arc::clone(&schema), futures::stream::iter([Ok(batch)]));
+    Ok(Output::Rows {
+        schema,
+        stream: Box::pin(stream),
+    })
+}
+
+/// Whether `VACUUM` refuses a retention shorter than the table's: on unless
+/// the session turned it off (Databricks' setting name is accepted too).
+fn retention_check(session: &Session) -> bool {
+    let off = |v: String| matches!(v.to_ascii_lowercase().as_str(), "off" | "false" | "0");
+    !(off(session.setting("delta.retention_duration_check"))
+        || off(session.setting("spark.databricks.delta.retentiondurationcheck.enabled")))
 }
 
 /// `DROP TABLE` / `DROP VIEW`.

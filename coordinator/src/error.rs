@@ -128,6 +128,13 @@ fn classify_delta(e: &loch_catalog::deltalake::DeltaTableError) -> &'static str 
         D::InvalidJsonLog { .. } | D::InvalidStatsJson { .. } | D::Parquet { .. } => "XX001",
         D::Arrow { .. } => "22000",
         D::SchemaMismatch { .. } => "42804",
+        // `VACUUM … RETAIN` shorter than the table's retention.
+        // (delta-rs' error type for it is private: known by its message.)
+        D::GenericError { source }
+            if source.to_string().starts_with("Invalid retention period") =>
+        {
+            "22023"
+        }
         _ => "XX001",
     }
 }

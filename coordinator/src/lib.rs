@@ -9,6 +9,7 @@
 
 pub mod auth;
 pub mod cluster;
+pub mod databricks;
 pub(crate) mod ddl;
 pub mod error;
 pub mod flight;

@@ -242,6 +242,7 @@ impl Session {
                     rows: None,
                 })
             }
+            Command::Delta(command) => crate::ddl::run_delta(self, command).await,
             Command::Query(statement) => {
                 let plan = self.plan(*statement).await?;
                 self.execute_with(plan, tag, cancel).await

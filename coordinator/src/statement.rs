@@ -11,6 +11,7 @@ use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfSt
 use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
+use crate::databricks::{self, DeltaCommand, Piece};
 use crate::error::LochError;
 
 /// One statement of a client's SQL text.
@@ -30,6 +31,8 @@ pub enum Command {
     Rollback,
     /// `DISCARD ALL` and friends.
     Discard,
+    /// `DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`, `RESTORE` of a Delta table.
+    Delta(DeltaCommand),
     /// Anything else: planned and run by DataFusion.
     Query(Box<DfStatement>),
 }
@@ -38,7 +41,10 @@ impl Command {
     /// True for statements that only read (queries, `EXPLAIN`, `SHOW`);
     /// false for those that change session or catalog state.
     pub fn is_read_only(&self) -> bool {
-        matches!(self.tag().as_str(), "SELECT" | "EXPLAIN" | "SHOW")
+        matches!(
+            self.tag().as_str(),
+            "SELECT" | "EXPLAIN" | "SHOW" | "DESCRIBE"
+        )
     }
 
     /// The PostgreSQL command tag for a statement that returns no rows.
@@ -51,6 +57,7 @@ impl Command {
             Command::Commit => "COMMIT".into(),
             Command::Rollback => "ROLLBACK".into(),
             Command::Discard => "DISCARD ALL".into(),
+            Command::Delta(command) => command.tag().into(),
             Command::Query(stmt) => query_tag(stmt),
         }
     }
@@ -59,119 +66,26 @@ impl Command {
 /// Parses `sql` into its statements (empty for an empty query).
 pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
     let dialect = PostgreSqlDialect {};
-    let rewritten = databricks_create_table(sql, &dialect);
-    let sql = rewritten.as_deref().unwrap_or(sql);
-    let mut parser = DFParserBuilder::new(sql).with_dialect(&dialect).build()?;
-    let statements = parser.parse_statements()?;
-    statements.into_iter().map(classify).collect()
+    let Some(pieces) = databricks::delta_utilities(sql, &dialect)? else {
+        return parse_sql(sql, &dialect);
+    };
+    let mut commands = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Delta(command) => commands.push(Command::Delta(command)),
+            Piece::Sql(text) => commands.extend(parse_sql(&text, &dialect)?),
+        }
+    }
+    Ok(commands)
 }
 
-/// Databricks' spelling of table creation, which DataFusion's parser does
-/// not know, in DataFusion's:
-///
-/// - `CREATE TABLE t [(cols)] USING fmt LOCATION 'x' …` →
-///   `CREATE EXTERNAL TABLE t [(cols)] STORED AS fmt LOCATION 'x' …`
-/// - `CREATE TABLE t … USING DELTA [AS …]` (no location) → the same without
-///   `USING DELTA`: managed tables are Delta anyway.
-///
-/// Works on tokens, so string literals and comments are never touched;
-/// `None` when the text has no such statement (the original text is then
-/// parsed, keeping error positions exact).
-fn databricks_create_table(
-    sql: &str,
-    dialect: &dyn datafusion::sql::sqlparser::dialect::Dialect,
-) -> Option<String> {
-    use datafusion::sql::sqlparser::keywords::Keyword;
-    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
-    let mut tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
-    let is = |t: &Token, k: Keyword| matches!(t, Token::Word(w) if w.keyword == k);
-    // Index of the next token that is not whitespace, from `i`.
-    let next = |tokens: &[Token], mut i: usize| {
-        while matches!(tokens.get(i), Some(Token::Whitespace(_))) {
-            i += 1;
-        }
-        i
-    };
-    let mut changed = false;
-    let mut i = 0;
-    while i < tokens.len() {
-        if !is(&tokens[i], Keyword::CREATE) {
-            i += 1;
-            continue;
-        }
-        let mut j = next(&tokens, i + 1);
-        if tokens.get(j).is_some_and(|t| is(t, Keyword::OR)) {
-            j = next(&tokens, next(&tokens, j + 1) + 1);
-        }
-        let table_at = j;
-        if !tokens.get(j).is_some_and(|t| is(t, Keyword::TABLE)) {
-            i += 1;
-            continue;
-        }
-        j = next(&tokens, j + 1);
-        if tokens.get(j).is_some_and(|t| is(t, Keyword::IF)) {
-            j = next(&tokens, next(&tokens, next(&tokens, j + 1) + 1) + 1);
-        }
-        // The name: words joined by periods.
-        if !matches!(tokens.get(j), Some(Token::Word(_))) {
-            i += 1;
-            continue;
-        }
-        j = next(&tokens, j + 1);
-        while matches!(tokens.get(j), Some(Token::Period))
-            && matches!(tokens.get(next(&tokens, j + 1)), Some(Token::Word(_)))
-        {
-            j = next(&tokens, next(&tokens, j + 1) + 1);
-        }
-        if matches!(tokens.get(j), Some(Token::LParen)) {
-            let mut depth = 0usize;
-            while let Some(t) = tokens.get(j) {
-                match t {
-                    Token::LParen => depth += 1,
-                    Token::RParen => depth -= 1,
-                    _ => {}
-                }
-                j += 1;
-                if depth == 0 {
-                    break;
-                }
-            }
-            j = next(&tokens, j);
-        }
-        let using_at = j;
-        if !tokens.get(using_at).is_some_and(|t| is(t, Keyword::USING)) {
-            i += 1;
-            continue;
-        }
-        let format_at = next(&tokens, using_at + 1);
-        let Some(Token::Word(format)) = tokens.get(format_at) else {
-            i += 1;
-            continue;
-        };
-        let is_delta = format.value.eq_ignore_ascii_case("delta");
-        let end = tokens[format_at..]
-            .iter()
-            .position(|t| matches!(t, Token::SemiColon))
-            .map_or(tokens.len(), |p| format_at + p);
-        let has_location = tokens[format_at..end]
-            .iter()
-            .any(|t| is(t, Keyword::LOCATION));
-        if has_location {
-            tokens[using_at] = Token::make_keyword("STORED AS");
-            tokens.insert(table_at, Token::make_keyword("EXTERNAL "));
-        } else if is_delta {
-            tokens[using_at] =
-                Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
-            tokens[format_at] =
-                Token::Whitespace(datafusion::sql::sqlparser::tokenizer::Whitespace::Space);
-        } else {
-            i += 1;
-            continue;
-        }
-        changed = true;
-        i = end;
-    }
-    changed.then(|| tokens.iter().map(|t| t.to_string()).collect())
+/// Parses SQL text for DataFusion, after Loch's Databricks rewrites.
+fn parse_sql(sql: &str, dialect: &PostgreSqlDialect) -> Result<Vec<Command>, LochError> {
+    let rewritten = databricks::rewrite(sql, dialect);
+    let sql = rewritten.as_deref().unwrap_or(sql);
+    let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build()?;
+    let statements = parser.parse_statements()?;
+    statements.into_iter().map(classify).collect()
 }
 
 fn classify(statement: DfStatement) -> Result<Command, LochError> {
@@ -344,36 +258,6 @@ mod tests {
         let mut commands = parse(sql).unwrap_or_default();
         assert_eq!(commands.len(), 1, "{sql}");
         commands.remove(0)
-    }
-
-    #[test]
-    fn databricks_create_table_is_rewritten_on_tokens_only() {
-        let dialect = PostgreSqlDialect {};
-        let rewrite = |sql: &str| databricks_create_table(sql, &dialect);
-        assert_eq!(
-            rewrite("CREATE TABLE s.t USING DELTA LOCATION '/x/USING delta'").as_deref(),
-            Some("CREATE EXTERNAL TABLE s.t STORED AS DELTA LOCATION '/x/USING delta'")
-        );
-        assert_eq!(
-            rewrite("create or replace table if not exists t (a int) using parquet location 'p'")
-                .as_deref(),
-            Some(
-                "create or replace EXTERNAL table if not exists t (a int) STORED AS parquet location 'p'"
-            )
-        );
-        assert_eq!(
-            rewrite("SELECT 1; CREATE TABLE t USING DELTA AS SELECT 1 AS a").as_deref(),
-            Some("SELECT 1; CREATE TABLE t     AS SELECT 1 AS a")
-        );
-        assert_eq!(rewrite("CREATE TABLE t (a int)"), None);
-        assert_eq!(
-            rewrite("SELECT 'CREATE TABLE t USING DELTA LOCATION x'"),
-            None
-        );
-        assert!(matches!(
-            one("CREATE TABLE t USING DELTA LOCATION '/x'"),
-            Command::Query(_)
-        ));
     }
 
     #[test]
