@@ -59,11 +59,6 @@ impl LochDeltaTable {
         }
     }
 
-    /// The Delta table behind this provider.
-    pub fn table(&self) -> &DeltaTable {
-        &self.table
-    }
-
     fn writable(&self) -> DfResult<()> {
         match &self.version {
             None => Ok(()),

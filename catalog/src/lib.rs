@@ -407,9 +407,7 @@ impl LochCatalog {
                     schema: schema.to_string(),
                     name: name.to_string(),
                 })?;
-        let is_delta_table = relation.kind == RelationKind::Managed
-            || relation.kind == RelationKind::External && is_delta(relation.format.as_deref());
-        if !is_delta_table {
+        if !provider::is_delta_table(&relation) {
             return Err(CatalogError::WrongKind {
                 schema: schema.to_string(),
                 name: name.to_string(),

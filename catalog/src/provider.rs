@@ -141,6 +141,13 @@ pub(crate) fn is_delta(format: Option<&str>) -> bool {
     format.is_some_and(|f| f.eq_ignore_ascii_case("delta"))
 }
 
+/// True for managed tables and external Delta tables: what time travel
+/// and the Delta utilities work on.
+pub(crate) fn is_delta_table(relation: &Relation) -> bool {
+    relation.kind == RelationKind::Managed
+        || relation.kind == RelationKind::External && is_delta(relation.format.as_deref())
+}
+
 /// Parses exactly one statement.
 pub(crate) fn parse_one(sql: &str) -> Result<DfStatement> {
     let dialect = PostgreSqlDialect {};
@@ -318,9 +325,7 @@ impl SchemaProvider for StoredSchema {
             return Ok(None);
         };
         let at = at.map_err(|e| store_error(CatalogError::Invalid(e)))?;
-        let is_delta_table = relation.kind == RelationKind::Managed
-            || relation.kind == RelationKind::External && is_delta(relation.format.as_deref());
-        if !is_delta_table {
+        if !is_delta_table(&relation) {
             return Err(store_error(CatalogError::WrongKind {
                 schema: self.name.clone(),
                 name: base.to_string(),
