@@ -62,9 +62,8 @@ impl LochDeltaTable {
     fn writable(&self) -> DfResult<()> {
         match &self.version {
             None => Ok(()),
-            Some(version) => Err(DataFusionError::Plan(format!(
-                "{} at {version} is a past version of the table and cannot be changed",
-                self.name
+            Some(version) => Err(DataFusionError::External(Box::new(
+                crate::error::CatalogError::PastVersion(format!("{} at {version}", self.name)),
             ))),
         }
     }

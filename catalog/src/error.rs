@@ -53,6 +53,10 @@ pub enum CatalogError {
         name: String,
         expected: &'static str,
     },
+    /// A change to an earlier version of a Delta table (time travel is
+    /// read-only).
+    #[error("{0} is a past version of the table and cannot be changed")]
+    PastVersion(String),
     /// A statement the catalog cannot carry out as written.
     #[error("{0}")]
     Invalid(String),

@@ -43,7 +43,7 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
         None => 0,
     };
     let log_store = table.log_store();
-    let mut rows: Vec<(u64, CommitInfo)> = Vec::new();
+    let mut rows: Vec<(u64, Option<i64>, CommitInfo)> = Vec::new();
     for version in (oldest..=latest).rev() {
         // Commits older than the log retention are gone: history ends there.
         let Some(bytes) = log_store.read_commit_entry(version).await? else {
@@ -56,7 +56,7 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
                 _ => None,
             })
             .unwrap_or_default();
-        rows.push((version, info));
+        rows.push((version, commit_time(table, version).await, info));
     }
     let metrics = |info: &CommitInfo| {
         info.info
@@ -68,7 +68,7 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
         (
             Field::new("version", DataType::Int64, false),
             Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|(v, _)| *v as i64),
+                rows.iter().map(|(v, _, _)| *v as i64),
             )),
         ),
         (
@@ -80,7 +80,7 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
             Arc::new(
                 TimestampMillisecondArray::from_iter(
                     rows.iter()
-                        .map(|(_, i)| i.in_commit_timestamp.or(i.timestamp)),
+                        .map(|(_, at, i)| at.or(i.in_commit_timestamp).or(i.timestamp)),
                 )
                 .with_timezone("UTC"),
             ),
@@ -88,18 +88,18 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
         (
             Field::new("userName", DataType::Utf8, true),
             Arc::new(StringArray::from_iter(
-                rows.iter().map(|(_, i)| i.user_name.clone()),
+                rows.iter().map(|(_, _, i)| i.user_name.clone()),
             )),
         ),
         (
             Field::new("operation", DataType::Utf8, true),
             Arc::new(StringArray::from_iter(
-                rows.iter().map(|(_, i)| i.operation.clone()),
+                rows.iter().map(|(_, _, i)| i.operation.clone()),
             )),
         ),
         (
             Field::new("operationParameters", DataType::Utf8, true),
-            Arc::new(StringArray::from_iter(rows.iter().map(|(_, i)| {
+            Arc::new(StringArray::from_iter(rows.iter().map(|(_, _, i)| {
                 i.operation_parameters
                     .as_ref()
                     .and_then(|p| serde_json::to_string(p).ok())
@@ -108,27 +108,53 @@ pub async fn history(table: &DeltaTable, limit: Option<usize>) -> Result<RecordB
         (
             Field::new("readVersion", DataType::Int64, true),
             Arc::new(Int64Array::from_iter(
-                rows.iter().map(|(_, i)| i.read_version.map(|v| v as i64)),
+                rows.iter()
+                    .map(|(_, _, i)| i.read_version.map(|v| v as i64)),
             )),
         ),
         (
             Field::new("isBlindAppend", DataType::Boolean, true),
             Arc::new(BooleanArray::from_iter(
-                rows.iter().map(|(_, i)| i.is_blind_append),
+                rows.iter().map(|(_, _, i)| i.is_blind_append),
             )),
         ),
         (
             Field::new("operationMetrics", DataType::Utf8, true),
-            Arc::new(StringArray::from_iter(rows.iter().map(|(_, i)| metrics(i)))),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|(_, _, i)| metrics(i)),
+            )),
         ),
         (
             Field::new("engineInfo", DataType::Utf8, true),
             Arc::new(StringArray::from_iter(
-                rows.iter().map(|(_, i)| i.engine_info.clone()),
+                rows.iter().map(|(_, _, i)| i.engine_info.clone()),
             )),
         ),
     ];
     batch(columns)
+}
+
+/// When a commit happened, as time travel reads it: the commit file's
+/// modification time (what `TIMESTAMP AS OF` resolves against in delta-rs,
+/// and what Databricks' own history shows), not the writer's clock in
+/// `commitInfo`, which runs a little ahead of the file landing.
+async fn commit_time(table: &DeltaTable, version: u64) -> Option<i64> {
+    use datafusion::object_store::ObjectStoreExt;
+    if let Some(at) = table
+        .snapshot()
+        .ok()
+        .and_then(|s| s.version_timestamp(version))
+    {
+        return Some(at);
+    }
+    let path = deltalake::logstore::commit_uri_from_version(Some(version));
+    let meta = table
+        .log_store()
+        .object_store(None)
+        .head(&path)
+        .await
+        .ok()?;
+    Some(meta.last_modified.timestamp_millis())
 }
 
 /// `OPTIMIZE t [ZORDER BY (c, …)]`: compacts small files (or rewrites them

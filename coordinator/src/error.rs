@@ -99,7 +99,7 @@ pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
         C::SchemaNotEmpty { .. } => "2BP01",
         C::RelationExists { .. } => "42P07",
         C::RelationNotFound { .. } => "42P01",
-        C::WrongKind { .. } => "42809",
+        C::WrongKind { .. } | C::PastVersion(_) => "42809",
         C::Invalid(_) => "42601",
         C::ReadOnly(_) => "42501",
         C::DataFusion(df) => classify_datafusion(df),

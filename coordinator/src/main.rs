@@ -124,11 +124,15 @@ fn parse_flight_addr(value: &str) -> Result<FlightAddr, String> {
         .map_err(|e| format!("{e}: expected IP:PORT or `off`"))
 }
 
+/// Loch's own events at info; the Delta libraries log every snapshot and
+/// scan at info, which drowns everything else, so only their warnings.
+const DEFAULT_LOG: &str = "info,buoyant_kernel=warn,delta_kernel=warn,deltalake_core=warn";
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("LOCH_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG)),
         )
         .with_writer(std::io::stderr)
         .init();

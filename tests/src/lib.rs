@@ -109,7 +109,7 @@ impl LochServer {
             .args(["--flight-addr", "127.0.0.1:0"])
             .args(["--sample-scale", &scale])
             .args(args)
-            .env("LOCH_LOG", "info")
+            .env_remove("LOCH_LOG")
             .env_remove("LOCH_ADMIN_PASSWORD")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())

@@ -533,9 +533,10 @@ async fn delta_changes_time_travel_and_utilities() {
     c.batch_execute("CREATE VIEW d.v AS SELECT 1 AS one")
         .await
         .unwrap();
-    // A version that does not exist fails (its SQLSTATE should be 22023;
-    // it comes back as XX001 today, see docs/tables.md).
-    sqlstate(&c, "SELECT * FROM d.n VERSION AS OF 99").await;
+    assert_eq!(
+        sqlstate(&c, "SELECT * FROM d.n VERSION AS OF 99").await,
+        "22023"
+    );
     assert_eq!(
         sqlstate(&c, "SELECT * FROM d.v VERSION AS OF 0").await,
         "42809"
@@ -547,7 +548,7 @@ async fn delta_changes_time_travel_and_utilities() {
     assert_eq!(sqlstate(&c, "DESCRIBE HISTORY d.v").await, "42809");
     assert_eq!(sqlstate(&c, "OPTIMIZE d.nosuch").await, "42P01");
     assert_eq!(sqlstate(&c, "VACUUM d.n RETAIN x HOURS").await, "42601");
-    assert_eq!(sqlstate(&c, "DELETE FROM d.\"n@v0\"").await, "42000");
+    assert_eq!(sqlstate(&c, "DELETE FROM d.\"n@v0\"").await, "42809");
     same(
         &c,
         &ctx,
