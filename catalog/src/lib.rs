@@ -13,6 +13,7 @@ pub mod maintenance;
 pub mod provider;
 pub mod sample;
 pub mod store;
+pub mod stores;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ pub use provider::LochCatalogProvider;
 pub use store::{CatalogStore, Relation, RelationKind};
 
 use provider::{Resolver, is_delta};
+use stores::StoreRegistry;
 
 /// The database (DataFusion catalog) name clients connect to.
 pub const DATABASE_NAME: &str = "loch";
@@ -73,13 +75,22 @@ impl LochCatalog {
     /// first use (later starts reuse it) and registered as schema `tpch`.
     /// `state` supplies the object store and configuration used to read the
     /// Parquet footers when the tables are registered.
-    pub async fn open(data_dir: &Path, sample_scale: f64, state: &SessionState) -> Result<Self> {
+    ///
+    /// `stores` is the runtime's object store registry: tables on cloud
+    /// stores configure their store there when they are resolved.
+    pub async fn open(
+        data_dir: &Path,
+        sample_scale: f64,
+        state: &SessionState,
+        stores: Arc<StoreRegistry>,
+    ) -> Result<Self> {
+        stores::register_delta_factories();
         std::fs::create_dir_all(data_dir).map_err(|source| CatalogError::Io {
             path: data_dir.to_path_buf(),
             source,
         })?;
         let store = Arc::new(CatalogStore::open(data_dir)?);
-        let resolver = Arc::new(Resolver::new(Arc::clone(&store)));
+        let resolver = Arc::new(Resolver::new(Arc::clone(&store), stores));
         let provider = Arc::new(LochCatalogProvider::new(Arc::clone(&resolver)));
         let catalog = LochCatalog {
             data_dir: data_dir.to_path_buf(),
@@ -232,6 +243,7 @@ impl LochCatalog {
         // Read it once now, so a wrong location or format fails the DDL
         // instead of every later query.
         let planner = self.resolver.planner()?;
+        self.resolver.configure_store(&relation)?;
         if is_delta(relation.format.as_deref()) {
             delta::open(&relation, planner, None).await?;
         } else {

@@ -25,6 +25,7 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use crate::delta::TimeTravel;
 use crate::error::{CatalogError, Result};
 use crate::store::{CatalogStore, Relation, RelationKind};
+use crate::stores::{self, StoreRegistry};
 use crate::{DATABASE_NAME, delta};
 
 /// Views nested deeper than this are refused (a cycle of views would
@@ -40,6 +41,8 @@ tokio::task_local! {
 #[derive(Debug)]
 pub(crate) struct Resolver {
     pub(crate) store: Arc<CatalogStore>,
+    /// The runtime's object stores: cloud tables set theirs up here.
+    stores: Arc<StoreRegistry>,
     /// A session state over this catalog, for inferring schemas and planning
     /// views; set once the engine has built it.
     planner: OnceLock<SessionState>,
@@ -48,9 +51,10 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(store: Arc<CatalogStore>) -> Self {
+    pub(crate) fn new(store: Arc<CatalogStore>, stores: Arc<StoreRegistry>) -> Self {
         Resolver {
             store,
+            stores,
             planner: OnceLock::new(),
             listing: Mutex::new(HashMap::new()),
         }
@@ -79,8 +83,19 @@ impl Resolver {
         }
     }
 
+    /// Points the store of a cloud table's location at the storage
+    /// settings in its OPTIONS (over the environment's).
+    pub(crate) fn configure_store(&self, relation: &Relation) -> Result<()> {
+        let Some(url) = relation.location.as_deref().and_then(delta::as_url) else {
+            return Ok(());
+        };
+        let (storage, _) = stores::split_options(&relation.options);
+        self.stores.configure(&url, &storage)
+    }
+
     /// The table provider of a stored relation.
     pub(crate) async fn provider(&self, relation: &Relation) -> Result<Arc<dyn TableProvider>> {
+        self.configure_store(relation)?;
         match relation.kind {
             RelationKind::View => self.view(relation).await,
             RelationKind::Managed => delta::open(relation, self.planner()?, None).await,
@@ -196,7 +211,13 @@ fn external_command(relation: &Relation) -> Result<CreateExternalTable> {
         Arc::new(declared),
     )
     .with_partition_cols(relation.partition_cols.clone())
-    .with_options(relation.options.clone().into_iter().collect())
+    // Storage settings configure the store, not the format.
+    .with_options(
+        stores::split_options(&relation.options)
+            .1
+            .into_iter()
+            .collect(),
+    )
     .build())
 }
 

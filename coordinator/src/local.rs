@@ -138,6 +138,7 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
             tasks.push(tokio::spawn(crate::cluster::service::serve(
                 listener,
                 Arc::clone(&registry),
+                Arc::clone(engine.stores()),
                 cluster.secret.clone(),
             )));
             engine = engine.with_distribution(distribution(

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use datafusion::error::Result;
 use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::context::QueryPlanner;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::physical_plan::ExecutionPlan;
@@ -15,6 +15,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use loch_catalog::deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
+use loch_catalog::stores::StoreRegistry;
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
 
 use crate::cpu::CpuRuntime;
@@ -39,6 +40,7 @@ pub type Distribution = Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder +
 #[derive(Clone)]
 pub struct Engine {
     runtime: Arc<RuntimeEnv>,
+    stores: Arc<StoreRegistry>,
     cpu: Arc<CpuRuntime>,
     catalog: LochCatalog,
     target_partitions: usize,
@@ -65,7 +67,12 @@ impl Engine {
             path: "query runtime".into(),
             source,
         })?;
-        let runtime = Arc::new(RuntimeEnv::default());
+        // Object stores: local files, and cloud stores as tables name them.
+        let stores = Arc::new(StoreRegistry::default());
+        let runtime = RuntimeEnvBuilder::new()
+            .with_object_store_registry(stores.clone())
+            .build_arc()
+            .map_err(loch_catalog::CatalogError::from)?;
         let target_partitions = if options.target_partitions == 0 {
             threads
         } else {
@@ -77,14 +84,20 @@ impl Engine {
             .with_runtime_env(runtime.clone())
             .with_default_features()
             .build();
-        let catalog =
-            LochCatalog::open(&options.data_dir, options.sample_scale, &bootstrap).await?;
+        let catalog = LochCatalog::open(
+            &options.data_dir,
+            options.sample_scale,
+            &bootstrap,
+            stores.clone(),
+        )
+        .await?;
         // The state the catalog plans views and infers schemas with.
         let planner = SessionContext::new_with_state(bootstrap);
         planner.register_catalog(DATABASE_NAME, catalog.provider());
         catalog.set_planner(planner.state());
         Ok(Engine {
             runtime,
+            stores,
             cpu,
             catalog,
             target_partitions,
@@ -101,6 +114,12 @@ impl Engine {
     pub fn with_distribution(mut self, distribution: Distribution) -> Self {
         self.distribution = Some(distribution);
         self
+    }
+
+    /// The object stores tables have configured (what executors ask the
+    /// coordinator for).
+    pub fn stores(&self) -> &Arc<StoreRegistry> {
+        &self.stores
     }
 
     /// The catalog the engine serves.

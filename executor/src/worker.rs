@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
-use datafusion::execution::runtime_env::RuntimeEnv;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
 use futures::StreamExt;
 use futures::future::BoxFuture;
@@ -24,11 +24,16 @@ use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
+use loch_catalog::stores::{StoreOptions, StoreRegistry};
 
 /// DoAction type an executor sends to register and to stay registered.
 pub const HEARTBEAT_ACTION: &str = "loch.executor.heartbeat";
 /// DoAction type an executor sends when it stops cleanly.
 pub const LEAVE_ACTION: &str = "loch.executor.leave";
+/// DoAction type an executor sends for the settings of an object store a
+/// task reads (body: the store's `scheme://authority`; answer: JSON
+/// options).
+pub const STORE_ACTION: &str = "loch.executor.store";
 
 /// What an executor tells the coordinator in each heartbeat (JSON body).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,7 +112,8 @@ pub async fn run_executor(
     let url = format!("http://{host}:{}", local.port());
     let id = format!("{}-{}", host, local.port());
 
-    let worker = new_worker(&options.secret);
+    let coordinator = coordinator_client(&options)?;
+    let worker = new_worker(&options.secret, coordinator.clone());
     let running = Arc::new(AtomicU64::new(0));
     let server = InterceptedService::new(
         Counting {
@@ -127,7 +133,6 @@ pub async fn run_executor(
     );
     tracing::info!(%url, "executor serving; registering with {}", options.coordinator);
 
-    let coordinator = coordinator_client(&options)?;
     let beating = spawn_heartbeats(
         options.clone(),
         Arc::clone(&running),
@@ -186,9 +191,22 @@ fn spawn_heartbeats(
 
 /// The worker: plans run in a session whose outgoing calls (to other
 /// executors, for shuffles) are signed like the coordinator's.
-fn new_worker(secret: &ClusterSecret) -> Worker {
+fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> Worker {
     let resolver = SignedChannelResolver::new(secret.clone());
-    let runtime = Arc::new(RuntimeEnv::default());
+    let stores = StoreRegistry::with_fetch(Arc::new(move |key: String| {
+        let mut client = coordinator.clone();
+        Box::pin(async move { store_settings(&mut client, key).await })
+    }));
+    let runtime = match RuntimeEnvBuilder::new()
+        .with_object_store_registry(Arc::new(stores))
+        .build_arc()
+    {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            tracing::error!("object store registry: {e}");
+            Arc::new(RuntimeEnv::default())
+        }
+    };
     Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let resolver = resolver.clone();
         async move {
@@ -202,6 +220,29 @@ fn new_worker(secret: &ClusterSecret) -> Worker {
 }
 
 type CoordinatorClient = FlightServiceClient<Signed<Channel>>;
+
+/// Asks the coordinator for the settings tables gave the store `key`.
+async fn store_settings(
+    client: &mut CoordinatorClient,
+    key: String,
+) -> Result<StoreOptions, String> {
+    let unreachable = |e: tonic::Status| format!("settings of {key} from the coordinator: {e}");
+    let mut answers = client
+        .do_action(Action::new(STORE_ACTION, key.clone().into_bytes()))
+        .await
+        .map_err(unreachable)?
+        .into_inner();
+    let body = answers
+        .message()
+        .await
+        .map_err(unreachable)?
+        .map(|r| r.body)
+        .unwrap_or_default();
+    if body.is_empty() {
+        return Ok(StoreOptions::new());
+    }
+    serde_json::from_slice(&body).map_err(|e| format!("settings of {key}: {e}"))
+}
 
 fn coordinator_client(options: &ExecutorOptions) -> Result<CoordinatorClient, ExecutorError> {
     let endpoint = Endpoint::from_shared(options.coordinator.to_string())

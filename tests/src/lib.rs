@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod oracle;
+pub mod stores;
 
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};

@@ -10,8 +10,9 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::{self, BoxStream};
+use loch_catalog::stores::StoreRegistry;
 use loch_executor::cluster::ClusterSecret;
-use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION};
+use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION, STORE_ACTION};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
@@ -23,9 +24,14 @@ use super::registry::Registry;
 const MAX_MESSAGE: usize = 64 * 1024;
 
 /// Serves the registry on `listener` until the task is dropped.
-pub async fn serve(listener: TcpListener, registry: Arc<Registry>, secret: ClusterSecret) {
+pub async fn serve(
+    listener: TcpListener,
+    registry: Arc<Registry>,
+    stores: Arc<StoreRegistry>,
+    secret: ClusterSecret,
+) {
     let service = InterceptedService::new(
-        FlightServiceServer::new(RegistryService { registry })
+        FlightServiceServer::new(RegistryService { registry, stores })
             .max_decoding_message_size(MAX_MESSAGE),
         secret.verifier().interceptor(),
     );
@@ -41,6 +47,24 @@ pub async fn serve(listener: TcpListener, registry: Arc<Registry>, secret: Clust
 
 struct RegistryService {
     registry: Arc<Registry>,
+    stores: Arc<StoreRegistry>,
+}
+
+impl RegistryService {
+    /// The settings tables gave an object store, for an executor about to
+    /// read it (empty when none: the executor's environment applies).
+    fn store_settings(
+        &self,
+        key: &[u8],
+    ) -> Result<Response<BoxStream<'static, Result<arrow_flight::Result, Status>>>, Status> {
+        let key = std::str::from_utf8(key)
+            .map_err(|_| Status::invalid_argument("store key is not UTF-8"))?;
+        let settings = self.stores.settings(key).unwrap_or_default();
+        let body = serde_json::to_vec(&settings)
+            .map_err(|e| Status::internal(format!("store settings: {e}")))?;
+        let answer = arrow_flight::Result { body: body.into() };
+        Ok(Response::new(Box::pin(stream::iter([Ok(answer)]))))
+    }
 }
 
 fn unsupported<T>() -> Result<T, Status> {
@@ -64,6 +88,9 @@ impl FlightService for RegistryService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.into_inner();
+        if action.r#type == STORE_ACTION {
+            return self.store_settings(&action.body);
+        }
         let beat: Heartbeat = serde_json::from_slice(&action.body)
             .map_err(|e| Status::invalid_argument(format!("bad heartbeat: {e}")))?;
         match action.r#type.as_str() {
