@@ -125,15 +125,19 @@ pub(crate) async fn open(
     at: Option<TimeTravel>,
 ) -> Result<Arc<dyn TableProvider>> {
     let mut table = load(relation).await?;
+    let located = |source| CatalogError::DeltaAt {
+        location: relation.location.clone().unwrap_or_default(),
+        source: Box::new(source),
+    };
     match &at {
         None => {}
         Some(TimeTravel::Version(v)) => {
             if table.version().is_some_and(|latest| *v > latest) {
                 return Err(deltalake::DeltaTableError::InvalidVersion(*v).into());
             }
-            table.load_version(*v).await?
+            table.load_version(*v).await.map_err(located)?
         }
-        Some(TimeTravel::Timestamp(t)) => table.load_with_datetime(*t).await?,
+        Some(TimeTravel::Timestamp(t)) => table.load_with_datetime(*t).await.map_err(located)?,
     }
     let scan = table
         .table_provider()
@@ -161,7 +165,12 @@ pub(crate) async fn load(relation: &Relation) -> Result<DeltaTable> {
         .iter()
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    Ok(deltalake::open_table_with_storage_options(url, options).await?)
+    deltalake::open_table_with_storage_options(url, options)
+        .await
+        .map_err(|source| CatalogError::DeltaAt {
+            location: location.to_string(),
+            source: Box::new(source),
+        })
 }
 
 /// Writes a new Delta table at `url` holding the rows of `input` (none for

@@ -66,6 +66,14 @@ pub enum CatalogError {
     /// delta-rs failed: reading the log, committing, or a conflict.
     #[error("{0}")]
     Delta(#[from] deltalake::DeltaTableError),
+    /// A Delta table that cannot be read, with where it is (a broken log
+    /// or checkpoint names no file of its own).
+    #[error("Delta table at {location}: {source}")]
+    DeltaAt {
+        location: String,
+        #[source]
+        source: Box<deltalake::DeltaTableError>,
+    },
 }
 
 /// Result type of the catalog crate.

@@ -80,13 +80,16 @@ impl LochError {
         }
     }
 
-    /// The client-facing message (without DataFusion's nested prefixes).
+    /// The client-facing message (without DataFusion's nested prefixes,
+    /// and without the stack traces some libraries put in their errors
+    /// when `RUST_BACKTRACE` is set).
     pub fn message(&self) -> String {
-        match self {
+        let message = match self {
             LochError::DataFusion(e) => datafusion_message(e),
             LochError::Catalog(loch_catalog::CatalogError::DataFusion(e)) => datafusion_message(e),
             other => other.to_string(),
-        }
+        };
+        without_backtrace(message)
     }
 }
 
@@ -104,6 +107,7 @@ pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
         C::ReadOnly(_) => "42501",
         C::DataFusion(df) => classify_datafusion(df),
         C::Delta(delta) => classify_delta(delta),
+        C::DeltaAt { source, .. } => classify_delta(source),
         C::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => "58P01",
         C::Io { .. } => "58030",
         C::Parquet(_) => "XX001",
@@ -173,6 +177,8 @@ pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
         DataFusionError::Configuration(_) => "22023",
         DataFusionError::ResourcesExhausted(_) => "53200",
         DataFusionError::IoError(_) | DataFusionError::ObjectStore(_) => "58030",
+        // A file gone between planning and scan is I/O, not corruption.
+        DataFusionError::ParquetError(p) if is_missing_file(p) => "58030",
         DataFusionError::ParquetError(_) => "XX001",
         DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
             classify_datafusion(inner)
@@ -276,6 +282,40 @@ fn classify_arrow(e: &ArrowError) -> &'static str {
 /// A DataFusion error's message, without the wrapper prefixes DataFusion adds
 /// ("Error during planning: ", "External error: ", …) that mean nothing to a
 /// SQL user.
+/// True for a Parquet read that failed because its file is gone.
+fn is_missing_file(e: &datafusion::parquet::errors::ParquetError) -> bool {
+    use datafusion::parquet::errors::ParquetError;
+    match e {
+        ParquetError::External(inner) => inner
+            .downcast_ref::<datafusion::object_store::Error>()
+            .is_some_and(|o| matches!(o, datafusion::object_store::Error::NotFound { .. })),
+        _ => false,
+    }
+}
+
+/// `message` cut where a captured backtrace starts (delta-kernel appends
+/// one to its errors' text: `\n   0: buoyant_kernel::…`).
+fn without_backtrace(message: String) -> String {
+    let cut = message.lines().position(|line| {
+        let line = line.trim_start();
+        line.starts_with("stack backtrace:")
+            || line
+                .split_once(": ")
+                .is_some_and(|(n, _)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+                && line.contains("::")
+    });
+    match cut {
+        Some(n) => message
+            .lines()
+            .take(n)
+            .collect::<Vec<_>>()
+            .join("\n")
+            .trim_end()
+            .to_string(),
+        None => message,
+    }
+}
+
 fn datafusion_message(e: &DataFusionError) -> String {
     match e {
         DataFusionError::SQL(p, _) => parser_message(p),
