@@ -190,6 +190,15 @@ impl StoreRegistry {
             return Ok(());
         }
         let key = store_key(url);
+        // Every statement over a cloud table comes here: when the store
+        // already has these settings, there is nothing to build or swap.
+        let same = self
+            .settings
+            .read()
+            .is_ok_and(|s| s.get(&key) == Some(options));
+        if same {
+            return Ok(());
+        }
         let store = client(url, options)?;
         if let Ok(mut stores) = self.stores.write() {
             stores.insert(key.clone(), store);
