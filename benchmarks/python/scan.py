@@ -32,7 +32,7 @@ def main():
         result["adbc"] = {"rows": rows, "rows_per_s": rows / statistics.median(times)}
         print(f"adbc: {rows} rows, {result['adbc']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
     conninfo = f"host=127.0.0.1 port={port} user=loch dbname=loch"
-    with psycopg.connect(conninfo, autocommit=True) as conn:
+    with psycopg.connect(conninfo, password=password, autocommit=True) as conn:
         start = time.perf_counter()
         rows = 0
         with conn.cursor() as cur:

@@ -177,7 +177,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     let server = Server::start(&bin, &args.data_dir, args.sf, args.executors)?;
     let (client, connection) = tokio_postgres::connect(
         &format!(
-            "host=127.0.0.1 port={} user=loch dbname=loch options='-c search_path=tpch'",
+            "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch options='-c search_path=tpch'",
             server.port
         ),
         tokio_postgres::NoTls,

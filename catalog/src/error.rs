@@ -57,6 +57,11 @@ pub enum CatalogError {
     /// read-only).
     #[error("{0} is a past version of the table and cannot be changed")]
     PastVersion(String),
+    /// `DROP ROLE` of a role that still owns objects.
+    #[error(
+        "role \"{role}\" cannot be dropped because it owns {objects}: change their owner first"
+    )]
+    RoleInUse { role: String, objects: String },
     /// A statement the catalog cannot carry out as written.
     #[error("{0}")]
     Invalid(String),

@@ -12,8 +12,10 @@ pub mod error;
 pub mod maintenance;
 pub mod provider;
 pub mod sample;
+pub mod security;
 pub mod store;
 pub mod stores;
+pub mod view;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -118,7 +120,7 @@ impl LochCatalog {
     }
 
     /// The metadata store.
-    pub fn store(&self) -> &CatalogStore {
+    pub fn store(&self) -> &Arc<CatalogStore> {
         &self.store
     }
 
@@ -141,6 +143,20 @@ impl LochCatalog {
     ) -> Result<()> {
         self.provider.register_schema(name, schema)?;
         Ok(())
+    }
+
+    /// True for the in-memory schemas (the TPC-H sample, `system`).
+    pub fn is_builtin_schema(&self, name: &str) -> bool {
+        self.provider.is_builtin(name)
+    }
+
+    /// True for a table of an in-memory schema.
+    pub fn is_builtin_table(&self, schema: &str, name: &str) -> bool {
+        self.provider.is_builtin(schema)
+            && self
+                .provider
+                .schema(schema)
+                .is_some_and(|s| s.table_exist(name))
     }
 
     fn check_writable_schema(&self, schema: &str) -> Result<()> {

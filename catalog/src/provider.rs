@@ -146,7 +146,11 @@ impl Resolver {
                 relation.schema, relation.name
             )));
         };
-        let input = Arc::unwrap_or_clone(view.input);
+        let input = crate::view::ViewBoundary::wrap(
+            &relation.schema,
+            &relation.name,
+            Arc::unwrap_or_clone(view.input),
+        );
         Ok(Arc::new(ViewTable::new(input, Some(definition))))
     }
 }

@@ -1,7 +1,7 @@
 //! The durable metadata store: one SQLite file in the data directory.
 //!
 //! It holds schemas and relations (external tables, managed Delta tables,
-//! views) — later users and grants. Every change is one SQLite transaction
+//! views), and users, roles, ownership and grants ([`crate::security`]). Every change is one SQLite transaction
 //! in WAL mode with `synchronous = FULL`, so after a crash (even `kill -9`
 //! in the middle of a DDL statement) the store holds either the state before
 //! the statement or the state after it.
@@ -139,6 +139,7 @@ impl CatalogStore {
                      PRIMARY KEY (schema_name, name)
                  );",
             )?;
+            crate::security::create_tables(&tx)?;
             let version: Option<String> = tx
                 .query_row(
                     "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -156,11 +157,15 @@ impl CatalogStore {
                     params![crate::DEFAULT_SCHEMA, now()],
                 )?;
             }
+            crate::security::initialize(&tx)?;
             tx.commit()
         })
     }
 
-    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    pub(crate) fn with_conn<T>(
+        &self,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self
             .conn
             .lock()
@@ -217,6 +222,7 @@ impl CatalogStore {
                 params![name],
             )?;
             tx.execute("DELETE FROM schemas WHERE name = ?1", params![name])?;
+            crate::security::forget_schema(&tx, name)?;
             tx.commit()?;
             Ok(Ok(relations))
         })?;
@@ -322,6 +328,9 @@ impl CatalogStore {
                 "DELETE FROM relations WHERE schema_name = ?1 AND name = ?2",
                 params![schema, name],
             )?;
+            if old.is_some() {
+                crate::security::forget_relation(&tx, schema, name)?;
+            }
             tx.commit()?;
             Ok(old)
         })?
@@ -411,7 +420,7 @@ fn store_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     CatalogError::Store(format!("catalog store {}: {e}", path.display()))
 }
 
-fn now() -> String {
+pub(crate) fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 

@@ -1,14 +1,25 @@
-//! Who may connect. Until users and roles live in the catalog (the security
-//! issue), there is one user, the admin `loch`: its password comes from
-//! `LOCH_ADMIN_PASSWORD` or is generated on first start and written once to
-//! `<data-dir>/admin-password` (mode 0600). In memory it is kept only as a
-//! salted PBKDF2-HMAC-SHA256 hash, the key derivation SCRAM-SHA-256 uses.
+//! Who may connect: passwords as SCRAM-SHA-256 verifiers, the SCRAM
+//! exchange pg wire clients authenticate with, password checks for Flight
+//! SQL's basic auth, and the admin user created on first start.
+//!
+//! The verifier is PostgreSQL's: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
+//! It cannot give the password back, nor let anyone holding it log in
+//! (the proof needs ClientKey, of which StoredKey is only the hash). That is
+//! why the exchange is Loch's own rather than pgwire's `ScramAuth`: the
+//! latter needs the salted password, which is as good as the password for
+//! a SCRAM login (see docs/security.md).
 
 use std::io::Write;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
 use ring::rand::{SecureRandom, SystemRandom};
+use ring::{digest, hmac, pbkdf2};
+
+use loch_catalog::CatalogStore;
+use loch_catalog::security::Role;
 
 /// The admin user `loch local` creates.
 pub const ADMIN_USER: &str = "loch";
@@ -17,65 +28,379 @@ pub const ADMIN_USER: &str = "loch";
 pub const PASSWORD_FILE: &str = "admin-password";
 
 /// PostgreSQL's default `scram_iterations`.
-const ITERATIONS: NonZeroU32 = match NonZeroU32::new(4096) {
-    Some(n) => n,
-    None => NonZeroU32::MIN,
-};
+const ITERATIONS: u32 = 4096;
 
-/// A user name and a salted hash of its password.
-pub struct Credentials {
-    user: String,
-    salt: [u8; 16],
-    hash: [u8; 32],
+/// A parsed SCRAM-SHA-256 verifier.
+#[derive(Clone)]
+pub struct Verifier {
+    iterations: NonZeroU32,
+    salt: Vec<u8>,
+    stored_key: [u8; 32],
+    server_key: [u8; 32],
 }
 
-impl std::fmt::Debug for Credentials {
+impl std::fmt::Debug for Verifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials")
-            .field("user", &self.user)
-            .finish_non_exhaustive()
+        f.debug_struct("Verifier").finish_non_exhaustive()
     }
 }
 
-impl Credentials {
-    /// Credentials for `user` with `password`; the password is hashed at once.
-    pub fn new(user: &str, password: &str) -> Result<Self, AuthError> {
-        let mut salt = [0u8; 16];
+fn hmac_sha256(key: &[u8], message: &[u8]) -> [u8; 32] {
+    let tag = hmac::sign(&hmac::Key::new(hmac::HMAC_SHA256, key), message);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(tag.as_ref());
+    out
+}
+
+fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, data);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// SaltedPassword := Hi(Normalize(password), salt, i) (RFC 5802), with
+/// SASLprep as PostgreSQL applies it (the raw text when it does not apply).
+fn salted_password(password: &str, salt: &[u8], iterations: NonZeroU32) -> [u8; 32] {
+    let prepared = stringprep::saslprep(password)
+        .map(|p| p.into_owned())
+        .unwrap_or_else(|_| password.to_string());
+    let mut out = [0u8; 32];
+    pbkdf2::derive(
+        pbkdf2::PBKDF2_HMAC_SHA256,
+        iterations,
+        salt,
+        prepared.as_bytes(),
+        &mut out,
+    );
+    out
+}
+
+/// Constant-time equality of two keys.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Verifier {
+    /// A verifier for `password` with a fresh random salt.
+    pub fn new(password: &str) -> Result<Self, AuthError> {
+        let mut salt = vec![0u8; 16];
         SystemRandom::new()
             .fill(&mut salt)
             .map_err(|_| AuthError::Random)?;
-        let mut hash = [0u8; 32];
-        ring::pbkdf2::derive(
-            ring::pbkdf2::PBKDF2_HMAC_SHA256,
-            ITERATIONS,
-            &salt,
-            password.as_bytes(),
-            &mut hash,
-        );
-        Ok(Credentials {
-            user: user.to_string(),
+        Ok(Self::with_salt(password, salt, iterations()))
+    }
+
+    fn with_salt(password: &str, salt: Vec<u8>, iterations: NonZeroU32) -> Self {
+        let salted = salted_password(password, &salt, iterations);
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        Verifier {
+            iterations,
             salt,
-            hash,
+            stored_key: sha256(&client_key),
+            server_key: hmac_sha256(&salted, b"Server Key"),
+        }
+    }
+
+    /// Reads PostgreSQL's text form; `None` when it is not one.
+    pub fn parse(text: &str) -> Option<Self> {
+        let rest = text.strip_prefix("SCRAM-SHA-256$")?;
+        let (params, keys) = rest.split_once('$')?;
+        let (iterations, salt) = params.split_once(':')?;
+        let (stored, server) = keys.split_once(':')?;
+        let key = |s: &str| -> Option<[u8; 32]> { B64.decode(s).ok()?.try_into().ok() };
+        Some(Verifier {
+            iterations: NonZeroU32::new(iterations.parse().ok()?)?,
+            salt: B64.decode(salt).ok()?,
+            stored_key: key(stored)?,
+            server_key: key(server)?,
         })
     }
 
-    /// The user name.
-    pub fn user(&self) -> &str {
-        &self.user
+    /// PostgreSQL's text form, what the catalog stores.
+    pub fn to_text(&self) -> String {
+        format!(
+            "SCRAM-SHA-256${}:{}${}:{}",
+            self.iterations,
+            B64.encode(&self.salt),
+            B64.encode(self.stored_key),
+            B64.encode(self.server_key)
+        )
     }
 
-    /// True when `user` and `password` match. An unknown user costs the same
-    /// hash computation as a wrong password, so timing tells neither apart.
-    pub fn verify(&self, user: &str, password: &str) -> bool {
-        let password_ok = ring::pbkdf2::verify(
-            ring::pbkdf2::PBKDF2_HMAC_SHA256,
-            ITERATIONS,
-            &self.salt,
-            password.as_bytes(),
-            &self.hash,
-        )
-        .is_ok();
-        password_ok && user == self.user
+    /// True when `password` is the one this verifier was made from.
+    pub fn matches(&self, password: &str) -> bool {
+        let salted = salted_password(password, &self.salt, self.iterations);
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        same(&sha256(&client_key), &self.stored_key)
+    }
+}
+
+fn iterations() -> NonZeroU32 {
+    NonZeroU32::new(ITERATIONS).unwrap_or(NonZeroU32::MIN)
+}
+
+/// Why a login failed. Both say the same to the client; the SQLSTATE
+/// differs (28000 for an unknown user, 28P01 for a wrong password).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginFailure {
+    /// No such role, or one that may not log in or has no password.
+    UnknownUser,
+    WrongPassword,
+}
+
+impl LoginFailure {
+    pub fn sqlstate(self) -> &'static str {
+        match self {
+            LoginFailure::UnknownUser => "28000",
+            LoginFailure::WrongPassword => "28P01",
+        }
+    }
+
+    /// The message, the same for both causes.
+    pub fn message(user: &str) -> String {
+        format!("password authentication failed for user \"{user}\"")
+    }
+}
+
+/// Where logins are checked: the roles of the catalog store.
+#[derive(Clone)]
+pub struct Users {
+    store: std::sync::Arc<CatalogStore>,
+    /// Per-process key for the made-up salts of unknown users, so the
+    /// exchange for a user that does not exist looks like a real one.
+    mock_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Users {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Users").finish_non_exhaustive()
+    }
+}
+
+impl Users {
+    pub fn new(store: std::sync::Arc<CatalogStore>) -> Result<Self, AuthError> {
+        let mut mock_key = [0u8; 32];
+        SystemRandom::new()
+            .fill(&mut mock_key)
+            .map_err(|_| AuthError::Random)?;
+        Ok(Users { store, mock_key })
+    }
+
+    /// The role `user` logs in as, when it exists, may log in, and has a
+    /// password.
+    pub fn login_role(&self, user: &str) -> Option<(Role, Verifier)> {
+        let role = match self.store.role(user) {
+            Ok(role) => role?,
+            Err(e) => {
+                tracing::error!(error = %e, "reading roles");
+                return None;
+            }
+        };
+        if !role.login {
+            return None;
+        }
+        let verifier = Verifier::parse(role.verifier.as_deref()?)?;
+        Some((role, verifier))
+    }
+
+    /// The verifier to run SCRAM with: the user's, or a made-up one (a salt
+    /// stable per user name, keys nobody can match) for an unknown user.
+    pub fn scram_verifier(&self, user: &str) -> (Option<Role>, Verifier) {
+        match self.login_role(user) {
+            Some((role, verifier)) => (Some(role), verifier),
+            None => {
+                let salt = hmac_sha256(&self.mock_key, user.as_bytes())[..16].to_vec();
+                let mut keys = [0u8; 32];
+                // A key of random bytes: no proof can hash to it.
+                let _ = SystemRandom::new().fill(&mut keys);
+                (
+                    None,
+                    Verifier {
+                        iterations: iterations(),
+                        salt,
+                        stored_key: keys,
+                        server_key: keys,
+                    },
+                )
+            }
+        }
+    }
+
+    /// Checks a clear-text password (Flight SQL basic auth). Blocking: the
+    /// key derivation is deliberately slow, and costs the same for an
+    /// unknown user.
+    pub fn check_password(&self, user: &str, password: &str) -> Result<Role, LoginFailure> {
+        let (role, verifier) = self.scram_verifier(user);
+        let ok = verifier.matches(password);
+        match role {
+            None => Err(LoginFailure::UnknownUser),
+            Some(_) if !ok => Err(LoginFailure::WrongPassword),
+            Some(role) => Ok(role),
+        }
+    }
+}
+
+/// Creates the admin role on first start, or resets its password when
+/// `from_env` (`LOCH_ADMIN_PASSWORD`) is given. Returns where the password
+/// is, and the password itself when it was generated just now (to print
+/// once).
+pub fn bootstrap_admin(
+    store: &CatalogStore,
+    data_dir: &Path,
+    from_env: Option<String>,
+) -> Result<(PasswordSource, Option<String>), AuthError> {
+    let existing = store.role(ADMIN_USER)?;
+    let file = data_dir.join(PASSWORD_FILE);
+    let (password, source, generated) = match (existing.as_ref(), from_env) {
+        (_, Some(password)) => {
+            let (password, source) = admin_password(data_dir, Some(password))?;
+            (password, source, false)
+        }
+        (Some(_), None) => {
+            // The admin exists: its password is whatever it was set to.
+            return Ok((PasswordSource::File(file), None));
+        }
+        (None, None) => {
+            let fresh = !file.exists();
+            let (password, source) = admin_password(data_dir, None)?;
+            (password, source, fresh)
+        }
+    };
+    let role = Role {
+        name: ADMIN_USER.to_string(),
+        login: true,
+        superuser: true,
+        verifier: Some(Verifier::new(&password)?.to_text()),
+        connection_limit: None,
+    };
+    if existing.is_some() {
+        store.update_role(&role)?;
+    } else {
+        store.create_role(&role)?;
+    }
+    Ok((source, generated.then_some(password)))
+}
+
+// ---------------------------------------------------------------- SCRAM
+
+/// A SCRAM-SHA-256 exchange in progress (server side, RFC 5802/7677,
+/// without channel binding).
+pub struct ScramExchange {
+    verifier: Verifier,
+    known: bool,
+    gs2_header: String,
+    client_first_bare: String,
+    server_first: String,
+    nonce: String,
+}
+
+impl std::fmt::Debug for ScramExchange {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScramExchange").finish_non_exhaustive()
+    }
+}
+
+/// A malformed SCRAM message (a protocol violation, 08P01).
+#[derive(Debug, thiserror::Error)]
+#[error("malformed SCRAM message: {0}")]
+pub struct ScramError(pub &'static str);
+
+impl ScramExchange {
+    /// Reads the client-first message and answers with the server-first one.
+    pub fn start(
+        client_first: &[u8],
+        verifier: Verifier,
+        known: bool,
+    ) -> Result<(Self, String), ScramError> {
+        let text = std::str::from_utf8(client_first).map_err(|_| ScramError("not UTF-8"))?;
+        // gs2-header: "n,," or "y,," (no channel binding), optional authzid.
+        let mut parts = text.splitn(3, ',');
+        let flag = parts.next().ok_or(ScramError("no GS2 header"))?;
+        let authzid = parts.next().ok_or(ScramError("no GS2 header"))?;
+        let bare = parts.next().ok_or(ScramError("no client-first-bare"))?;
+        match flag {
+            "n" | "y" => {}
+            f if f.starts_with("p=") => {
+                return Err(ScramError("channel binding is not offered"));
+            }
+            _ => return Err(ScramError("bad GS2 flag")),
+        }
+        let client_nonce = bare
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_graphic() && c != ','))
+            .ok_or(ScramError("no client nonce"))?;
+        let mut server_nonce = [0u8; 18];
+        SystemRandom::new()
+            .fill(&mut server_nonce)
+            .map_err(|_| ScramError("random generator failed"))?;
+        let nonce = format!("{client_nonce}{}", B64.encode(server_nonce));
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            B64.encode(&verifier.salt),
+            verifier.iterations
+        );
+        let exchange = ScramExchange {
+            verifier,
+            known,
+            gs2_header: format!("{flag},{authzid},"),
+            client_first_bare: bare.to_string(),
+            server_first: server_first.clone(),
+            nonce,
+        };
+        Ok((exchange, server_first))
+    }
+
+    /// Checks the client-final message: the server-final message to send
+    /// on success, or why the login failed.
+    pub fn finish(&self, client_final: &[u8]) -> Result<Result<String, LoginFailure>, ScramError> {
+        let text = std::str::from_utf8(client_final).map_err(|_| ScramError("not UTF-8"))?;
+        let (without_proof, proof) = text
+            .rsplit_once(",p=")
+            .ok_or(ScramError("no client proof"))?;
+        let mut binding = None;
+        let mut nonce = None;
+        for attr in without_proof.split(',') {
+            if let Some(v) = attr.strip_prefix("c=") {
+                binding = Some(v);
+            } else if let Some(v) = attr.strip_prefix("r=") {
+                nonce = Some(v);
+            }
+        }
+        let binding = binding.ok_or(ScramError("no channel binding attribute"))?;
+        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+            return Err(ScramError("channel binding does not match"));
+        }
+        if nonce != Some(self.nonce.as_str()) {
+            return Err(ScramError("nonce does not match"));
+        }
+        let proof: [u8; 32] = B64
+            .decode(proof)
+            .ok()
+            .and_then(|p| p.try_into().ok())
+            .ok_or(ScramError("bad client proof"))?;
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
+        let client_signature = hmac_sha256(&self.verifier.stored_key, auth_message.as_bytes());
+        let mut client_key = [0u8; 32];
+        for (k, (p, s)) in client_key
+            .iter_mut()
+            .zip(proof.iter().zip(client_signature))
+        {
+            *k = p ^ s;
+        }
+        let proved = same(&sha256(&client_key), &self.verifier.stored_key);
+        if !self.known {
+            return Ok(Err(LoginFailure::UnknownUser));
+        }
+        if !proved {
+            return Ok(Err(LoginFailure::WrongPassword));
+        }
+        let server_signature = hmac_sha256(&self.verifier.server_key, auth_message.as_bytes());
+        Ok(Ok(format!("v={}", B64.encode(server_signature))))
     }
 }
 
@@ -92,6 +417,8 @@ pub enum AuthError {
     },
     #[error("{0} is empty")]
     EmptyPassword(String),
+    #[error("catalog store: {0}")]
+    Catalog(#[from] loch_catalog::CatalogError),
 }
 
 /// Where the admin password came from.
@@ -203,12 +530,67 @@ mod tests {
     use super::*;
 
     #[test]
-    fn verify_needs_both_user_and_password() {
-        let c = Credentials::new("loch", "s3cret").unwrap();
-        assert!(c.verify("loch", "s3cret"));
-        assert!(!c.verify("loch", "s3cret "));
-        assert!(!c.verify("other", "s3cret"));
-        assert!(!format!("{c:?}").contains("s3cret"));
+    fn verifiers_match_their_password_only() {
+        let v = Verifier::new("s3cret").unwrap();
+        assert!(v.matches("s3cret"));
+        assert!(!v.matches("s3cret "));
+        let text = v.to_text();
+        assert!(text.starts_with("SCRAM-SHA-256$4096:"));
+        assert!(!text.contains("s3cret"));
+        let back = Verifier::parse(&text).unwrap();
+        assert!(back.matches("s3cret"));
+        assert!(Verifier::parse("md5abc").is_none());
+    }
+
+    /// The client side of RFC 5802, to drive the server side.
+    fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
+        let mut salt = None;
+        let mut iters = None;
+        let mut nonce = None;
+        for a in server_first.split(',') {
+            if let Some(v) = a.strip_prefix("s=") {
+                salt = Some(B64.decode(v).unwrap());
+            } else if let Some(v) = a.strip_prefix("i=") {
+                iters = Some(v.parse::<u32>().unwrap());
+            } else if let Some(v) = a.strip_prefix("r=") {
+                nonce = Some(v.to_string());
+            }
+        }
+        let salted = salted_password(
+            password,
+            &salt.unwrap(),
+            NonZeroU32::new(iters.unwrap()).unwrap(),
+        );
+        let client_key = hmac_sha256(&salted, b"Client Key");
+        let stored = sha256(&client_key);
+        let without_proof = format!("c=biws,r={}", nonce.unwrap());
+        let auth = format!("{client_first_bare},{server_first},{without_proof}");
+        let sig = hmac_sha256(&stored, auth.as_bytes());
+        let proof: Vec<u8> = client_key.iter().zip(sig).map(|(a, b)| a ^ b).collect();
+        format!("{without_proof},p={}", B64.encode(proof))
+    }
+
+    #[test]
+    fn scram_exchange_accepts_the_password_and_refuses_others() {
+        let v = Verifier::new("pencil").unwrap();
+        let bare = "n=,r=rOprNGfwEbeRWgbNEkqO";
+        for (password, known, expect) in [
+            ("pencil", true, None),
+            ("pen", true, Some(LoginFailure::WrongPassword)),
+            ("pencil", false, Some(LoginFailure::UnknownUser)),
+        ] {
+            let (ex, first) =
+                ScramExchange::start(format!("n,,{bare}").as_bytes(), v.clone(), known).unwrap();
+            let fin = client_final(password, bare, &first);
+            let result = ex.finish(fin.as_bytes()).unwrap();
+            assert_eq!(result.as_ref().err().copied(), expect, "{password} {known}");
+            if expect.is_none() {
+                assert!(result.unwrap().starts_with("v="));
+            }
+        }
+        // A proof for another nonce is a protocol error.
+        let (ex, _) = ScramExchange::start(format!("n,,{bare}").as_bytes(), v, true).unwrap();
+        assert!(ex.finish(b"c=biws,r=other,p=AAAA").is_err());
     }
 
     #[test]

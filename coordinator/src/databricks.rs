@@ -69,6 +69,7 @@ impl DeltaCommand {
 pub enum Piece {
     Sql(String),
     Delta(DeltaCommand),
+    Security(crate::security::SecurityCommand),
 }
 
 /// Rewrites the Databricks spellings of `CREATE TABLE` and time travel;
@@ -89,6 +90,9 @@ pub fn delta_utilities(sql: &str, dialect: &dyn Dialect) -> Result<Option<Vec<Pi
     let statements: Vec<&[Token]> = tokens.split(|t| matches!(t, Token::SemiColon)).collect();
     let is_utility = |statement: &[Token]| {
         let words = significant(statement);
+        if crate::security::is_security_statement(&words) {
+            return true;
+        }
         match words.first() {
             Some(t)
                 if is(t, Keyword::OPTIMIZE) || is(t, Keyword::VACUUM) || is_word(t, "RESTORE") =>
@@ -106,8 +110,11 @@ pub fn delta_utilities(sql: &str, dialect: &dyn Dialect) -> Result<Option<Vec<Pi
     }
     let mut pieces = Vec::new();
     for statement in statements {
-        if is_utility(statement) {
-            pieces.push(Piece::Delta(parse_utility(&significant(statement))?));
+        let words = significant(statement);
+        if crate::security::is_security_statement(&words) {
+            pieces.push(Piece::Security(crate::security::parse(&words)?));
+        } else if is_utility(statement) {
+            pieces.push(Piece::Delta(parse_utility(&words)?));
         } else if !significant(statement).is_empty() {
             pieces.push(Piece::Sql(
                 statement.iter().map(|t| t.to_string()).collect(),
@@ -117,12 +124,12 @@ pub fn delta_utilities(sql: &str, dialect: &dyn Dialect) -> Result<Option<Vec<Pi
     Ok(Some(pieces))
 }
 
-fn is(t: &Token, k: Keyword) -> bool {
+pub(crate) fn is(t: &Token, k: Keyword) -> bool {
     matches!(t, Token::Word(w) if w.keyword == k)
 }
 
 /// An unquoted word that sqlparser has no keyword for.
-fn is_word(t: &Token, word: &str) -> bool {
+pub(crate) fn is_word(t: &Token, word: &str) -> bool {
     matches!(t, Token::Word(w) if w.quote_style.is_none() && w.value.eq_ignore_ascii_case(word))
 }
 
@@ -135,7 +142,7 @@ fn next(tokens: &[Token], mut i: usize) -> usize {
 }
 
 /// The tokens of a statement without whitespace and comments.
-fn significant(tokens: &[Token]) -> Vec<Token> {
+pub(crate) fn significant(tokens: &[Token]) -> Vec<Token> {
     tokens
         .iter()
         .filter(|t| !matches!(t, Token::Whitespace(_)))
@@ -144,7 +151,7 @@ fn significant(tokens: &[Token]) -> Vec<Token> {
 }
 
 /// An identifier as PostgreSQL reads it: unquoted names fold to lower case.
-fn ident(word: &Word) -> String {
+pub(crate) fn ident(word: &Word) -> String {
     if word.quote_style.is_some() {
         word.value.clone()
     } else {
@@ -313,28 +320,28 @@ fn parse_utility(tokens: &[Token]) -> Result<DeltaCommand, LochError> {
 }
 
 /// A cursor over significant tokens.
-struct Tokens<'a> {
-    tokens: &'a [Token],
-    at: usize,
+pub(crate) struct Tokens<'a> {
+    pub(crate) tokens: &'a [Token],
+    pub(crate) at: usize,
 }
 
 impl Tokens<'_> {
-    fn peek(&self) -> Option<&Token> {
+    pub(crate) fn peek(&self) -> Option<&Token> {
         self.tokens.get(self.at)
     }
 
-    fn at_end(&self) -> bool {
+    pub(crate) fn at_end(&self) -> bool {
         matches!(self.peek(), None | Some(Token::EOF))
     }
 
-    fn error(&self, what: &str) -> LochError {
+    pub(crate) fn error(&self, what: &str) -> LochError {
         match self.peek() {
             Some(t) if !self.at_end() => LochError::Syntax(format!("{what}, found {t}")),
             _ => LochError::Syntax(format!("{what}, found the end of the statement")),
         }
     }
 
-    fn keyword(&mut self, k: Keyword) -> bool {
+    pub(crate) fn keyword(&mut self, k: Keyword) -> bool {
         let found = self.peek().is_some_and(|t| is(t, k));
         if found {
             self.at += 1;
@@ -342,7 +349,7 @@ impl Tokens<'_> {
         found
     }
 
-    fn word(&mut self, word: &str) -> bool {
+    pub(crate) fn word(&mut self, word: &str) -> bool {
         let found = self.peek().is_some_and(|t| is_word(t, word));
         if found {
             self.at += 1;
@@ -350,7 +357,7 @@ impl Tokens<'_> {
         found
     }
 
-    fn expect(&mut self, k: Keyword) -> Result<(), LochError> {
+    pub(crate) fn expect(&mut self, k: Keyword) -> Result<(), LochError> {
         if self.keyword(k) {
             Ok(())
         } else {
@@ -358,7 +365,7 @@ impl Tokens<'_> {
         }
     }
 
-    fn token(&mut self, token: &Token) -> bool {
+    pub(crate) fn token(&mut self, token: &Token) -> bool {
         let found = self.peek() == Some(token);
         if found {
             self.at += 1;
@@ -366,7 +373,7 @@ impl Tokens<'_> {
         found
     }
 
-    fn end(&self) -> Result<(), LochError> {
+    pub(crate) fn end(&self) -> Result<(), LochError> {
         if self.at_end() {
             Ok(())
         } else {
@@ -374,7 +381,7 @@ impl Tokens<'_> {
         }
     }
 
-    fn identifier(&mut self) -> Result<String, LochError> {
+    pub(crate) fn identifier(&mut self) -> Result<String, LochError> {
         match self.peek() {
             Some(Token::Word(w)) => {
                 let name = ident(w);
@@ -386,7 +393,7 @@ impl Tokens<'_> {
     }
 
     /// `name`, `schema.name` or `database.schema.name`.
-    fn table_name(&mut self) -> Result<Vec<String>, LochError> {
+    pub(crate) fn table_name(&mut self) -> Result<Vec<String>, LochError> {
         let mut parts = vec![self.identifier()?];
         while self.token(&Token::Period) {
             parts.push(self.identifier()?);
@@ -400,7 +407,7 @@ impl Tokens<'_> {
         Ok(parts)
     }
 
-    fn number(&mut self) -> Result<u64, LochError> {
+    pub(crate) fn number(&mut self) -> Result<u64, LochError> {
         match self.peek() {
             Some(Token::Number(n, _)) => {
                 let n = n
@@ -413,7 +420,7 @@ impl Tokens<'_> {
         }
     }
 
-    fn float(&mut self) -> Result<f64, LochError> {
+    pub(crate) fn float(&mut self) -> Result<f64, LochError> {
         match self.peek() {
             Some(Token::Number(n, _)) => {
                 let n = n.parse().map_err(|_| self.error("expected a number"))?;
@@ -424,7 +431,7 @@ impl Tokens<'_> {
         }
     }
 
-    fn string(&mut self) -> Result<String, LochError> {
+    pub(crate) fn string(&mut self) -> Result<String, LochError> {
         match self.peek() {
             Some(Token::SingleQuotedString(s)) => {
                 let s = s.clone();
@@ -583,7 +590,7 @@ mod tests {
         let parse = |sql: &str| match delta_utilities(sql, &PostgreSqlDialect {}) {
             Ok(Some(mut pieces)) if pieces.len() == 1 => match pieces.remove(0) {
                 Piece::Delta(c) => Some(c),
-                Piece::Sql(_) => None,
+                Piece::Sql(_) | Piece::Security(_) => None,
             },
             _ => None,
         };

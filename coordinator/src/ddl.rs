@@ -27,9 +27,8 @@ pub(crate) async fn run(
     let result = match ddl {
         DdlStatement::CreateCatalogSchema(create) => {
             let done = schema_name(&create.schema_name).and_then(|name| {
-                catalog(session)
-                    .create_schema(&name, create.if_not_exists)
-                    .map_err(LochError::from)
+                catalog(session).create_schema(&name, create.if_not_exists)?;
+                claim(session, &name, "")
             });
             done.map(|()| command("CREATE SCHEMA", None))
         }
@@ -42,11 +41,15 @@ pub(crate) async fn run(
             done.map(|()| command("DROP SCHEMA", None))
         }
         DdlStatement::CreateExternalTable(create) => match table_name(session, &create.name) {
-            Ok((schema, name)) => catalog(session)
-                .create_external_table(&schema, &name, create)
-                .await
-                .map(|_| command("CREATE TABLE", None))
-                .map_err(LochError::from),
+            Ok((schema, name)) => {
+                match catalog(session)
+                    .create_external_table(&schema, &name, create)
+                    .await
+                {
+                    Ok(_) => claim(session, &schema, &name).map(|()| command("CREATE TABLE", None)),
+                    Err(e) => Err(e.into()),
+                }
+            }
             Err(e) => Err(e),
         },
         DdlStatement::CreateMemoryTable(create) => {
@@ -58,7 +61,7 @@ pub(crate) async fn run(
                 LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row
             );
             match table_name(session, &create.name) {
-                Ok((schema, name)) => catalog(session)
+                Ok((schema, name)) => match catalog(session)
                     .create_managed_table(
                         &schema,
                         &name,
@@ -68,12 +71,14 @@ pub(crate) async fn run(
                         undistributed(session.context().state()),
                     )
                     .await
-                    .map(|rows| match (is_ctas, rows) {
+                {
+                    Ok(rows) => claim(session, &schema, &name).map(|()| match (is_ctas, rows) {
                         // PostgreSQL answers CREATE TABLE AS with the row count.
                         (true, Some(rows)) => command("SELECT", Some(rows as usize)),
                         _ => command("CREATE TABLE", None),
-                    })
-                    .map_err(LochError::from),
+                    }),
+                    Err(e) => Err(e.into()),
+                },
                 Err(e) => Err(e),
             }
         }
@@ -87,16 +92,14 @@ pub(crate) async fn run(
                 )));
             };
             table_name(session, &create.name).and_then(|(schema, name)| {
-                catalog(session)
-                    .create_view(
-                        &schema,
-                        &name,
-                        definition,
-                        create.or_replace,
-                        &current_schema(session),
-                    )
-                    .map(|()| command("CREATE VIEW", None))
-                    .map_err(LochError::from)
+                catalog(session).create_view(
+                    &schema,
+                    &name,
+                    definition,
+                    create.or_replace,
+                    &current_schema(session),
+                )?;
+                claim(session, &schema, &name).map(|()| command("CREATE VIEW", None))
             })
         }
         DdlStatement::DropTable(drop) => {
@@ -125,6 +128,8 @@ pub(crate) async fn run_delta(
         _ => return Err(LochError::Syntax("a table name is needed".into())),
     };
     let (schema, name) = table_name(session, &reference)?;
+    let reads_only = matches!(command, DeltaCommand::History { .. });
+    crate::security::authorize_delta(session, &schema, &name, reads_only)?;
     let table = catalog(session).delta_table(&schema, &name).await?;
     let batch = match command {
         DeltaCommand::History { limit, .. } => maintenance::history(&table, limit).await?,
@@ -173,6 +178,15 @@ fn drop_relation(
     ))
 }
 
+/// Makes the session's user the owner of what it just created (an object
+/// that had an owner keeps it).
+fn claim(session: &Session, schema: &str, name: &str) -> Result<(), LochError> {
+    catalog(session)
+        .store()
+        .claim_owner(schema, name, session.user())?;
+    Ok(())
+}
+
 fn command(tag: &str, rows: Option<usize>) -> Output {
     Output::Command {
         tag: tag.to_string(),
@@ -185,7 +199,7 @@ fn catalog(session: &Session) -> &loch_catalog::LochCatalog {
 }
 
 /// The schema unqualified names resolve in (the first of `search_path`).
-fn current_schema(session: &Session) -> String {
+pub(crate) fn current_schema(session: &Session) -> String {
     session
         .context()
         .state()
@@ -197,7 +211,10 @@ fn current_schema(session: &Session) -> String {
 }
 
 /// (schema, name) of a table reference, resolved against the session.
-fn table_name(session: &Session, name: &TableReference) -> Result<(String, String), LochError> {
+pub(crate) fn table_name(
+    session: &Session,
+    name: &TableReference,
+) -> Result<(String, String), LochError> {
     match name {
         TableReference::Bare { table } => Ok((current_schema(session), table.to_string())),
         TableReference::Partial { schema, table } => Ok((schema.to_string(), table.to_string())),
@@ -213,7 +230,7 @@ fn table_name(session: &Session, name: &TableReference) -> Result<(String, Strin
 }
 
 /// A schema name, possibly qualified with the database.
-fn schema_name(name: &str) -> Result<String, LochError> {
+pub(crate) fn schema_name(name: &str) -> Result<String, LochError> {
     match name.split_once('.') {
         Some((database, schema)) => {
             check_database(database)?;

@@ -55,6 +55,28 @@ pub enum LochError {
     /// table's metadata.
     #[error("{0}")]
     Catalog(#[from] loch_catalog::CatalogError),
+    /// The user lacks a privilege: `object` names what was refused.
+    #[error("permission denied for {0}")]
+    PermissionDenied(String),
+    /// A role that does not exist.
+    #[error("role \"{0}\" does not exist")]
+    UnknownRole(String),
+    /// `CREATE ROLE` of a role that exists.
+    #[error("role \"{0}\" already exists")]
+    RoleExists(String),
+    /// The session's user was dropped or lost `LOGIN` since it connected.
+    #[error("role \"{0}\" no longer exists or may no longer log in: reconnect")]
+    SessionRoleGone(String),
+    /// A grant that cannot be made (wrong privilege for the object, a cycle
+    /// of role memberships).
+    #[error("{0}")]
+    InvalidGrant(String),
+    /// A name Loch keeps for itself.
+    #[error("{0}")]
+    ReservedName(String),
+    /// The object is in use (the current user cannot be dropped).
+    #[error("{0}")]
+    ObjectInUse(String),
     /// A real bug: a state Loch should never reach.
     #[error("internal error: {0}")]
     Internal(String),
@@ -76,6 +98,13 @@ impl LochError {
             LochError::UnknownPreparedStatement => "26000",
             LochError::TooMany(_) => "53400",
             LochError::Catalog(e) => classify_catalog(e),
+            LochError::PermissionDenied(_) => "42501",
+            LochError::UnknownRole(_) => "42704",
+            LochError::RoleExists(_) => "42710",
+            LochError::SessionRoleGone(_) => "28000",
+            LochError::InvalidGrant(_) => "0LP01",
+            LochError::ReservedName(_) => "42939",
+            LochError::ObjectInUse(_) => "55006",
             LochError::Internal(_) => "XX000",
         }
     }
@@ -99,7 +128,7 @@ pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
     match e {
         C::SchemaNotFound(_) => "3F000",
         C::SchemaExists(_) => "42P06",
-        C::SchemaNotEmpty { .. } => "2BP01",
+        C::SchemaNotEmpty { .. } | C::RoleInUse { .. } => "2BP01",
         C::RelationExists { .. } => "42P07",
         C::RelationNotFound { .. } => "42P01",
         C::WrongKind { .. } | C::PastVersion(_) => "42809",

@@ -11,7 +11,7 @@ use loch_executor::cluster::ClusterSecret;
 use loch_executor::{Engine, EngineOptions};
 use tokio::net::TcpListener;
 
-use crate::auth::{ADMIN_USER, AuthError, Credentials, PasswordSource, admin_password};
+use crate::auth::{AuthError, PasswordSource, Users, bootstrap_admin};
 use crate::cluster::{Children, Registry, distribution, system::system_schema};
 use crate::flight::{LochFlightSql, Sessions};
 use crate::pgwire::{LochHandlers, serve};
@@ -86,6 +86,8 @@ pub struct Running {
     pub flight_addr: Option<SocketAddr>,
     /// Where the admin password came from.
     pub password_source: PasswordSource,
+    /// The admin password, when this start generated it (printed once).
+    pub generated_password: Option<String>,
     /// The cluster endpoint executors register with, when there is one.
     pub cluster_addr: Option<SocketAddr>,
     /// The executor registry, when there is a cluster.
@@ -177,16 +179,16 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         .catalog()
         .provider()
         .register_schema("system", system_schema(registry.clone())?)?;
-    let (password, password_source) =
-        admin_password(&options.data_dir, options.admin_password.clone())?;
-    let credentials = Arc::new(Credentials::new(ADMIN_USER, &password)?);
-    drop(password);
+    let store = Arc::clone(engine.catalog().store());
+    let (password_source, generated_password) =
+        bootstrap_admin(&store, &options.data_dir, options.admin_password.clone())?;
+    let users = Users::new(store)?;
     let (listener, pg_addr) = listen(options.pg_addr).await?;
     let flight_addr = match options.flight_addr {
         Some(addr) => {
             let (flight_listener, flight_addr) = listen(addr).await?;
             let sessions = Arc::new(Sessions::new(options.flight_token_ttl));
-            let service = LochFlightSql::new(engine.clone(), credentials, Arc::clone(&sessions))
+            let service = LochFlightSql::new(engine.clone(), users.clone(), Arc::clone(&sessions))
                 .map_err(StartError::Flight)?;
             tasks.push(tokio::spawn(crate::flight::serve(
                 flight_listener,
@@ -197,12 +199,13 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         }
         None => None,
     };
-    let handlers = Arc::new(LochHandlers::new(engine));
+    let handlers = Arc::new(LochHandlers::new(engine, users));
     tasks.push(tokio::spawn(serve(listener, handlers)));
     Ok(Running {
         pg_addr,
         flight_addr,
         password_source,
+        generated_password,
         cluster_addr,
         registry,
         children,

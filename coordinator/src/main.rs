@@ -259,8 +259,8 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
             && !addr.ip().is_loopback()
         {
             eprintln!(
-                "loch: {flag} {addr} is not a loopback address; pg wire has no authentication \
-                 and neither protocol has TLS yet, so Loch only listens on loopback there"
+                "loch: {flag} {addr} is not a loopback address; neither protocol has TLS yet, \
+                 so Loch only listens on loopback there"
             );
             return ExitCode::FAILURE;
         }
@@ -272,12 +272,18 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let password = match (&running.generated_password, &running.password_source) {
+        (Some(generated), PasswordSource::File(path)) => {
+            format!("password {generated}, kept in {}", path.display())
+        }
+        (_, PasswordSource::Environment) => "password from LOCH_ADMIN_PASSWORD".to_string(),
+        (_, PasswordSource::File(path)) => format!(
+            "password as last set; the first one is in {}",
+            path.display()
+        ),
+    };
     if let Some(flight) = running.flight_addr {
-        let password = match &running.password_source {
-            PasswordSource::Environment => "password from LOCH_ADMIN_PASSWORD".to_string(),
-            PasswordSource::File(path) => format!("password in {}", path.display()),
-        };
-        println!("Flight SQL on grpc://{flight}   (user {ADMIN_USER}, {password})");
+        println!("Flight SQL on grpc://{flight}   (user {ADMIN_USER})");
     }
     if let (Some(cluster), Some(registry)) = (running.cluster_addr, &running.registry) {
         println!(
@@ -287,7 +293,7 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
     }
     let addr = running.pg_addr;
     println!(
-        "Loch is ready: psql -h {} -p {} -U loch   (no authentication yet: listening on loopback only)",
+        "Loch is ready: psql -h {} -p {} -U {ADMIN_USER}   ({password})",
         addr.ip(),
         addr.port()
     );

@@ -243,6 +243,7 @@ impl Session {
                 })
             }
             Command::Delta(command) => crate::ddl::run_delta(self, command).await,
+            Command::Security(command) => crate::security::run(self, command).await,
             Command::Query(statement) => {
                 let plan = self.plan(*statement).await?;
                 self.execute_with(plan, tag, cancel).await
@@ -266,6 +267,8 @@ impl Session {
         let (plan, param_types) = match &command {
             Command::Query(statement) => {
                 let plan = self.plan((**statement).clone()).await?;
+                // Describing a table reveals its columns: checked now too.
+                crate::security::authorize(self, &plan)?;
                 let types = ordered_parameter_types(&plan)?;
                 (Some(plan), types)
             }
@@ -368,6 +371,7 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
+        crate::security::authorize(self, &plan)?;
         if let LogicalPlan::Explain(explain) = &plan
             && !explain.verbose
             && self.engine.is_distributed()
@@ -737,7 +741,7 @@ fn parse_options(options: &str) -> Vec<(String, String)> {
 }
 
 /// A one-batch result of text columns.
-fn text_rows(schema: SchemaRef, columns: Vec<Vec<&str>>) -> Result<Output, LochError> {
+pub(crate) fn text_rows(schema: SchemaRef, columns: Vec<Vec<&str>>) -> Result<Output, LochError> {
     let arrays: Vec<ArrayRef> = columns
         .into_iter()
         .map(|values| Arc::new(StringArray::from(values)) as ArrayRef)

@@ -33,6 +33,8 @@ pub enum Command {
     Discard,
     /// `DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`, `RESTORE` of a Delta table.
     Delta(DeltaCommand),
+    /// Roles, grants and ownership (`CREATE ROLE`, `GRANT`, `SHOW GRANTS`, …).
+    Security(crate::security::SecurityCommand),
     /// Anything else: planned and run by DataFusion.
     Query(Box<DfStatement>),
 }
@@ -58,6 +60,7 @@ impl Command {
             Command::Rollback => "ROLLBACK".into(),
             Command::Discard => "DISCARD ALL".into(),
             Command::Delta(command) => command.tag().into(),
+            Command::Security(command) => command.tag().into(),
             Command::Query(stmt) => query_tag(stmt),
         }
     }
@@ -73,6 +76,7 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
     for piece in pieces {
         match piece {
             Piece::Delta(command) => commands.push(Command::Delta(command)),
+            Piece::Security(command) => commands.push(Command::Security(command)),
             Piece::Sql(text) => commands.extend(parse_sql(&text, &dialect)?),
         }
     }
@@ -179,6 +183,9 @@ pub(crate) fn canonical_name(name: &str) -> String {
 /// that returns rows (`SHOW`); `None` for everything else.
 pub fn command_schema(command: &Command) -> Option<arrow::datatypes::SchemaRef> {
     use arrow::datatypes::{DataType, Field, Schema};
+    if let Command::Security(crate::security::SecurityCommand::ShowGrants { .. }) = command {
+        return Some(crate::security::show_grants_schema());
+    }
     let Command::Show { name } = command else {
         return None;
     };

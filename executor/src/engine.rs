@@ -16,6 +16,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use loch_catalog::deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 use loch_catalog::stores::StoreRegistry;
+use loch_catalog::view::StripViewBoundaries;
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
 
 use crate::cpu::CpuRuntime;
@@ -83,6 +84,7 @@ impl Engine {
             .with_config(base_config(target_partitions))
             .with_runtime_env(runtime.clone())
             .with_default_features()
+            .with_analyzer_rule(Arc::new(StripViewBoundaries))
             .build();
         let catalog = LochCatalog::open(
             &options.data_dir,
@@ -139,6 +141,7 @@ impl Engine {
             .with_config(base_config(self.target_partitions))
             .with_runtime_env(self.runtime.clone())
             .with_default_features()
+            .with_analyzer_rule(Arc::new(StripViewBoundaries))
             .with_query_planner(Arc::new(LocalPlanner));
         if let Some(distribution) = &self.distribution {
             builder = distribution(builder);

@@ -33,6 +33,8 @@ pub struct LochServer {
     pub scale: f64,
     /// The data directory.
     pub data_dir: PathBuf,
+    /// The admin password given through `LOCH_ADMIN_PASSWORD`, if any.
+    env_password: Option<String>,
     log_path: PathBuf,
     _log_dir: tempfile::TempDir,
 }
@@ -152,6 +154,10 @@ impl LochServer {
             flight_port,
             scale: sample_scale,
             data_dir: data_dir.to_path_buf(),
+            env_password: envs
+                .iter()
+                .find(|(k, _)| *k == "LOCH_ADMIN_PASSWORD")
+                .map(|(_, v)| v.to_string()),
             log_path,
             _log_dir: log_dir,
         }
@@ -163,8 +169,12 @@ impl LochServer {
         format!("grpc://127.0.0.1:{}", self.flight_port)
     }
 
-    /// The admin password `loch local` generated into the data directory.
+    /// The admin password: the one given through `LOCH_ADMIN_PASSWORD`,
+    /// else the one `loch local` generated into the data directory.
     pub fn password(&self) -> String {
+        if let Some(password) = &self.env_password {
+            return password.clone();
+        }
         let path = self.data_dir.join("admin-password");
         std::fs::read_to_string(&path)
             .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
@@ -172,9 +182,18 @@ impl LochServer {
             .to_string()
     }
 
-    /// A libpq-style connection string for user `loch`.
+    /// A libpq-style connection string for the admin user `loch`.
     pub fn conn_str(&self) -> String {
-        format!("host=127.0.0.1 port={} user=loch dbname=loch", self.port)
+        self.conn_str_as("loch", &self.password())
+    }
+
+    /// A libpq-style connection string for `user` with `password`.
+    pub fn conn_str_as(&self, user: &str, password: &str) -> String {
+        format!(
+            "host=127.0.0.1 port={} user={user} dbname=loch password='{}'",
+            self.port,
+            password.replace('\\', "\\\\").replace('\'', "\\'")
+        )
     }
 
     /// Connects with tokio-postgres and drives the connection in the background.
@@ -292,6 +311,8 @@ pub fn run_python_script<S: AsRef<std::ffi::OsStr>>(
     let out = Command::new(python())
         .arg(&script)
         .args(args)
+        // libpq-based clients (psycopg) read the admin password from here.
+        .env("PGPASSWORD", server.password())
         .output()
         .unwrap_or_else(|e| panic!("running python: {e}"));
     assert!(

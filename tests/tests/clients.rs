@@ -17,7 +17,8 @@ fn psql_command(server: &LochServer) -> Command {
     let mut command = Command::new("psql");
     command
         .args(["-h", "127.0.0.1", "-p", &server.port.to_string()])
-        .args(["-U", "loch", "-d", "loch", "-X"]);
+        .args(["-U", "loch", "-d", "loch", "-X"])
+        .env("PGPASSWORD", server.password());
     command
 }
 

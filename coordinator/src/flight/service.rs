@@ -40,7 +40,7 @@ use tonic::{Request, Response, Status, Streaming};
 use super::metadata::{to_wire, wire_schema};
 use super::sessions::{FlightSession, Sessions, Work};
 use super::status::{status, unauthenticated};
-use crate::auth::Credentials;
+use crate::auth::{LoginFailure, Users};
 use crate::error::LochError;
 use crate::session::{CancelState, Output, Prepared, Session, bind_values};
 
@@ -49,23 +49,19 @@ type DoGetStream = <LochFlightSql as FlightService>::DoGetStream;
 /// The Flight SQL front door.
 pub struct LochFlightSql {
     engine: Engine,
-    credentials: Arc<Credentials>,
+    users: Users,
     sessions: Arc<Sessions>,
     sql_info: SqlInfoData,
     xdbc_info: XdbcTypeInfoData,
 }
 
 impl LochFlightSql {
-    /// A service running sessions on `engine` for the users `credentials`
-    /// admits, with tokens kept in `sessions`.
-    pub fn new(
-        engine: Engine,
-        credentials: Arc<Credentials>,
-        sessions: Arc<Sessions>,
-    ) -> Result<Self, LochError> {
+    /// A service running sessions on `engine` for the users of the
+    /// catalog, with tokens kept in `sessions`.
+    pub fn new(engine: Engine, users: Users, sessions: Arc<Sessions>) -> Result<Self, LochError> {
         Ok(LochFlightSql {
             engine,
-            credentials,
+            users,
             sessions,
             sql_info: super::metadata::sql_info()?,
             xdbc_info: super::metadata::xdbc_type_info()?,
@@ -467,16 +463,14 @@ impl FlightSqlService for LochFlightSql {
             .ok_or_else(|| unauthenticated("malformed basic authorization"))?;
         // PBKDF2 is deliberately slow: off the async workers. One message
         // for an unknown user and a wrong password.
-        let credentials = Arc::clone(&self.credentials);
+        let users = self.users.clone();
         let (u, p) = (user.to_string(), password.to_string());
-        let verified = tokio::task::spawn_blocking(move || credentials.verify(&u, &p))
+        let verified = tokio::task::spawn_blocking(move || users.check_password(&u, &p))
             .await
-            .unwrap_or(false);
-        if !verified {
+            .unwrap_or(Err(LoginFailure::UnknownUser));
+        if verified.is_err() {
             tracing::info!(user, "flight sql: password authentication failed");
-            return Err(unauthenticated(&format!(
-                "password authentication failed for user \"{user}\""
-            )));
+            return Err(unauthenticated(&LoginFailure::message(user)));
         }
         let session = Session::new(&self.engine, user, loch_catalog::DATABASE_NAME, &[])
             .map_err(|e| status(&e))?;

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use async_trait::async_trait;
 use bytes::Bytes;
 use datafusion::arrow::datatypes::DataType;
-use futures::{Sink, StreamExt};
+use futures::{Sink, SinkExt, StreamExt};
 use pgwire::api::auth::{
     DefaultServerParameterProvider, StartupHandler, finish_authentication, protocol_negotiation,
     save_startup_parameters_to_metadata,
@@ -21,15 +21,18 @@ use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
     ClientInfo, ClientPortalStore, ErrorHandler, METADATA_DATABASE, METADATA_USER,
-    PgWireServerHandlers, PidSecretKeyGenerator, RandomPidSecretKeyGenerator, Type,
+    PgWireConnectionState, PgWireServerHandlers, PidSecretKeyGenerator,
+    RandomPidSecretKeyGenerator, Type,
 };
 use pgwire::error::{ErrorInfo, PgWireError, PgWireResult};
 use pgwire::messages::cancel::CancelRequest;
 use pgwire::messages::response::TransactionStatus;
+use pgwire::messages::startup::Authentication;
 use pgwire::messages::{PgWireBackendMessage, PgWireFrontendMessage};
 use pgwire::types::format::FormatOptions;
 
 use super::response::{error_info, fields, pg_error, to_response};
+use crate::auth::{LoginFailure, ScramExchange, Users};
 use crate::error::LochError;
 use crate::session::{CancelState, Prepared, SERVER_VERSION, Session};
 use crate::statement::{self, Command};
@@ -41,18 +44,22 @@ pub const DEFAULT_USER: &str = "loch";
 /// All pg wire handlers of one server; shared by every connection.
 pub struct LochHandlers {
     engine: Engine,
+    users: Users,
     cancels: Arc<CancelRegistry>,
+    connections: Arc<ConnectionCounts>,
     /// One generator for the server, so backend pids are unique.
     keys: Arc<RandomPidSecretKeyGenerator>,
     parser: Arc<LochQueryParser>,
 }
 
 impl LochHandlers {
-    /// Handlers that run every session on `engine`.
-    pub fn new(engine: Engine) -> Self {
+    /// Handlers that log `users` in and run their sessions on `engine`.
+    pub fn new(engine: Engine, users: Users) -> Self {
         LochHandlers {
             engine,
+            users,
             cancels: Arc::new(CancelRegistry::default()),
+            connections: Arc::new(ConnectionCounts::default()),
             keys: Arc::new(RandomPidSecretKeyGenerator::default()),
             parser: Arc::new(LochQueryParser),
         }
@@ -75,8 +82,11 @@ impl PgWireServerHandlers for LochHandlers {
     fn startup_handler(&self) -> Arc<impl StartupHandler> {
         Arc::new(Startup {
             engine: self.engine.clone(),
+            users: self.users.clone(),
             cancels: Arc::clone(&self.cancels),
+            connections: Arc::clone(&self.connections),
             keys: Arc::clone(&self.keys),
+            login: Default::default(),
         })
     }
 
@@ -93,11 +103,21 @@ impl PgWireServerHandlers for LochHandlers {
 
 // ---------------------------------------------------------------- startup
 
+/// The startup handler of one connection (pgwire asks for one per
+/// connection): it runs the SCRAM-SHA-256 login.
 struct Startup {
     engine: Engine,
+    users: Users,
     cancels: Arc<CancelRegistry>,
+    connections: Arc<ConnectionCounts>,
     keys: Arc<RandomPidSecretKeyGenerator>,
+    login: tokio::sync::Mutex<Login>,
 }
+
+const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+
+/// Startup parameters other than user and database.
+type Params = Vec<(String, String)>;
 
 fn fatal(code: &str, message: String) -> PgWireError {
     PgWireError::UserError(Box::new(ErrorInfo::new(
@@ -105,6 +125,21 @@ fn fatal(code: &str, message: String) -> PgWireError {
         code.to_owned(),
         message,
     )))
+}
+
+/// Where a connection's login stands.
+#[derive(Default)]
+enum Login {
+    /// The startup message has not come yet.
+    #[default]
+    AwaitingStartup,
+    /// `AuthenticationSASL` was sent: waiting for the client-first message.
+    /// Holds the startup parameters to apply to the session.
+    AwaitingClientFirst(Params),
+    /// The server-first message was sent.
+    AwaitingClientFinal(Box<ScramExchange>, Params),
+    /// Logged in or failed: nothing more to read.
+    Done,
 }
 
 #[async_trait]
@@ -119,24 +154,124 @@ impl StartupHandler for Startup {
         C::Error: Debug,
         PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
     {
-        let PgWireFrontendMessage::Startup(startup) = message else {
-            return Err(fatal("08P01", "expected a startup message".into()));
+        let state = std::mem::take(&mut *self.login.lock().await);
+        let next = match (state, message) {
+            (Login::AwaitingStartup, PgWireFrontendMessage::Startup(startup)) => {
+                protocol_negotiation(client, &startup).await?;
+                save_startup_parameters_to_metadata(client, &startup);
+                let params: Params = startup
+                    .parameters
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != METADATA_USER && k.as_str() != METADATA_DATABASE)
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect();
+                client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                client
+                    .send(PgWireBackendMessage::Authentication(Authentication::SASL(
+                        vec![SCRAM_SHA_256.to_string()],
+                    )))
+                    .await?;
+                Login::AwaitingClientFirst(params)
+            }
+            (
+                Login::AwaitingClientFirst(params),
+                PgWireFrontendMessage::PasswordMessageFamily(msg),
+            ) => {
+                let initial = msg.into_sasl_initial_response()?;
+                if initial.auth_method != SCRAM_SHA_256 {
+                    return Err(fatal(
+                        "28000",
+                        format!(
+                            "SASL mechanism {:?} is not offered: use {SCRAM_SHA_256}",
+                            initial.auth_method
+                        ),
+                    ));
+                }
+                let user = user_of(client);
+                let users = self.users.clone();
+                // The verifier lookup touches the store: off the async workers.
+                let (role, verifier) =
+                    tokio::task::spawn_blocking(move || users.scram_verifier(&user))
+                        .await
+                        .map_err(|e| fatal("XX000", format!("login task failed: {e}")))?;
+                let data = initial.data.unwrap_or_default();
+                let (exchange, server_first) =
+                    ScramExchange::start(&data, verifier, role.is_some())
+                        .map_err(|e| fatal("08P01", e.to_string()))?;
+                client
+                    .send(PgWireBackendMessage::Authentication(
+                        Authentication::SASLContinue(Bytes::from(server_first)),
+                    ))
+                    .await?;
+                Login::AwaitingClientFinal(Box::new(exchange), params)
+            }
+            (
+                Login::AwaitingClientFinal(exchange, params),
+                PgWireFrontendMessage::PasswordMessageFamily(msg),
+            ) => {
+                let response = msg.into_sasl_response()?;
+                let user = user_of(client);
+                match exchange
+                    .finish(&response.data)
+                    .map_err(|e| fatal("08P01", e.to_string()))?
+                {
+                    Ok(server_final) => {
+                        client
+                            .send(PgWireBackendMessage::Authentication(
+                                Authentication::SASLFinal(Bytes::from(server_final)),
+                            ))
+                            .await?;
+                        self.open_session(client, &user, &params).await?;
+                    }
+                    Err(failure) => {
+                        tracing::info!(user, peer = %client.socket_addr(), "pg wire: password authentication failed");
+                        return Err(fatal(failure.sqlstate(), LoginFailure::message(&user)));
+                    }
+                }
+                Login::Done
+            }
+            _ => {
+                return Err(fatal(
+                    "08P01",
+                    "unexpected message during authentication".into(),
+                ));
+            }
         };
-        protocol_negotiation(client, &startup).await?;
-        save_startup_parameters_to_metadata(client, &startup);
-        let user = client
-            .metadata()
-            .get(METADATA_USER)
-            .cloned()
-            .unwrap_or_else(|| DEFAULT_USER.to_string());
-        let params: Vec<(String, String)> = startup
-            .parameters
-            .iter()
-            .filter(|(k, _)| k.as_str() != METADATA_USER && k.as_str() != METADATA_DATABASE)
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
+        *self.login.lock().await = next;
+        Ok(())
+    }
+}
+
+/// The user a connection logs in as (the startup message's `user`).
+fn user_of<C: ClientInfo + ?Sized>(client: &C) -> String {
+    client
+        .metadata()
+        .get(METADATA_USER)
+        .cloned()
+        .unwrap_or_else(|| DEFAULT_USER.to_string())
+}
+
+impl Startup {
+    /// After a successful login: the connection limit, the session, the
+    /// cancel key, and the parameters clients read.
+    async fn open_session<C>(&self, client: &mut C, user: &str, params: &Params) -> PgWireResult<()>
+    where
+        C: ClientInfo + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        let role = self
+            .users
+            .login_role(user)
+            .map(|(role, _)| role)
+            .ok_or_else(|| fatal("28000", LoginFailure::message(user)))?;
+        let slot = self
+            .connections
+            .acquire(user, role.connection_limit)
+            .ok_or_else(|| fatal("53300", format!("too many connections for role \"{user}\"")))?;
+        client.session_extensions().insert(slot);
         // Every database name a client asks for reaches the one Loch catalog.
-        let session = Session::new(&self.engine, &user, loch_catalog::DATABASE_NAME, &params)
+        let session = Session::new(&self.engine, user, loch_catalog::DATABASE_NAME, params)
             .map_err(|e| fatal(e.sqlstate(), e.message()))?;
         let (pid, secret) = self.keys.generate(client);
         client.set_pid_and_secret_key(pid, secret.clone());
@@ -150,11 +285,52 @@ impl StartupHandler for Startup {
         parameters.server_version = SERVER_VERSION.to_string();
         parameters.date_style = "ISO, MDY".to_string();
         parameters.time_zone = "UTC".to_string();
-        parameters.is_superuser = true;
+        parameters.is_superuser = role.superuser;
         parameters.search_path = session_of(client)
             .map(|s| s.setting("search_path"))
             .unwrap_or_default();
         finish_authentication(client, &parameters).await
+    }
+}
+
+/// Open connections per user, for `CONNECTION LIMIT`.
+#[derive(Default)]
+pub struct ConnectionCounts {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+impl ConnectionCounts {
+    /// A slot for one more connection of `user`, unless `limit` is reached.
+    fn acquire(self: &Arc<Self>, user: &str, limit: Option<u32>) -> Option<ConnectionSlot> {
+        let mut open = self.open.lock().ok()?;
+        let count = open.entry(user.to_string()).or_default();
+        if limit.is_some_and(|limit| *count >= limit as usize) {
+            return None;
+        }
+        *count += 1;
+        Some(ConnectionSlot {
+            counts: Arc::clone(self),
+            user: user.to_string(),
+        })
+    }
+}
+
+/// One open connection of a user; frees its slot when the connection ends.
+struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    user: String,
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        if let Ok(mut open) = self.counts.open.lock()
+            && let Some(count) = open.get_mut(&self.user)
+        {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
     }
 }
 

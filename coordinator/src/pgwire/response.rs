@@ -19,8 +19,14 @@ pub fn pg_error(e: &LochError) -> PgWireError {
 }
 
 /// The `ErrorResponse` fields for a Loch error.
+/// A session whose role was dropped ends (FATAL closes the connection),
+/// as `DROP ROLE` promises.
 pub fn error_info(e: &LochError) -> ErrorInfo {
-    ErrorInfo::new("ERROR".to_owned(), e.sqlstate().to_owned(), e.message())
+    let severity = match e {
+        LochError::SessionRoleGone(_) => "FATAL",
+        _ => "ERROR",
+    };
+    ErrorInfo::new(severity.to_owned(), e.sqlstate().to_owned(), e.message())
 }
 
 /// Column descriptions for a result schema in the requested formats.
