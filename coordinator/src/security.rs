@@ -16,13 +16,14 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use loch_catalog::DATABASE_NAME;
 use loch_catalog::security::{Grant, PUBLIC, Privilege, Role, Securable, SecurityState};
 use loch_catalog::view::ViewBoundary;
+use loch_catalog::{CatalogStore, DATABASE_NAME};
 
 use crate::auth::{ADMIN_USER, Verifier};
 use crate::databricks::{Tokens, is_word};
@@ -779,42 +780,145 @@ pub fn authorize_delta(
     }
 }
 
-/// True when the session's user may see `schema.name` in catalog listings:
-/// it has some privilege on it, or owns it.
-pub fn visible_filter(session: &Session) -> Result<impl Fn(&str, &str) -> bool, LochError> {
-    let state = snapshot(session)?;
-    let me = Principal::of(&state, session.user());
-    Ok(move |schema: &str, name: &str| {
-        let checker_state = &state;
+/// Whether `user` may see `schema.name` (a schema when `name` is "") in
+/// catalog listings: it owns it, or may use the schema and holds some
+/// privilege on the table. Read once per listing.
+fn visibility(store: &CatalogStore, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
+    let state = store.security_state().unwrap_or_else(|e| {
+        tracing::error!(error = %e, "reading grants for a catalog listing");
+        SecurityState::default()
+    });
+    let me = Principal::of(&state, user);
+    move |schema: &str, name: &str| {
         if me.superuser || OPEN_SCHEMAS.contains(&schema) {
             return true;
         }
-        let owns = |s: &str, n: &str| {
-            checker_state
-                .owner(s, n)
-                .is_some_and(|o| me.roles.contains(o))
-        };
+        let owns = |s: &str, n: &str| state.owner(s, n).is_some_and(|o| me.roles.contains(o));
         if owns(schema, name) || owns(schema, "") {
             return true;
         }
-        let usage = checker_state.grants.iter().any(|g| {
-            me.roles.contains(&g.grantee)
+        let mine = |g: &&Grant| me.roles.contains(&g.grantee);
+        let usage = state.grants.iter().filter(mine).any(|g| {
+            g.privilege == Privilege::Usage
                 && matches!(&g.securable, Securable::Schema { schema: s } if s == schema)
-                && g.privilege == Privilege::Usage
         });
-        if !usage {
-            return false;
-        }
-        name.is_empty()
-            || checker_state.grants.iter().any(|g| {
-                me.roles.contains(&g.grantee)
-                    && match &g.securable {
+        usage
+            && (name.is_empty()
+                || state
+                    .grants
+                    .iter()
+                    .filter(mine)
+                    .any(|g| match &g.securable {
                         Securable::Table { schema: s, name: n } => s == schema && n == name,
                         Securable::AllTables { schema: s } => s == schema,
                         Securable::Schema { .. } => false,
-                    }
-            })
-    })
+                    }))
+    }
+}
+
+/// The catalog as one user sees it in listings (`information_schema`,
+/// `SHOW TABLES`, Flight SQL `GetDbSchemas`/`GetTables`): schemas and
+/// tables it may not use are left out. Naming one still resolves, so a
+/// query of a hidden table is refused with 42501, not 42P01.
+#[derive(Debug)]
+pub struct VisibleCatalog {
+    inner: Arc<dyn CatalogProvider>,
+    store: Arc<CatalogStore>,
+    user: String,
+}
+
+impl VisibleCatalog {
+    pub fn new(inner: Arc<dyn CatalogProvider>, store: Arc<CatalogStore>, user: &str) -> Self {
+        VisibleCatalog {
+            inner,
+            store,
+            user: user.to_string(),
+        }
+    }
+}
+
+impl CatalogProvider for VisibleCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let visible = visibility(&self.store, &self.user);
+        self.inner
+            .schema_names()
+            .into_iter()
+            .filter(|s| visible(s, ""))
+            .collect()
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        let inner = self.inner.schema(name)?;
+        Some(Arc::new(VisibleSchema {
+            inner,
+            name: name.to_string(),
+            store: Arc::clone(&self.store),
+            user: self.user.clone(),
+        }))
+    }
+
+    fn register_schema(
+        &self,
+        name: &str,
+        schema: Arc<dyn SchemaProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.register_schema(name, schema)
+    }
+
+    fn deregister_schema(
+        &self,
+        name: &str,
+        cascade: bool,
+    ) -> datafusion::error::Result<Option<Arc<dyn SchemaProvider>>> {
+        self.inner.deregister_schema(name, cascade)
+    }
+}
+
+/// One schema of a [`VisibleCatalog`].
+#[derive(Debug)]
+struct VisibleSchema {
+    inner: Arc<dyn SchemaProvider>,
+    name: String,
+    store: Arc<CatalogStore>,
+    user: String,
+}
+
+#[async_trait::async_trait]
+impl SchemaProvider for VisibleSchema {
+    fn table_names(&self) -> Vec<String> {
+        let visible = visibility(&self.store, &self.user);
+        self.inner
+            .table_names()
+            .into_iter()
+            .filter(|t| visible(&self.name, t))
+            .collect()
+    }
+
+    async fn table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        self.inner.table(name).await
+    }
+
+    fn register_table(
+        &self,
+        name: String,
+        table: Arc<dyn datafusion::catalog::TableProvider>,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        self.inner.register_table(name, table)
+    }
+
+    fn deregister_table(
+        &self,
+        name: &str,
+    ) -> datafusion::error::Result<Option<Arc<dyn datafusion::catalog::TableProvider>>> {
+        self.inner.deregister_table(name)
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
 }
 
 // ---------------------------------------------------------------- running

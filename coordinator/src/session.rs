@@ -159,6 +159,15 @@ impl Session {
         startup: &[(String, String)],
     ) -> Result<Self, LochError> {
         let ctx = engine.new_session()?;
+        // Listings show this user only what it may use.
+        ctx.register_catalog(
+            loch_catalog::DATABASE_NAME,
+            Arc::new(crate::security::VisibleCatalog::new(
+                engine.catalog().provider(),
+                Arc::clone(engine.catalog().store()),
+                user,
+            )),
+        );
         ctx.register_udf(version_udf());
         let session = Session {
             ctx,
