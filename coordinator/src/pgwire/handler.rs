@@ -546,6 +546,8 @@ impl SimpleQueryHandler for QueryHandler {
                     };
                     responses.push(response);
                 }
+                // A dropped role's session ends: FATAL closes the connection.
+                Err(e @ LochError::SessionRoleGone(_)) => return Err(pg_error(&e)),
                 Err(e) => {
                     // Earlier statements' results still reach the client; the
                     // rest of the query string is skipped, as in PostgreSQL.
