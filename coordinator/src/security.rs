@@ -244,13 +244,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         while p.token(&Token::Comma) {
             roles.push(role_name(&mut p)?);
         }
-        if !(if grant { p.word("TO") } else { p.word("FROM") }) {
-            return Err(p.error(if grant {
-                "expected TO"
-            } else {
-                "expected FROM"
-            }));
-        }
+        to_or_from(&mut p, grant)?;
         let members = grantees(&mut p)?;
         p.end()?;
         return Ok(SecurityCommand::Membership {
@@ -290,13 +284,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         return Err(p.error("expected ON"));
     }
     let target = target(&mut p)?;
-    if !(if grant { p.word("TO") } else { p.word("FROM") }) {
-        return Err(p.error(if grant {
-            "expected TO"
-        } else {
-            "expected FROM"
-        }));
-    }
+    to_or_from(&mut p, grant)?;
     let grantees = grantees(&mut p)?;
     if grant && p.word("WITH") {
         return Err(LochError::NotSupported("WITH GRANT OPTION".into()));
@@ -323,6 +311,16 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         target,
         grantees,
     })
+}
+
+/// `TO` after a `GRANT`, `FROM` after a `REVOKE`.
+fn to_or_from(p: &mut Tokens<'_>, grant: bool) -> Result<(), LochError> {
+    match grant {
+        true if p.word("TO") => Ok(()),
+        false if p.word("FROM") => Ok(()),
+        true => Err(p.error("expected TO")),
+        false => Err(p.error("expected FROM")),
+    }
 }
 
 fn role_name(p: &mut Tokens<'_>) -> Result<String, LochError> {
