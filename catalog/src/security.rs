@@ -138,6 +138,20 @@ impl Securable {
         })
     }
 
+    /// True when a table grant on this covers table or view `schema.name`.
+    pub fn covers_table(&self, schema: &str, name: &str) -> bool {
+        match self {
+            Securable::Table { schema: s, name: n } => s == schema && n == name,
+            Securable::AllTables { schema: s } => s == schema,
+            Securable::Schema { .. } => false,
+        }
+    }
+
+    /// True when this is schema `schema` itself.
+    pub fn is_schema(&self, schema: &str) -> bool {
+        matches!(self, Securable::Schema { schema: s } if s == schema)
+    }
+
     /// `TABLE s.t`, `ALL TABLES IN SCHEMA s`, `SCHEMA s`.
     pub fn describe(&self) -> (&'static str, String) {
         match self {

@@ -119,15 +119,7 @@ pub(crate) async fn run_delta(
     session: &Session,
     command: DeltaCommand,
 ) -> Result<Output, LochError> {
-    let reference = match command.table() {
-        [table] => TableReference::bare(table.as_str()),
-        [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
-        [database, schema, table] => {
-            TableReference::full(database.as_str(), schema.as_str(), table.as_str())
-        }
-        _ => return Err(LochError::Syntax("a table name is needed".into())),
-    };
-    let (schema, name) = table_name(session, &reference)?;
+    let (schema, name) = table_name(session, &reference(command.table())?)?;
     let reads_only = matches!(command, DeltaCommand::History { .. });
     crate::security::authorize_delta(session, &schema, &name, reads_only)?;
     let table = catalog(session).delta_table(&schema, &name).await?;
@@ -208,6 +200,18 @@ pub(crate) fn current_schema(session: &Session) -> String {
         .catalog
         .default_schema
         .clone()
+}
+
+/// A table name as Loch's own parsers read it (`t`, `s.t`, `db.s.t`).
+pub(crate) fn reference(parts: &[String]) -> Result<TableReference, LochError> {
+    Ok(match parts {
+        [table] => TableReference::bare(table.as_str()),
+        [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
+        [database, schema, table] => {
+            TableReference::full(database.as_str(), schema.as_str(), table.as_str())
+        }
+        _ => return Err(LochError::Syntax("a table name is needed".into())),
+    })
 }
 
 /// (schema, name) of a table reference, resolved against the session.

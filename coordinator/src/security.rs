@@ -170,7 +170,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         if if_not_exists && !(p.word("NOT") && p.word("EXISTS")) {
             return Err(p.error("expected IF NOT EXISTS"));
         }
-        let name = role_name(&mut p)?;
+        let name = p.identifier()?;
         let mut options = role_options(&mut p)?;
         if is_user && options.login.is_none() {
             options.login = Some(true);
@@ -187,16 +187,13 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         if if_exists && !p.word("EXISTS") {
             return Err(p.error("expected IF EXISTS"));
         }
-        let mut names = vec![role_name(&mut p)?];
-        while p.token(&Token::Comma) {
-            names.push(role_name(&mut p)?);
-        }
+        let names = name_list(&mut p)?;
         p.end()?;
         return Ok(SecurityCommand::DropRole { names, if_exists });
     }
     if p.word("ALTER") {
         if p.word("ROLE") || p.word("USER") || p.word("GROUP") {
-            let name = role_name(&mut p)?;
+            let name = p.identifier()?;
             let options = role_options(&mut p)?;
             return Ok(SecurityCommand::AlterRole { name, options });
         }
@@ -210,7 +207,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
                 "ALTER TABLE other than OWNER TO".into(),
             ));
         }
-        let owner = role_name(&mut p)?;
+        let owner = p.identifier()?;
         p.end()?;
         return Ok(SecurityCommand::Owner {
             schema_level,
@@ -226,7 +223,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
             None
         };
         let to = if p.word("TO") || p.word("FOR") {
-            Some(role_name(&mut p)?)
+            Some(p.identifier()?)
         } else {
             None
         };
@@ -240,10 +237,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
     // A privilege list is followed by ON; a role list by TO/FROM.
     let has_on = words[p.at..].iter().any(|t| is_word(t, "ON"));
     if !has_on {
-        let mut roles = vec![role_name(&mut p)?];
-        while p.token(&Token::Comma) {
-            roles.push(role_name(&mut p)?);
-        }
+        let roles = name_list(&mut p)?;
         to_or_from(&mut p, grant)?;
         let members = grantees(&mut p)?;
         p.end()?;
@@ -323,11 +317,6 @@ fn to_or_from(p: &mut Tokens<'_>, grant: bool) -> Result<(), LochError> {
     }
 }
 
-fn role_name(p: &mut Tokens<'_>) -> Result<String, LochError> {
-    let name = p.identifier()?;
-    Ok(name)
-}
-
 fn grantees(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
     let mut out = Vec::new();
     loop {
@@ -335,7 +324,7 @@ fn grantees(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
         if matches!(p.tokens.get(p.at + 1), Some(Token::Word(_))) {
             let _ = p.word("ROLE") || p.word("USER") || p.word("GROUP");
         }
-        out.push(role_name(p)?);
+        out.push(p.identifier()?);
         if !p.token(&Token::Comma) {
             return Ok(out);
         }
@@ -347,10 +336,10 @@ fn target(p: &mut Tokens<'_>) -> Result<Target, LochError> {
         if !(p.word("TABLES") && p.word("IN") && p.word("SCHEMA")) {
             return Err(p.error("expected ALL TABLES IN SCHEMA"));
         }
-        return Ok(Target::AllTablesIn(schema_list(p)?));
+        return Ok(Target::AllTablesIn(name_list(p)?));
     }
     if p.word("SCHEMA") {
-        return Ok(Target::Schemas(schema_list(p)?));
+        return Ok(Target::Schemas(name_list(p)?));
     }
     if !p.word("TABLE") {
         p.word("VIEW");
@@ -362,7 +351,8 @@ fn target(p: &mut Tokens<'_>) -> Result<Target, LochError> {
     Ok(Target::Tables(tables))
 }
 
-fn schema_list(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
+/// `name [, name …]`: roles or schemas.
+fn name_list(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
     let mut out = vec![p.identifier()?];
     while p.token(&Token::Comma) {
         out.push(p.identifier()?);
@@ -468,7 +458,7 @@ impl Principal {
 /// Privilege checks over one snapshot of the grants.
 struct Checker<'a> {
     state: &'a SecurityState,
-    session: &'a Session,
+    store: &'a CatalogStore,
 }
 
 impl Checker<'_> {
@@ -478,37 +468,32 @@ impl Checker<'_> {
             .is_some_and(|owner| who.roles.contains(owner))
     }
 
+    /// True when a grant to one of `who`'s roles matches `privilege`
+    /// (any privilege when `None`) and `on`.
     fn granted(
         &self,
         who: &Principal,
-        privilege: Privilege,
+        privilege: Option<Privilege>,
         on: impl Fn(&Securable) -> bool,
     ) -> bool {
-        self.state
-            .grants
-            .iter()
-            .any(|g| g.privilege == privilege && who.roles.contains(&g.grantee) && on(&g.securable))
+        self.state.grants.iter().any(|g| {
+            privilege.is_none_or(|p| g.privilege == p)
+                && who.roles.contains(&g.grantee)
+                && on(&g.securable)
+        })
     }
 
     fn may_use_schema(&self, who: &Principal, schema: &str) -> bool {
         who.superuser
             || OPEN_SCHEMAS.contains(&schema)
             || self.owns(who, schema, "")
-            || self.granted(
-                who,
-                Privilege::Usage,
-                |s| matches!(s, Securable::Schema { schema: s } if s == schema),
-            )
+            || self.granted(who, Some(Privilege::Usage), |s| s.is_schema(schema))
     }
 
     fn may_create_in(&self, who: &Principal, schema: &str) -> bool {
         who.superuser
             || self.owns(who, schema, "")
-            || self.granted(
-                who,
-                Privilege::Create,
-                |s| matches!(s, Securable::Schema { schema: s } if s == schema),
-            )
+            || self.granted(who, Some(Privilege::Create), |s| s.is_schema(schema))
     }
 
     fn check_create_in(&self, who: &Principal, schema: &str) -> Result<(), LochError> {
@@ -533,12 +518,7 @@ impl Checker<'_> {
         if !self.may_use_schema(who, schema) {
             return Err(LochError::PermissionDenied(format!("schema {schema}")));
         }
-        let granted = self.granted(who, privilege, |s| match s {
-            Securable::Table { schema: s, name: n } => s == schema && n == name,
-            Securable::AllTables { schema: s } => s == schema,
-            Securable::Schema { .. } => false,
-        });
-        if granted {
+        if self.granted(who, Some(privilege), |s| s.covers_table(schema, name)) {
             Ok(())
         } else {
             Err(LochError::PermissionDenied(format!(
@@ -633,12 +613,7 @@ impl Checker<'_> {
                     Some(owner) => Principal::of(self.state, owner),
                     None => Principal::system(),
                 };
-                let relation = self
-                    .session
-                    .engine()
-                    .catalog()
-                    .store()
-                    .relation(&view.schema, &view.name)?;
+                let relation = self.store.relation(&view.schema, &view.name)?;
                 let view_schema = relation
                     .and_then(|r| r.default_schema)
                     .unwrap_or_else(|| view.schema.clone());
@@ -752,7 +727,7 @@ pub fn authorize(session: &Session, plan: &LogicalPlan) -> Result<(), LochError>
     }
     let checker = Checker {
         state: &state,
-        session,
+        store: session.engine().catalog().store(),
     };
     checker.check_plan(&me, plan, &ddl::current_schema(session))
 }
@@ -769,7 +744,7 @@ pub fn authorize_delta(
     let me = Principal::of(&state, session.user());
     let checker = Checker {
         state: &state,
-        session,
+        store: session.engine().catalog().store(),
     };
     if reads_only {
         checker.check_table(&me, Privilege::Select, schema, name)
@@ -780,37 +755,22 @@ pub fn authorize_delta(
 
 /// Whether `user` may see `schema.name` (a schema when `name` is "") in
 /// catalog listings: it owns it, or may use the schema and holds some
-/// privilege on the table. Read once per listing.
-fn visibility(store: &CatalogStore, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
+/// privilege on the table. Reads the grants once per listing.
+fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
     let state = store.security_state().unwrap_or_else(|e| {
         tracing::error!(error = %e, "reading grants for a catalog listing");
         SecurityState::default()
     });
     let me = Principal::of(&state, user);
     move |schema: &str, name: &str| {
-        if me.superuser || OPEN_SCHEMAS.contains(&schema) {
-            return true;
-        }
-        let owns = |s: &str, n: &str| state.owner(s, n).is_some_and(|o| me.roles.contains(o));
-        if owns(schema, name) || owns(schema, "") {
-            return true;
-        }
-        let mine = |g: &&Grant| me.roles.contains(&g.grantee);
-        let usage = state.grants.iter().filter(mine).any(|g| {
-            g.privilege == Privilege::Usage
-                && matches!(&g.securable, Securable::Schema { schema: s } if s == schema)
-        });
-        usage
-            && (name.is_empty()
-                || state
-                    .grants
-                    .iter()
-                    .filter(mine)
-                    .any(|g| match &g.securable {
-                        Securable::Table { schema: s, name: n } => s == schema && n == name,
-                        Securable::AllTables { schema: s } => s == schema,
-                        Securable::Schema { .. } => false,
-                    }))
+        let checker = Checker {
+            state: &state,
+            store: &store,
+        };
+        OPEN_SCHEMAS.contains(&schema)
+            || checker.check_owner(&me, schema, name).is_ok()
+            || checker.may_use_schema(&me, schema)
+                && (name.is_empty() || checker.granted(&me, None, |s| s.covers_table(schema, name)))
     }
 }
 
@@ -837,7 +797,7 @@ impl VisibleCatalog {
 
 impl CatalogProvider for VisibleCatalog {
     fn schema_names(&self) -> Vec<String> {
-        let visible = visibility(&self.store, &self.user);
+        let visible = visibility(Arc::clone(&self.store), &self.user);
         self.inner
             .schema_names()
             .into_iter()
@@ -884,7 +844,7 @@ struct VisibleSchema {
 #[async_trait::async_trait]
 impl SchemaProvider for VisibleSchema {
     fn table_names(&self) -> Vec<String> {
-        let visible = visibility(&self.store, &self.user);
+        let visible = visibility(Arc::clone(&self.store), &self.user);
         self.inner
             .table_names()
             .into_iter()
@@ -945,7 +905,7 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
     };
     let checker = Checker {
         state: &state,
-        session,
+        store: session.engine().catalog().store(),
     };
     match command {
         SecurityCommand::CreateRole {
@@ -1084,7 +1044,7 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
                 }
                 (schema.clone(), String::new())
             } else {
-                let (schema, table) = ddl::table_name(session, &reference(&name)?)?;
+                let (schema, table) = ddl::table_name(session, &ddl::reference(&name)?)?;
                 if store.relation(&schema, &table)?.is_none() {
                     return Err(loch_catalog::CatalogError::RelationNotFound {
                         schema,
@@ -1127,17 +1087,6 @@ async fn password_verifier(password: Option<Option<String>>) -> Result<Option<St
         .map_err(|e| LochError::Internal(e.to_string()))
 }
 
-fn reference(parts: &[String]) -> Result<TableReference, LochError> {
-    Ok(match parts {
-        [table] => TableReference::bare(table.as_str()),
-        [schema, table] => TableReference::partial(schema.as_str(), table.as_str()),
-        [database, schema, table] => {
-            TableReference::full(database.as_str(), schema.as_str(), table.as_str())
-        }
-        _ => return Err(LochError::Syntax("a table name is needed".into())),
-    })
-}
-
 /// The objects a `GRANT`/`REVOKE` names, after checking that they exist
 /// and that the user owns them.
 fn securables(
@@ -1158,7 +1107,7 @@ fn securables(
     match target {
         Target::Tables(tables) => {
             for parts in tables {
-                let (schema, name) = ddl::table_name(session, &reference(parts)?)?;
+                let (schema, name) = ddl::table_name(session, &ddl::reference(parts)?)?;
                 let exists = catalog.store().relation(&schema, &name)?.is_some()
                     || catalog.is_builtin_table(&schema, &name);
                 if !exists {
@@ -1205,7 +1154,7 @@ fn show_grants(
             tables
                 .iter()
                 .map(|parts| {
-                    ddl::table_name(session, &reference(parts)?)
+                    ddl::table_name(session, &ddl::reference(parts)?)
                         .map(|(schema, name)| Securable::Table { schema, name })
                 })
                 .collect::<Result<_, LochError>>()?,
@@ -1230,9 +1179,8 @@ fn show_grants(
             // A table's grants include those on all tables of its schema.
             let matches = wanted.iter().any(|w| {
                 *w == g.securable
-                    || matches!((w, &g.securable),
-                        (Securable::Table { schema, .. }, Securable::AllTables { schema: s })
-                            if schema == s)
+                    || matches!(w, Securable::Table { schema, name }
+                        if g.securable.covers_table(schema, name))
             });
             if !matches {
                 continue;
