@@ -284,12 +284,15 @@ pub fn bootstrap_admin(
 
 // ---------------------------------------------------------------- SCRAM
 
-/// A SCRAM-SHA-256 exchange in progress (server side, RFC 5802/7677,
-/// without channel binding).
+/// A SCRAM-SHA-256 exchange in progress (server side, RFC 5802/7677), with
+/// `tls-server-end-point` channel binding (RFC 5929) when the client chose
+/// SCRAM-SHA-256-PLUS.
 pub struct ScramExchange {
     verifier: Verifier,
     known: bool,
-    gs2_header: String,
+    /// What the client-final `c=` must decode to: the GS2 header, then the
+    /// channel binding data when bound.
+    binding: Vec<u8>,
     client_first_bare: String,
     server_first: String,
     nonce: String,
@@ -308,21 +311,43 @@ pub struct ScramError(pub &'static str);
 
 impl ScramExchange {
     /// Reads the client-first message and answers with the server-first one.
+    /// `plus`: the client chose SCRAM-SHA-256-PLUS. `end_point`: the TLS
+    /// server certificate's hash when the connection is TLS and the server
+    /// offered -PLUS (so a client flag `y`, "I could bind but you cannot",
+    /// means someone stripped the offer).
     pub fn start(
         client_first: &[u8],
         verifier: Verifier,
         known: bool,
+        plus: bool,
+        end_point: Option<&[u8]>,
     ) -> Result<(Self, String), ScramError> {
         let text = std::str::from_utf8(client_first).map_err(|_| ScramError("not UTF-8"))?;
-        // gs2-header: "n,," or "y,," (no channel binding), optional authzid.
+        // gs2-header: "n,," / "y,," (unbound) or "p=tls-server-end-point,,",
+        // with an optional authzid.
         let mut parts = text.splitn(3, ',');
         let flag = parts.next().ok_or(ScramError("no GS2 header"))?;
         let authzid = parts.next().ok_or(ScramError("no GS2 header"))?;
         let bare = parts.next().ok_or(ScramError("no client-first-bare"))?;
-        match flag {
-            "n" | "y" => {}
-            f if f.starts_with("p=") => {
-                return Err(ScramError("channel binding is not offered"));
+        let mut binding = format!("{flag},{authzid},").into_bytes();
+        match (flag, plus, end_point) {
+            ("p=tls-server-end-point", true, Some(end_point)) => {
+                binding.extend_from_slice(end_point);
+            }
+            (f, true, _) if f.starts_with("p=") => {
+                return Err(ScramError("unsupported channel binding type"));
+            }
+            (_, true, _) => {
+                return Err(ScramError("SCRAM-SHA-256-PLUS without channel binding"));
+            }
+            ("y", false, Some(_)) => {
+                return Err(ScramError(
+                    "channel binding negotiation error: the server offered SCRAM-SHA-256-PLUS",
+                ));
+            }
+            ("n" | "y", false, _) => {}
+            (f, false, _) if f.starts_with("p=") => {
+                return Err(ScramError("channel binding requested with SCRAM-SHA-256"));
             }
             _ => return Err(ScramError("bad GS2 flag")),
         }
@@ -344,7 +369,7 @@ impl ScramExchange {
         let exchange = ScramExchange {
             verifier,
             known,
-            gs2_header: format!("{flag},{authzid},"),
+            binding,
             client_first_bare: bare.to_string(),
             server_first: server_first.clone(),
             nonce,
@@ -369,7 +394,7 @@ impl ScramExchange {
             }
         }
         let binding = binding.ok_or(ScramError("no channel binding attribute"))?;
-        if B64.decode(binding).ok().as_deref() != Some(self.gs2_header.as_bytes()) {
+        if B64.decode(binding).ok().as_deref() != Some(self.binding.as_slice()) {
             return Err(ScramError("channel binding does not match"));
         }
         if nonce != Some(self.nonce.as_str()) {
@@ -544,6 +569,16 @@ mod tests {
 
     /// The client side of RFC 5802, to drive the server side.
     fn client_final(password: &str, client_first_bare: &str, server_first: &str) -> String {
+        client_final_bound(password, client_first_bare, server_first, b"n,,")
+    }
+
+    /// The same with the client's view of the channel: `c=` is `cbind`.
+    fn client_final_bound(
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+        cbind: &[u8],
+    ) -> String {
         let mut salt = None;
         let mut iters = None;
         let mut nonce = None;
@@ -563,7 +598,7 @@ mod tests {
         );
         let client_key = hmac_sha256(&salted, b"Client Key");
         let stored = sha256(&client_key);
-        let without_proof = format!("c=biws,r={}", nonce.unwrap());
+        let without_proof = format!("c={},r={}", B64.encode(cbind), nonce.unwrap());
         let auth = format!("{client_first_bare},{server_first},{without_proof}");
         let sig = hmac_sha256(&stored, auth.as_bytes());
         let proof: Vec<u8> = client_key.iter().zip(sig).map(|(a, b)| a ^ b).collect();
@@ -579,8 +614,14 @@ mod tests {
             ("pen", true, Some(LoginFailure::WrongPassword)),
             ("pencil", false, Some(LoginFailure::UnknownUser)),
         ] {
-            let (ex, first) =
-                ScramExchange::start(format!("n,,{bare}").as_bytes(), v.clone(), known).unwrap();
+            let (ex, first) = ScramExchange::start(
+                format!("n,,{bare}").as_bytes(),
+                v.clone(),
+                known,
+                false,
+                None,
+            )
+            .unwrap();
             let fin = client_final(password, bare, &first);
             let result = ex.finish(fin.as_bytes()).unwrap();
             assert_eq!(result.as_ref().err().copied(), expect, "{password} {known}");
@@ -589,8 +630,39 @@ mod tests {
             }
         }
         // A proof for another nonce is a protocol error.
-        let (ex, _) = ScramExchange::start(format!("n,,{bare}").as_bytes(), v, true).unwrap();
+        let (ex, _) =
+            ScramExchange::start(format!("n,,{bare}").as_bytes(), v, true, false, None).unwrap();
         assert!(ex.finish(b"c=biws,r=other,p=AAAA").is_err());
+    }
+
+    #[test]
+    fn channel_binding_ties_the_login_to_the_server_certificate() {
+        let v = Verifier::new("pencil").unwrap();
+        let bare = "n=,r=rOprNGfwEbeRWgbNEkqO";
+        let end_point = [7u8; 32];
+        let header = "p=tls-server-end-point,,";
+        let start = |first: &str, plus, end_point: Option<&[u8]>| {
+            ScramExchange::start(first.as_bytes(), v.clone(), true, plus, end_point)
+        };
+        // Bound to the certificate the server has: accepted.
+        let (ex, first) = start(&format!("{header}{bare}"), true, Some(&end_point)).unwrap();
+        let mut cbind = header.as_bytes().to_vec();
+        cbind.extend_from_slice(&end_point);
+        let fin = client_final_bound("pencil", bare, &first, &cbind);
+        assert!(ex.finish(fin.as_bytes()).unwrap().is_ok());
+        // Bound to another certificate (a man in the middle's): refused.
+        let (ex, first) = start(&format!("{header}{bare}"), true, Some(&end_point)).unwrap();
+        let mut other = header.as_bytes().to_vec();
+        other.extend_from_slice(&[8u8; 32]);
+        let fin = client_final_bound("pencil", bare, &first, &other);
+        assert!(ex.finish(fin.as_bytes()).is_err());
+        // "y": the client could bind but was not offered -PLUS; it was.
+        assert!(start(&format!("y,,{bare}"), false, Some(&end_point)).is_err());
+        assert!(start(&format!("y,,{bare}"), false, None).is_ok());
+        // -PLUS without binding, another binding type, binding without -PLUS.
+        assert!(start(&format!("n,,{bare}"), true, Some(&end_point)).is_err());
+        assert!(start(&format!("p=tls-unique,,{bare}"), true, Some(&end_point)).is_err());
+        assert!(start(&format!("{header}{bare}"), false, Some(&end_point)).is_err());
     }
 
     #[test]

@@ -18,5 +18,6 @@ pub mod pgwire;
 pub mod security;
 pub mod session;
 pub mod statement;
+pub mod tls;
 
 pub use error::LochError;

@@ -15,6 +15,7 @@ use crate::auth::{AuthError, PasswordSource, Users, bootstrap_admin};
 use crate::cluster::{Children, Registry, distribution, system::system_schema};
 use crate::flight::{LochFlightSql, Sessions};
 use crate::pgwire::{LochHandlers, serve};
+use crate::tls::{TlsError, TlsIdentity, self_signed};
 
 /// Settings of `loch local`.
 #[derive(Debug, Clone)]
@@ -33,9 +34,30 @@ pub struct LocalOptions {
     pub flight_token_ttl: Duration,
     /// The admin password (`LOCH_ADMIN_PASSWORD`); generated when `None`.
     pub admin_password: Option<String>,
+    /// TLS for both client protocols; `None` serves clear text only.
+    pub tls: Option<TlsOptions>,
     /// The cluster: where executors register; `None` runs every query in
     /// this process.
     pub cluster: Option<ClusterOptions>,
+}
+
+/// TLS settings of the client protocols.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// Where the certificate and key come from.
+    pub source: TlsSource,
+    /// Refuse pg wire logins that did not switch to TLS (Flight SQL is TLS
+    /// only whenever TLS is on).
+    pub required: bool,
+}
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files the operator provides.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A private CA and loopback certificate under `<data-dir>/tls/`.
+    SelfSigned,
 }
 
 /// The executors side of a coordinator.
@@ -70,6 +92,10 @@ pub enum StartError {
     ExecutorsSilent(usize, Duration),
     #[error("system schema: {0}")]
     System(#[from] datafusion::error::DataFusionError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("TLS on Flight SQL: {0}")]
+    FlightTls(#[from] tonic::transport::Error),
     #[error("listening on {addr}: {source}")]
     Listen {
         addr: SocketAddr,
@@ -88,6 +114,11 @@ pub struct Running {
     pub password_source: PasswordSource,
     /// The admin password, when this start generated it (printed once).
     pub generated_password: Option<String>,
+    /// The CA certificate clients should trust, when `--tls-self-signed`
+    /// made one.
+    pub tls_ca: Option<PathBuf>,
+    /// Whether the client protocols offer TLS.
+    pub tls: bool,
     /// The cluster endpoint executors register with, when there is one.
     pub cluster_addr: Option<SocketAddr>,
     /// The executor registry, when there is a cluster.
@@ -125,6 +156,21 @@ async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartErro
 /// cluster endpoint and executors when asked, and starts serving pg wire
 /// and Flight SQL.
 pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
+    // Before anything slow: a bad certificate should stop the start at once.
+    let (tls, tls_ca) = match &options.tls {
+        Some(tls) => {
+            let (cert, key, ca) = match &tls.source {
+                TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
+                TlsSource::SelfSigned => {
+                    let files = self_signed(&options.data_dir)?;
+                    (files.cert, files.key, Some(files.ca))
+                }
+            };
+            (Some(TlsIdentity::load(&cert, &key)?), ca)
+        }
+        None => (None, None),
+    };
+    let flight_server = crate::flight::server(tls.as_ref())?;
     let mut engine = Engine::open(&EngineOptions {
         data_dir: options.data_dir.clone(),
         sample_scale: options.sample_scale,
@@ -194,18 +240,31 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                 flight_listener,
                 service,
                 sessions,
+                flight_server,
             )));
             Some(flight_addr)
         }
         None => None,
     };
-    let handlers = Arc::new(LochHandlers::new(engine, users));
-    tasks.push(tokio::spawn(serve(listener, handlers)));
+    let tls_required = options.tls.as_ref().is_some_and(|t| t.required);
+    let handlers = Arc::new(LochHandlers::new(
+        engine,
+        users,
+        tls_required,
+        tls.as_ref().and_then(TlsIdentity::server_end_point),
+    ));
+    tasks.push(tokio::spawn(serve(
+        listener,
+        handlers,
+        tls.as_ref().map(TlsIdentity::pg_acceptor),
+    )));
     Ok(Running {
         pg_addr,
         flight_addr,
         password_source,
         generated_password,
+        tls_ca,
+        tls: tls.is_some(),
         cluster_addr,
         registry,
         children,

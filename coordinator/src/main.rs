@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loch_coordinator::auth::{ADMIN_USER, PasswordSource, cluster_secret};
-use loch_coordinator::local::{ClusterOptions, LocalOptions, start};
+use loch_coordinator::local::{ClusterOptions, LocalOptions, TlsOptions, TlsSource, start};
 use loch_executor::cluster::ClusterSecret;
 use loch_executor::worker::{ExecutorOptions, run_executor};
 
@@ -109,6 +109,19 @@ struct ServerArgs {
     /// work.
     #[arg(long, env = "LOCH_HEARTBEAT_TIMEOUT_MS", default_value_t = 3000)]
     heartbeat_timeout_ms: u64,
+    /// Server certificate chain (PEM) for TLS on pg wire and Flight SQL.
+    #[arg(long, env = "LOCH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM).
+    #[arg(long, env = "LOCH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Serve TLS with a private CA made under <data-dir>/tls/ (clients
+    /// trust <data-dir>/tls/ca.pem); for trying TLS out and for tests.
+    #[arg(long, env = "LOCH_TLS_SELF_SIGNED", conflicts_with = "tls_cert")]
+    tls_self_signed: bool,
+    /// Refuse pg wire connections that do not switch to TLS.
+    #[arg(long, env = "LOCH_TLS_REQUIRED")]
+    tls_required: bool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -165,6 +178,28 @@ fn reported<T, E: std::fmt::Display>(result: Result<T, E>) -> Option<T> {
 impl ServerArgs {
     fn heartbeat_timeout(&self) -> Duration {
         Duration::from_millis(self.heartbeat_timeout_ms.max(100))
+    }
+
+    /// The TLS settings, or what is wrong with the flags.
+    fn tls(&self) -> Result<Option<TlsOptions>, String> {
+        let source = match (&self.tls_cert, &self.tls_key, self.tls_self_signed) {
+            (Some(cert), Some(key), false) => TlsSource::Files {
+                cert: cert.clone(),
+                key: key.clone(),
+            },
+            (None, None, true) => TlsSource::SelfSigned,
+            (None, None, false) if self.tls_required => {
+                return Err(
+                    "--tls-required needs --tls-cert/--tls-key or --tls-self-signed".into(),
+                );
+            }
+            (None, None, false) => return Ok(None),
+            _ => return Err("give --tls-cert with --tls-key, or --tls-self-signed alone".into()),
+        };
+        Ok(Some(TlsOptions {
+            source,
+            required: self.tls_required,
+        }))
     }
 }
 
@@ -241,6 +276,13 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
         eprintln!("loch: --sample-scale must be a number >= 0");
         return ExitCode::FAILURE;
     }
+    let tls = match args.tls() {
+        Ok(tls) => tls,
+        Err(e) => {
+            eprintln!("loch: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let options = LocalOptions {
         data_dir: args.data_dir,
         pg_addr: args.pg_addr,
@@ -249,6 +291,7 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
         flight_addr: args.flight_addr.0,
         flight_token_ttl: Duration::from_secs(args.flight_token_ttl.max(1)),
         admin_password: std::env::var("LOCH_ADMIN_PASSWORD").ok(),
+        tls,
         cluster,
     };
     for (flag, addr) in [
@@ -257,10 +300,11 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
     ] {
         if let Some(addr) = addr
             && !addr.ip().is_loopback()
+            && options.tls.is_none()
         {
             eprintln!(
-                "loch: {flag} {addr} is not a loopback address; neither protocol has TLS yet, \
-                 so Loch only listens on loopback there"
+                "loch: {flag} {addr} is not a loopback address: off loopback Loch serves \
+                 only with TLS (--tls-cert/--tls-key; add --tls-required to refuse clear text)"
             );
             return ExitCode::FAILURE;
         }
@@ -282,8 +326,9 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
             path.display()
         ),
     };
+    let scheme = if running.tls { "grpc+tls" } else { "grpc" };
     if let Some(flight) = running.flight_addr {
-        println!("Flight SQL on grpc://{flight}   (user {ADMIN_USER})");
+        println!("Flight SQL on {scheme}://{flight}   (user {ADMIN_USER})");
     }
     if let (Some(cluster), Some(registry)) = (running.cluster_addr, &running.registry) {
         println!(
@@ -292,11 +337,21 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
         );
     }
     let addr = running.pg_addr;
-    println!(
-        "Loch is ready: psql -h {} -p {} -U {ADMIN_USER}   ({password})",
-        addr.ip(),
-        addr.port()
-    );
+    let connect = match &running.tls_ca {
+        Some(ca) => format!(
+            "psql \"host={} port={} user={ADMIN_USER} sslmode=verify-full sslrootcert={}\"",
+            addr.ip(),
+            addr.port(),
+            ca.display()
+        ),
+        None if running.tls => format!(
+            "psql \"host={} port={} user={ADMIN_USER} sslmode=require\"",
+            addr.ip(),
+            addr.port()
+        ),
+        None => format!("psql -h {} -p {} -U {ADMIN_USER}", addr.ip(), addr.port()),
+    };
+    println!("Loch is ready: {connect}   ({password})");
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("loch: cannot wait for Ctrl-C: {e}");
     }

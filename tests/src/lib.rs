@@ -269,13 +269,23 @@ impl Drop for LochServer {
     }
 }
 
+/// The port of the connect line: `psql -h H -p P …`, or with TLS
+/// `psql "host=H port=P …"`.
 fn parse_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("-p ")? + 3..];
-    rest.split_whitespace().next()?.parse().ok()
+    let start = match line.find("-p ") {
+        Some(at) => at + 3,
+        None => line.find("port=")? + 5,
+    };
+    line[start..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()?
+        .parse()
+        .ok()
 }
 
+/// The port of `Flight SQL on grpc://H:P` (or `grpc+tls://`).
 fn parse_flight_port(line: &str) -> Option<u16> {
-    let rest = &line[line.find("grpc://")? + 7..];
+    let rest = &line[line.find("://")? + 3..];
     let addr = rest.split_whitespace().next()?;
     addr.rsplit(':').next()?.parse().ok()
 }

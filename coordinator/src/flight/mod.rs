@@ -24,9 +24,27 @@ pub use status::code_for;
 /// bind may carry are capped separately.
 const MAX_DECODING_MESSAGE_SIZE: usize = 16 * 1024 * 1024;
 
+/// The gRPC server Flight SQL runs on, with TLS when `tls` is given; made
+/// before serving so a bad certificate stops the start.
+pub fn server(
+    tls: Option<&crate::tls::TlsIdentity>,
+) -> Result<tonic::transport::Server, tonic::transport::Error> {
+    let builder = tonic::transport::Server::builder();
+    match tls {
+        Some(identity) => builder.tls_config(identity.flight_config()),
+        None => Ok(builder),
+    }
+}
+
 /// Serves Flight SQL on `listener` until the task is dropped; expired
-/// sessions are swept in the background.
-pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<Sessions>) {
+/// sessions are swept in the background. `builder` is [`server`]'s: with TLS, the port speaks only TLS (gRPC in
+/// clear text fails the handshake).
+pub async fn serve(
+    listener: TcpListener,
+    service: LochFlightSql,
+    sessions: Arc<Sessions>,
+    builder: tonic::transport::Server,
+) {
     let sweep_every =
         (sessions.ttl() / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
     /// Stops the sweeper however `serve` ends (including being aborted).
@@ -49,7 +67,8 @@ pub async fn serve(listener: TcpListener, service: LochFlightSql, sessions: Arc<
     let server =
         FlightServiceServer::new(service).max_decoding_message_size(MAX_DECODING_MESSAGE_SIZE);
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    if let Err(e) = tonic::transport::Server::builder()
+    let mut builder = builder;
+    if let Err(e) = builder
         .add_service(server)
         .serve_with_incoming(incoming)
         .await

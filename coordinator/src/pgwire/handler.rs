@@ -50,14 +50,26 @@ pub struct LochHandlers {
     /// One generator for the server, so backend pids are unique.
     keys: Arc<RandomPidSecretKeyGenerator>,
     parser: Arc<LochQueryParser>,
+    tls_required: bool,
+    end_point: Option<Arc<[u8]>>,
 }
 
 impl LochHandlers {
     /// Handlers that log `users` in and run their sessions on `engine`.
-    pub fn new(engine: Engine, users: Users) -> Self {
+    /// With `tls_required`, only connections that switched to TLS;
+    /// `end_point` (the TLS certificate's hash) offers SCRAM-SHA-256-PLUS on
+    /// TLS connections.
+    pub fn new(
+        engine: Engine,
+        users: Users,
+        tls_required: bool,
+        end_point: Option<Arc<[u8]>>,
+    ) -> Self {
         LochHandlers {
             engine,
             users,
+            tls_required,
+            end_point,
             cancels: Arc::new(CancelRegistry::default()),
             connections: Arc::new(ConnectionCounts::default()),
             keys: Arc::new(RandomPidSecretKeyGenerator::default()),
@@ -86,6 +98,8 @@ impl PgWireServerHandlers for LochHandlers {
             cancels: Arc::clone(&self.cancels),
             connections: Arc::clone(&self.connections),
             keys: Arc::clone(&self.keys),
+            tls_required: self.tls_required,
+            end_point: self.end_point.clone(),
             login: Default::default(),
         })
     }
@@ -111,10 +125,14 @@ struct Startup {
     cancels: Arc<CancelRegistry>,
     connections: Arc<ConnectionCounts>,
     keys: Arc<RandomPidSecretKeyGenerator>,
+    tls_required: bool,
+    end_point: Option<Arc<[u8]>>,
     login: tokio::sync::Mutex<Login>,
 }
 
 const SCRAM_SHA_256: &str = "SCRAM-SHA-256";
+/// With channel binding: offered on TLS connections.
+const SCRAM_SHA_256_PLUS: &str = "SCRAM-SHA-256-PLUS";
 
 /// Startup parameters other than user and database.
 type Params = Vec<(String, String)>;
@@ -157,6 +175,16 @@ impl StartupHandler for Startup {
         let state = std::mem::take(&mut *self.login.lock().await);
         let next = match (state, message) {
             (Login::AwaitingStartup, PgWireFrontendMessage::Startup(startup)) => {
+                if self.tls_required && !client.is_secure() {
+                    // Before any password exchange: nothing crosses in clear.
+                    tracing::info!(peer = %client.socket_addr(), "pg wire: clear-text connection refused");
+                    return Err(fatal(
+                        "28000",
+                        "this server accepts only TLS connections: connect with sslmode=require \
+                         (or verify-full)"
+                            .into(),
+                    ));
+                }
                 protocol_negotiation(client, &startup).await?;
                 save_startup_parameters_to_metadata(client, &startup);
                 let params: Params = startup
@@ -166,9 +194,13 @@ impl StartupHandler for Startup {
                     .map(|(k, v)| (k.clone(), v.clone()))
                     .collect();
                 client.set_state(PgWireConnectionState::AuthenticationInProgress);
+                let mut mechanisms = vec![SCRAM_SHA_256.to_string()];
+                if self.end_point(client).is_some() {
+                    mechanisms.insert(0, SCRAM_SHA_256_PLUS.to_string());
+                }
                 client
                     .send(PgWireBackendMessage::Authentication(Authentication::SASL(
-                        vec![SCRAM_SHA_256.to_string()],
+                        mechanisms,
                     )))
                     .await?;
                 Login::AwaitingClientFirst(params)
@@ -178,7 +210,9 @@ impl StartupHandler for Startup {
                 PgWireFrontendMessage::PasswordMessageFamily(msg),
             ) => {
                 let initial = msg.into_sasl_initial_response()?;
-                if initial.auth_method != SCRAM_SHA_256 {
+                let end_point = self.end_point(client);
+                let plus = initial.auth_method == SCRAM_SHA_256_PLUS && end_point.is_some();
+                if initial.auth_method != SCRAM_SHA_256 && !plus {
                     return Err(fatal(
                         "28000",
                         format!(
@@ -196,7 +230,7 @@ impl StartupHandler for Startup {
                         .map_err(|e| fatal("XX000", format!("login task failed: {e}")))?;
                 let data = initial.data.unwrap_or_default();
                 let (exchange, server_first) =
-                    ScramExchange::start(&data, verifier, role.is_some())
+                    ScramExchange::start(&data, verifier, role.is_some(), plus, end_point.as_deref())
                         .map_err(|e| fatal("08P01", e.to_string()))?;
                 client
                     .send(PgWireBackendMessage::Authentication(
@@ -239,6 +273,17 @@ impl StartupHandler for Startup {
         };
         *self.login.lock().await = next;
         Ok(())
+    }
+}
+
+impl Startup {
+    /// The channel binding data of this connection: the server
+    /// certificate's hash, when the connection runs over TLS.
+    fn end_point<C: ClientInfo + ?Sized>(&self, client: &C) -> Option<Arc<[u8]>> {
+        self.end_point
+            .as_ref()
+            .filter(|_| client.is_secure())
+            .cloned()
     }
 }
 

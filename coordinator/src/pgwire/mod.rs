@@ -20,7 +20,13 @@ pub use handler::LochHandlers;
 /// Serves pg wire on `listener` until the process stops. Each connection runs
 /// in its own task: a malformed message or a failure on one connection closes
 /// only that connection.
-pub async fn serve(listener: TcpListener, handlers: Arc<LochHandlers>) {
+/// With `tls`, clients may switch to TLS (`SSLRequest` or direct TLS); the
+/// handlers decide whether a clear-text login is still accepted.
+pub async fn serve(
+    listener: TcpListener,
+    handlers: Arc<LochHandlers>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     loop {
         let (socket, peer) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -32,8 +38,9 @@ pub async fn serve(listener: TcpListener, handlers: Arc<LochHandlers>) {
             }
         };
         let handlers = Arc::clone(&handlers);
+        let tls = tls.clone();
         tokio::spawn(async move {
-            serve_connection(socket, peer, handlers).await;
+            serve_connection(socket, peer, handlers, tls).await;
         });
     }
 }
@@ -42,12 +49,13 @@ async fn serve_connection(
     socket: tokio::net::TcpStream,
     peer: SocketAddr,
     handlers: Arc<LochHandlers>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
 ) {
     if let Err(e) = socket.set_nodelay(true) {
         tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
     }
     tracing::debug!(%peer, "pg wire connection opened");
-    if let Err(e) = pgwire::tokio::process_socket(socket, None, handlers).await {
+    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
         tracing::debug!(%peer, error = %e, "pg wire connection ended with an error");
     }
     tracing::debug!(%peer, "pg wire connection closed");

@@ -1,0 +1,69 @@
+"""TLS with real drivers: psycopg (libpq) and the ADBC Flight SQL driver.
+Prints one JSON line per check; the Rust test decides what each should be.
+
+usage: tls_clients.py PG_PORT FLIGHT_PORT CA_PEM OTHER_CA_PEM SQL
+The password comes from PGPASSWORD. CA_PEM is the CA that signed the
+server's certificate, OTHER_CA_PEM one that did not."""
+
+import json
+import os
+import sys
+
+import adbc_driver_flightsql
+import adbc_driver_flightsql.dbapi as flight_sql
+import adbc_driver_manager
+import psycopg
+
+from tpch_psycopg import cell
+
+
+def emit(check, **seen):
+    print(json.dumps({"check": check, **seen}), flush=True)
+
+
+def psycopg_check(check, port, sql, **settings):
+    try:
+        with psycopg.connect(host="127.0.0.1", port=port, user="loch", dbname="loch", **settings) as conn:
+            rows = [[cell(v) for v in row] for row in conn.execute(sql).fetchall()]
+            emit(check, rows=rows, ssl_in_use=bool(conn.pgconn.ssl_in_use))
+    except psycopg.Error as e:
+        emit(check, error=f"{type(e).__name__}: {e}", sqlstate=getattr(e, "sqlstate", None))
+
+
+def flight_check(check, uri, sql, **options):
+    kwargs = {"username": "loch", "password": os.environ["PGPASSWORD"], **options}
+    try:
+        with flight_sql.connect(uri, db_kwargs=kwargs) as conn:
+            cur = conn.cursor()
+            cur.execute(sql)
+            rows = [[cell(v) for v in row.values()] for row in cur.fetch_arrow_table().to_pylist()]
+            emit(check, rows=rows)
+    except adbc_driver_manager.Error as e:
+        emit(check, error=f"{type(e).__name__}: {e}")
+
+
+def main():
+    pg_port, flight_port, ca, other_ca, sql = sys.argv[1:6]
+    pg_port = int(pg_port)
+
+    psycopg_check(
+        "psycopg_verify_full", pg_port, sql, sslmode="verify-full", sslrootcert=ca, channel_binding="require"
+    )
+    psycopg_check("psycopg_wrong_ca", pg_port, sql, sslmode="verify-full", sslrootcert=other_ca)
+    psycopg_check("psycopg_clear_text", pg_port, sql, sslmode="disable")
+
+    roots = adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value
+    with open(ca) as f:
+        ca_pem = f.read()
+    with open(other_ca) as f:
+        other_pem = f.read()
+    tls_uri = f"grpc+tls://127.0.0.1:{flight_port}"
+    flight_check("adbc_tls", tls_uri, sql, **{roots: ca_pem})
+    flight_check("adbc_wrong_ca", tls_uri, sql, **{roots: other_pem})
+    flight_check("adbc_clear_text", f"grpc://127.0.0.1:{flight_port}", sql)
+    sys.stdout.flush()
+    os._exit(0)
+
+
+if __name__ == "__main__":
+    main()
