@@ -114,7 +114,17 @@ impl TableProvider for LochDeltaTable {
         &self,
         filters: &[&Expr],
     ) -> DfResult<Vec<TableProviderFilterPushDown>> {
-        self.scan.supports_filters_pushdown(filters)
+        // delta-rs 1.1 claims a filter without columns (`NULL > 10`, which
+        // DataFusion makes when it pushes `s > 10` through `NULL AS s`)
+        // exactly but does not apply it: every row came back. DataFusion
+        // keeps such filters above the scan instead.
+        let mut answers = self.scan.supports_filters_pushdown(filters)?;
+        for (answer, filter) in answers.iter_mut().zip(filters) {
+            if filter.column_refs().is_empty() {
+                *answer = TableProviderFilterPushDown::Unsupported;
+            }
+        }
+        Ok(answers)
     }
 
     fn statistics(&self) -> Option<Statistics> {

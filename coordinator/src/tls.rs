@@ -141,7 +141,9 @@ fn server_end_point(cert: &CertificateDer<'_>) -> Option<Arc<[u8]>> {
         Alg::RsaSha512 => &ring::digest::SHA512,
         _ => return None,
     };
-    Some(Arc::from(ring::digest::digest(hash, cert.as_ref()).as_ref()))
+    Some(Arc::from(
+        ring::digest::digest(hash, cert.as_ref()).as_ref(),
+    ))
 }
 
 /// The files `--tls-self-signed` uses.

@@ -445,6 +445,15 @@ async fn delta_changes_time_travel_and_utilities() {
     c.batch_execute("CREATE SCHEMA d; CREATE TABLE d.n AS SELECT * FROM tpch.nation")
         .await
         .unwrap();
+    // A filter that turns constant once pushed through a projection (`s >
+    // 10` over `NULL AS s`): delta-rs took it and dropped it.
+    same(
+        &c,
+        &ctx,
+        "SELECT count(*) FROM (SELECT CAST(NULL AS BIGINT) AS s, n_name FROM d.n) WHERE s > 10",
+        "SELECT count(*) FROM (SELECT CAST(NULL AS BIGINT) AS s, n_name FROM nation) WHERE s > 10",
+    )
+    .await;
     // v1, v2: UPDATE and DELETE, each answering the rows it changed.
     let updated = c
         .execute(

@@ -229,9 +229,14 @@ impl StartupHandler for Startup {
                         .await
                         .map_err(|e| fatal("XX000", format!("login task failed: {e}")))?;
                 let data = initial.data.unwrap_or_default();
-                let (exchange, server_first) =
-                    ScramExchange::start(&data, verifier, role.is_some(), plus, end_point.as_deref())
-                        .map_err(|e| fatal("08P01", e.to_string()))?;
+                let (exchange, server_first) = ScramExchange::start(
+                    &data,
+                    verifier,
+                    role.is_some(),
+                    plus,
+                    end_point.as_deref(),
+                )
+                .map_err(|e| fatal("08P01", e.to_string()))?;
                 client
                     .send(PgWireBackendMessage::Authentication(
                         Authentication::SASLContinue(Bytes::from(server_first)),
