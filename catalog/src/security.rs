@@ -180,6 +180,20 @@ pub struct SecurityState {
     pub grants: Vec<Grant>,
     /// (schema, name) → owner; a schema's own entry has name "".
     pub owners: BTreeMap<(String, String), String>,
+    /// (schema, table) → its row filter and column masks.
+    pub policies: BTreeMap<(String, String), TablePolicy>,
+}
+
+/// The row filter and column masks of one table: SQL expressions over its
+/// columns, applied to every read of it by every user (owners and
+/// superusers included; an expression exempts whom it means to with
+/// `is_member('role')` or `current_user`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TablePolicy {
+    /// Rows for which it is not true are not seen.
+    pub row_filter: Option<String>,
+    /// column → what readers see instead of the column's value.
+    pub masks: BTreeMap<String, String>,
 }
 
 impl SecurityState {
@@ -236,6 +250,14 @@ pub(crate) fn create_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              name        TEXT NOT NULL,
              owner       TEXT NOT NULL,
              PRIMARY KEY (schema_name, name)
+         );
+         -- column_name '' is the table's row filter.
+         CREATE TABLE IF NOT EXISTS policies (
+             schema_name TEXT NOT NULL,
+             name        TEXT NOT NULL,
+             column_name TEXT NOT NULL,
+             expression  TEXT NOT NULL,
+             PRIMARY KEY (schema_name, name, column_name)
          );",
     )
 }
@@ -282,6 +304,10 @@ pub(crate) fn forget_relation(conn: &Connection, schema: &str, name: &str) -> ru
         "DELETE FROM grants WHERE kind = 'table' AND schema_name = ?1 AND name = ?2",
         params![schema, name],
     )?;
+    conn.execute(
+        "DELETE FROM policies WHERE schema_name = ?1 AND name = ?2",
+        params![schema, name],
+    )?;
     Ok(())
 }
 
@@ -289,6 +315,10 @@ pub(crate) fn forget_relation(conn: &Connection, schema: &str, name: &str) -> ru
 pub(crate) fn forget_schema(conn: &Connection, schema: &str) -> rusqlite::Result<()> {
     conn.execute("DELETE FROM owners WHERE schema_name = ?1", params![schema])?;
     conn.execute("DELETE FROM grants WHERE schema_name = ?1", params![schema])?;
+    conn.execute(
+        "DELETE FROM policies WHERE schema_name = ?1",
+        params![schema],
+    )?;
     Ok(())
 }
 
@@ -481,6 +511,35 @@ impl CatalogStore {
         })
     }
 
+    /// Sets (`Some`) or drops (`None`) the row filter (`column` "") or the
+    /// mask of `column` of table `schema.name`; false when there was
+    /// nothing to drop.
+    pub fn set_policy(
+        &self,
+        schema: &str,
+        name: &str,
+        column: &str,
+        expression: Option<&str>,
+    ) -> Result<bool> {
+        self.with_conn(|conn| {
+            let n = match expression {
+                Some(expression) => conn.execute(
+                    "INSERT INTO policies (schema_name, name, column_name, expression)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (schema_name, name, column_name)
+                     DO UPDATE SET expression = excluded.expression",
+                    params![schema, name, column, expression],
+                )?,
+                None => conn.execute(
+                    "DELETE FROM policies
+                     WHERE schema_name = ?1 AND name = ?2 AND column_name = ?3",
+                    params![schema, name, column],
+                )?,
+            };
+            Ok(n == 1)
+        })
+    }
+
     /// Roles, memberships, grants and owners, read in one transaction.
     pub fn security_state(&self) -> Result<SecurityState> {
         let raw = self.with_conn(|conn| {
@@ -515,9 +574,29 @@ impl CatalogStore {
                 .prepare_cached("SELECT schema_name, name, owner FROM owners")?
                 .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))?
                 .collect::<rusqlite::Result<BTreeMap<(String, String), String>>>()?;
-            Ok((roles, members, grants, owners))
+            let mut policies: BTreeMap<(String, String), TablePolicy> = BTreeMap::new();
+            let rows = tx
+                .prepare_cached("SELECT schema_name, name, column_name, expression FROM policies")?
+                .query_map([], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            for (schema, name, column, expression) in rows {
+                let policy = policies.entry((schema, name)).or_default();
+                if column.is_empty() {
+                    policy.row_filter = Some(expression);
+                } else {
+                    policy.masks.insert(column, expression);
+                }
+            }
+            Ok((roles, members, grants, owners, policies))
         })?;
-        let (roles, members, raw_grants, owners) = raw;
+        let (roles, members, raw_grants, owners, policies) = raw;
         let mut grants = Vec::with_capacity(raw_grants.len());
         for (grantee, kind, schema, name, privilege, grantor) in raw_grants {
             let privilege = Privilege::parse(&privilege).ok_or_else(|| {
@@ -535,6 +614,7 @@ impl CatalogStore {
             members,
             grants,
             owners,
+            policies,
         })
     }
 }
@@ -600,6 +680,36 @@ mod tests {
         assert!(!store.revoke("analysts", &table, Privilege::Select)?);
         assert!(store.drop_role("analysts")?);
         assert!(store.security_state()?.members.is_empty());
+        Ok(())
+    }
+
+    #[test]
+    fn row_filters_and_masks_survive_reopening_and_go_with_their_table() -> Result<()> {
+        let dir = tempfile::tempdir().map_err(|e| CatalogError::Store(e.to_string()))?;
+        {
+            let store = CatalogStore::open(dir.path())?;
+            store.set_policy("public", "t", "", Some("region = 'EU'"))?;
+            store.set_policy("public", "t", "ssn", Some("'***'"))?;
+            store.set_policy("public", "t", "ssn", Some("left(ssn, 3)"))?;
+            store.set_policy("public", "u", "", Some("true"))?;
+        }
+        let store = CatalogStore::open(dir.path())?;
+        let state = store.security_state()?;
+        let key = |t: &str| ("public".to_string(), t.to_string());
+        assert_eq!(
+            state.policies.get(&key("t")),
+            Some(&TablePolicy {
+                row_filter: Some("region = 'EU'".into()),
+                masks: BTreeMap::from([("ssn".into(), "left(ssn, 3)".into())]),
+            })
+        );
+        assert!(store.set_policy("public", "t", "", None)?);
+        assert!(!store.set_policy("public", "t", "", None)?);
+        store.with_conn(|conn| forget_relation(conn, "public", "t"))?;
+        let state = store.security_state()?;
+        assert!(!state.policies.contains_key(&key("t")));
+        store.with_conn(|conn| forget_schema(conn, "public"))?;
+        assert!(store.security_state()?.policies.is_empty());
         Ok(())
     }
 }

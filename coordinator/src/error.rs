@@ -77,6 +77,20 @@ pub enum LochError {
     /// The object is in use (the current user cannot be dropped).
     #[error("{0}")]
     ObjectInUse(String),
+    /// An expression of the wrong type where a type is required (a row
+    /// filter that is not boolean, a mask of another type than its column).
+    #[error("{0}")]
+    DatatypeMismatch(String),
+    /// The statement does not apply to this kind of object (a view where a
+    /// table is needed).
+    #[error("{0}")]
+    WrongObjectType(String),
+    /// A column that does not exist.
+    #[error("{0}")]
+    UndefinedColumn(String),
+    /// An object that does not exist (a row filter or mask to drop).
+    #[error("{0}")]
+    UndefinedObject(String),
     /// A real bug: a state Loch should never reach.
     #[error("internal error: {0}")]
     Internal(String),
@@ -105,6 +119,10 @@ impl LochError {
             LochError::InvalidGrant(_) => "0LP01",
             LochError::ReservedName(_) => "42939",
             LochError::ObjectInUse(_) => "55006",
+            LochError::DatatypeMismatch(_) => "42804",
+            LochError::WrongObjectType(_) => "42809",
+            LochError::UndefinedColumn(_) => "42703",
+            LochError::UndefinedObject(_) => "42704",
             LochError::Internal(_) => "XX000",
         }
     }

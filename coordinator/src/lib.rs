@@ -15,6 +15,7 @@ pub mod error;
 pub mod flight;
 pub mod local;
 pub mod pgwire;
+pub mod policy;
 pub mod security;
 pub mod session;
 pub mod statement;

@@ -102,6 +102,13 @@ pub enum SecurityCommand {
         name: Vec<String>,
         owner: String,
     },
+    /// `ALTER TABLE t SET|DROP ROW FILTER` (`column` `None`) and `ALTER
+    /// TABLE t ALTER COLUMN c SET|DROP MASK`; `expression` `None` drops.
+    Policy {
+        table: Vec<String>,
+        column: Option<String>,
+        expression: Option<String>,
+    },
     /// `SHOW GRANTS [ON …] [TO|FOR role]`.
     ShowGrants {
         on: Option<Target>,
@@ -123,7 +130,7 @@ impl SecurityCommand {
             SecurityCommand::Owner {
                 schema_level: true, ..
             } => "ALTER SCHEMA",
-            SecurityCommand::Owner { .. } => "ALTER TABLE",
+            SecurityCommand::Owner { .. } | SecurityCommand::Policy { .. } => "ALTER TABLE",
             SecurityCommand::ShowGrants { .. } => "SHOW",
         }
     }
@@ -153,6 +160,18 @@ pub fn is_security_statement(words: &[Token]) -> bool {
         || (w(0, "ALTER")
             && (w(1, "TABLE") || w(1, "VIEW") || w(1, "SCHEMA"))
             && words.iter().any(|t| is_word(t, "OWNER")))
+        || (w(0, "ALTER") && w(1, "TABLE") && is_policy_clause(words))
+}
+
+/// `… SET|DROP ROW FILTER …` or `… SET|DROP MASK …` after `ALTER TABLE`.
+fn is_policy_clause(words: &[Token]) -> bool {
+    words.windows(3).any(|w| {
+        (is_word(&w[0], "SET") || is_word(&w[0], "DROP"))
+            && is_word(&w[1], "ROW")
+            && is_word(&w[2], "FILTER")
+    }) || words
+        .windows(2)
+        .any(|w| (is_word(&w[0], "SET") || is_word(&w[0], "DROP")) && is_word(&w[1], "MASK"))
 }
 
 /// Parses a statement [`is_security_statement`] recognised.
@@ -202,6 +221,9 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
             return Err(p.error("expected TABLE, VIEW or SCHEMA"));
         }
         let name = p.table_name()?;
+        if !schema_level && let Some(command) = policy_clause(&mut p, &name)? {
+            return Ok(command);
+        }
         if !(p.word("OWNER") && p.word("TO")) {
             return Err(LochError::NotSupported(
                 "ALTER TABLE other than OWNER TO".into(),
@@ -305,6 +327,46 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         target,
         grantees,
     })
+}
+
+/// The clause after `ALTER TABLE t`, when it is a row filter or mask one.
+fn policy_clause(
+    p: &mut Tokens<'_>,
+    table: &[String],
+) -> Result<Option<SecurityCommand>, LochError> {
+    let start = p.at;
+    let column = if p.word("ALTER") {
+        p.word("COLUMN");
+        Some(p.identifier()?)
+    } else {
+        None
+    };
+    let set = p.word("SET");
+    if !set && !p.word("DROP") {
+        p.at = start;
+        return Ok(None);
+    }
+    let is_clause = match column {
+        None => p.word("ROW") && p.word("FILTER"),
+        Some(_) => p.word("MASK"),
+    };
+    if !is_clause {
+        p.at = start;
+        return Ok(None);
+    }
+    let expression = if set {
+        let rest = &p.tokens[p.at..];
+        p.at = p.tokens.len();
+        Some(crate::policy::parse_expression(rest)?)
+    } else {
+        p.end()?;
+        None
+    };
+    Ok(Some(SecurityCommand::Policy {
+        table: table.to_vec(),
+        column,
+        expression,
+    }))
 }
 
 /// `TO` after a `GRANT`, `FROM` after a `REVOKE`.
@@ -718,18 +780,19 @@ fn snapshot(session: &Session) -> Result<SecurityState, LochError> {
     }
 }
 
-/// The check every planned statement passes before it runs.
-pub fn authorize(session: &Session, plan: &LogicalPlan) -> Result<(), LochError> {
+/// The check every planned statement passes before it runs; the grants it
+/// was decided on (row filters and masks are applied with the same).
+pub fn authorize(session: &Session, plan: &LogicalPlan) -> Result<SecurityState, LochError> {
     let state = snapshot(session)?;
     let me = Principal::of(&state, session.user());
-    if me.superuser {
-        return Ok(());
+    if !me.superuser {
+        let checker = Checker {
+            state: &state,
+            store: session.engine().catalog().store(),
+        };
+        checker.check_plan(&me, plan, &ddl::current_schema(session))?;
     }
-    let checker = Checker {
-        state: &state,
-        store: session.engine().catalog().store(),
-    };
-    checker.check_plan(&me, plan, &ddl::current_schema(session))
+    Ok(state)
 }
 
 /// The check of a Delta utility on `schema.name`: reading its history needs
@@ -1061,6 +1124,22 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
                 )));
             }
             store.set_owner(&schema, &table, &owner)?;
+        }
+        SecurityCommand::Policy {
+            table,
+            column,
+            expression,
+        } => {
+            let (schema, name) = ddl::table_name(session, &ddl::reference(&table)?)?;
+            checker.check_owner(&me, &schema, &name)?;
+            crate::policy::set(
+                session,
+                &table,
+                column.as_deref(),
+                expression.as_deref(),
+                &state,
+            )
+            .await?;
         }
         SecurityCommand::ShowGrants { on, to } => {
             return show_grants(session, &checker, &me, on, to);

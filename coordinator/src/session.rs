@@ -273,20 +273,25 @@ impl Session {
             ));
         }
         let command = commands.remove(0);
-        let (plan, param_types) = match &command {
+        let (plan, param_types, rows_schema) = match &command {
             Command::Query(statement) => {
                 let plan = self.plan((**statement).clone()).await?;
                 // Describing a table reveals its columns: checked now too.
-                crate::security::authorize(self, &plan)?;
+                let grants = crate::security::authorize(self, &plan)?;
                 let types = ordered_parameter_types(&plan)?;
-                (Some(plan), types)
+                // Policies are applied again at every execution (they may
+                // change); this is only what clients are told to expect.
+                let protected = crate::policy::apply(self, plan.clone(), &grants)?;
+                let schema: SchemaRef = Arc::new(protected.schema().as_arrow().clone());
+                (Some(plan), types, Some(schema))
             }
-            _ => (None, Vec::new()),
+            _ => (None, Vec::new(), None),
         };
         Ok(Some(Prepared {
             command,
             plan,
             param_types,
+            rows_schema,
         }))
     }
 
@@ -380,7 +385,9 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
-        crate::security::authorize(self, &plan)?;
+        let grants = crate::security::authorize(self, &plan)?;
+        // Row filters and column masks: inside the plan, before it runs.
+        let plan = crate::policy::apply(self, plan, &grants)?;
         if let LogicalPlan::Explain(explain) = &plan
             && !explain.verbose
             && self.engine.is_distributed()
@@ -632,6 +639,9 @@ pub struct Prepared {
     /// Parameter types in `$1..$n` order (`None` when the plan does not fix
     /// one: such a parameter takes the type of the value bound to it).
     pub param_types: Vec<Option<DataType>>,
+    /// The schema of the rows as the user will get them: after row filters
+    /// and column masks, which can make a column nullable.
+    pub rows_schema: Option<SchemaRef>,
 }
 
 impl Prepared {
@@ -642,7 +652,10 @@ impl Prepared {
             return Some(schema);
         }
         match &self.plan {
-            Some(plan) if returns_rows(plan) => Some(Arc::new(plan.schema().as_arrow().clone())),
+            Some(plan) if returns_rows(plan) => self
+                .rows_schema
+                .clone()
+                .or_else(|| Some(Arc::new(plan.schema().as_arrow().clone()))),
             _ => None,
         }
     }

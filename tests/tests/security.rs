@@ -460,3 +460,219 @@ async fn grants_hold_on_flight_sql() {
     );
     assert!(listed(&lines).contains(&"sales.t".to_string()));
 }
+
+/// The European nations of TPC-H (FRANCE, GERMANY, ROMANIA, RUSSIA, UNITED
+/// KINGDOM): what members of `europe` see of `crm.customer`.
+const EUROPE: &str = "(6, 7, 19, 22, 23)";
+
+/// `sql`'s rows from the in-process DataFusion oracle.
+async fn oracle_rows(server: &LochServer, sql: &str) -> Vec<Vec<Cell>> {
+    let ctx = loch_tests::oracle::tpch_context(&server.sample_dir()).await;
+    loch_tests::oracle::run(&ctx, sql).await
+}
+
+async fn pg_rows(client: &Client, sql: &str) -> Vec<Vec<Cell>> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+    loch_tests::oracle::pg_rows(&rows)
+}
+
+#[tokio::test]
+async fn row_filters_and_column_masks_on_both_protocols() {
+    use loch_tests::oracle::compare;
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start(dir.path());
+    let admin = server.connect().await;
+    exec(
+        &admin,
+        &format!(
+            "CREATE SCHEMA crm;
+             CREATE TABLE crm.customer AS
+                 SELECT c_custkey, c_name, c_nationkey, c_phone, c_acctbal FROM tpch.customer;
+             CREATE TABLE crm.accounts AS SELECT c_custkey, c_nationkey FROM tpch.customer;
+             CREATE VIEW crm.v AS SELECT * FROM crm.customer;
+             CREATE ROLE europe;
+             CREATE USER ann PASSWORD 'ann-pw';
+             CREATE USER bob PASSWORD 'bob-pw';
+             GRANT europe TO ann;
+             GRANT USAGE ON SCHEMA crm TO ann, bob;
+             GRANT SELECT ON crm.customer, crm.v TO ann, bob;
+             GRANT SELECT, DELETE ON crm.customer, crm.accounts TO ann;
+             ALTER TABLE crm.customer SET ROW FILTER
+                 is_member('europe') AND c_nationkey IN {EUROPE}
+                 OR current_user = 'bob' AND c_nationkey = 24;
+             ALTER TABLE crm.customer ALTER COLUMN c_phone SET MASK
+                 CASE WHEN is_member('support') THEN c_phone ELSE '***-' || right(c_phone, 4) END;
+             ALTER TABLE crm.customer ALTER COLUMN c_acctbal SET MASK NULL;
+             ALTER TABLE crm.accounts SET ROW FILTER is_member('europe') AND c_nationkey IN {EUROPE}"
+        ),
+    )
+    .await;
+
+    // What ann may see, from the oracle: European customers, masked.
+    let visible = |nations: &str| {
+        format!(
+            "SELECT c_custkey, c_name, c_nationkey, '***-' || right(c_phone, 4) AS c_phone,
+                    CAST(NULL AS DECIMAL(15, 2)) AS c_acctbal
+             FROM customer WHERE c_nationkey IN {nations}"
+        )
+    };
+    let ann_sees = visible(EUROPE);
+    let ann = connect_as(&server, "ann", "ann-pw").await.unwrap();
+    let checks = [
+        (
+            "SELECT * FROM crm.customer ORDER BY c_custkey".to_string(),
+            format!("SELECT * FROM ({ann_sees}) ORDER BY c_custkey"),
+        ),
+        (
+            "SELECT c_nationkey, count(*) FROM crm.customer GROUP BY 1 ORDER BY 1".into(),
+            format!("SELECT c_nationkey, count(*) FROM ({ann_sees}) GROUP BY 1 ORDER BY 1"),
+        ),
+        // A predicate on a masked column sees the masked value.
+        (
+            "SELECT count(*) FROM crm.customer WHERE c_acctbal > 0 OR c_phone LIKE '1%'".into(),
+            format!("SELECT count(*) FROM ({ann_sees}) WHERE c_acctbal > 0 OR c_phone LIKE '1%'"),
+        ),
+        // Through a view the admin owns: still the reader's filter.
+        (
+            "SELECT count(*), max(c_phone) FROM crm.v".into(),
+            format!("SELECT count(*), max(c_phone) FROM ({ann_sees})"),
+        ),
+        // In a subquery, and in time travel.
+        (
+            "SELECT count(*) FROM tpch.orders WHERE o_custkey IN (SELECT c_custkey FROM crm.customer)"
+                .into(),
+            format!(
+                "SELECT count(*) FROM orders WHERE o_custkey IN (SELECT c_custkey FROM ({ann_sees}))"
+            ),
+        ),
+        (
+            "SELECT count(*) FROM crm.customer VERSION AS OF 0".into(),
+            format!("SELECT count(*) FROM ({ann_sees})"),
+        ),
+    ];
+    for (sql, oracle_sql) in &checks {
+        let expected = oracle_rows(&server, oracle_sql).await;
+        let got = pg_rows(&ann, sql).await;
+        compare(&expected, &got, sql.contains("ORDER BY")).unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    // A prepared statement binds parameters into the protected plan.
+    let statement = ann
+        .prepare("SELECT count(*) FROM crm.customer WHERE c_nationkey = $1")
+        .await
+        .unwrap();
+    for nation in [7i64, 24] {
+        let got = loch_tests::oracle::pg_rows(&ann.query(&statement, &[&nation]).await.unwrap());
+        let expected = oracle_rows(
+            &server,
+            &format!("SELECT count(*) FROM ({ann_sees}) WHERE c_nationkey = {nation}"),
+        )
+        .await;
+        compare(&expected, &got, false).unwrap();
+    }
+
+    // bob: not in europe, his own clause.
+    let bob = connect_as(&server, "bob", "bob-pw").await.unwrap();
+    let expected = oracle_rows(
+        &server,
+        &format!("SELECT * FROM ({}) ORDER BY c_custkey", visible("(24)")),
+    )
+    .await;
+    assert!(!expected.is_empty());
+    compare(
+        &expected,
+        &pg_rows(&bob, "SELECT * FROM crm.customer ORDER BY c_custkey").await,
+        true,
+    )
+    .unwrap();
+
+    // Changes: a DELETE removes only the rows its user sees; changes that
+    // would read or write hidden values are refused.
+    let deleted = ann.execute("DELETE FROM crm.accounts", &[]).await.unwrap();
+    let european = oracle_rows(
+        &server,
+        &format!("SELECT count(*) FROM customer WHERE c_nationkey IN {EUROPE}"),
+    )
+    .await;
+    assert_eq!(vec![vec![Cell::Int(deleted as i64)]], european);
+    exec(&admin, "ALTER TABLE crm.accounts DROP ROW FILTER").await;
+    let rest = oracle_rows(
+        &server,
+        &format!("SELECT count(*) FROM customer WHERE c_nationkey NOT IN {EUROPE}"),
+    )
+    .await;
+    compare(
+        &rest,
+        &pg_rows(&admin, "SELECT count(*) FROM crm.accounts").await,
+        false,
+    )
+    .unwrap();
+    for sql in [
+        "DELETE FROM crm.customer WHERE c_custkey = 1",
+        "TRUNCATE crm.customer",
+    ] {
+        assert_eq!(denied(&ann, sql).await.0, "0A000", "{sql}");
+    }
+
+    // Setting them: the owner only, and expressions that fit.
+    for (sql, state) in [
+        ("ALTER TABLE crm.customer SET ROW FILTER true", "42501"),
+        ("ALTER TABLE crm.customer DROP ROW FILTER", "42501"),
+    ] {
+        assert_eq!(denied(&ann, sql).await.0, state, "{sql}");
+    }
+    for (sql, state) in [
+        (
+            "ALTER TABLE crm.customer SET ROW FILTER c_nationkey + 1",
+            "42804",
+        ),
+        (
+            "ALTER TABLE crm.customer ALTER COLUMN c_acctbal SET MASK 'hidden'",
+            "42804",
+        ),
+        (
+            "ALTER TABLE crm.customer ALTER COLUMN nope SET MASK NULL",
+            "42703",
+        ),
+        ("ALTER TABLE crm.customer SET ROW FILTER nope = 1", "42703"),
+        (
+            "ALTER TABLE crm.customer SET ROW FILTER is_member(c_name)",
+            "42601",
+        ),
+        ("ALTER TABLE crm.v SET ROW FILTER true", "42809"),
+        ("ALTER TABLE crm.accounts DROP ROW FILTER", "42704"),
+        ("ALTER TABLE crm.nope SET ROW FILTER true", "42P01"),
+    ] {
+        assert_eq!(denied(&admin, sql).await.0, state, "{sql}");
+    }
+    // The session goes on after the errors.
+    assert_eq!(rows(&ann, "select 1").await, vec![vec![Some("1".into())]]);
+
+    // Flight SQL: the same plan rewrite.
+    let sql = "select * from crm.customer order by c_custkey";
+    let lines = flight_as(&server, "ann", "ann-pw", &[sql]);
+    let result = statements(&lines)[0];
+    assert!(result.get("rows").is_some(), "{result}");
+    let expected = oracle_rows(
+        &server,
+        &format!("SELECT * FROM ({ann_sees}) ORDER BY c_custkey"),
+    )
+    .await;
+    compare(&expected, &json_rows(result), true).unwrap_or_else(|e| panic!("{e}: {result}"));
+
+    // Dropped with the table: a new table of the same name starts clean.
+    exec(
+        &admin,
+        "DROP VIEW crm.v; DROP TABLE crm.customer;
+         CREATE TABLE crm.customer AS SELECT c_custkey FROM tpch.customer",
+    )
+    .await;
+    compare(
+        &oracle_rows(&server, "SELECT count(*) FROM customer").await,
+        &pg_rows(&admin, "SELECT count(*) FROM crm.customer").await,
+        false,
+    )
+    .unwrap();
+}

@@ -318,6 +318,7 @@ fn bind_one(prepared: Prepared, params: Vec<Vec<ScalarValue>>) -> Result<Prepare
         command: prepared.command,
         plan,
         param_types: Vec::new(),
+        rows_schema: prepared.rows_schema,
     })
 }
 
