@@ -573,6 +573,41 @@ async fn row_filters_and_column_masks_on_both_protocols() {
         compare(&expected, &got, false).unwrap();
     }
 
+    // psql (libpq) as ann: the same rows.
+    let out = std::process::Command::new("psql")
+        .arg(server.conn_str_as("ann", "ann-pw"))
+        .args(["-X", "-A", "-t", "-F", ","])
+        .args([
+            "-c",
+            "SELECT c_nationkey, count(*), min(c_phone) FROM crm.customer GROUP BY 1 ORDER BY 1",
+        ])
+        .output()
+        .expect("psql (postgresql-client) is installed");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let expected = oracle_rows(
+        &server,
+        &format!(
+            "SELECT c_nationkey, count(*), min(c_phone) FROM ({ann_sees}) GROUP BY 1 ORDER BY 1"
+        ),
+    )
+    .await;
+    let got: Vec<Vec<Cell>> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            vec![
+                Cell::Int(cells[0].parse().unwrap()),
+                Cell::Int(cells[1].parse().unwrap()),
+                Cell::Text(cells[2].to_string()),
+            ]
+        })
+        .collect();
+    compare(&expected, &got, true).unwrap();
+
     // bob: not in europe, his own clause.
     let bob = connect_as(&server, "bob", "bob-pw").await.unwrap();
     let expected = oracle_rows(
