@@ -14,6 +14,7 @@ pub(crate) mod ddl;
 pub mod error;
 pub mod flight;
 pub mod local;
+pub mod pgcatalog;
 pub mod pgwire;
 pub mod policy;
 pub mod security;

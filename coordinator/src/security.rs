@@ -12,7 +12,7 @@
 //! sqlparser's AST expects for every dialect, and a password must never go
 //! through a path that could echo it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -846,6 +846,9 @@ pub struct VisibleCatalog {
     inner: Arc<dyn CatalogProvider>,
     store: Arc<CatalogStore>,
     user: String,
+    /// Schemas of this session only (its `pg_catalog`), ahead of the
+    /// shared catalog's.
+    session_schemas: std::sync::RwLock<BTreeMap<String, Arc<dyn SchemaProvider>>>,
 }
 
 impl VisibleCatalog {
@@ -854,21 +857,49 @@ impl VisibleCatalog {
             inner,
             store,
             user: user.to_string(),
+            session_schemas: Default::default(),
         }
+    }
+
+    /// Adds a schema only this session sees (not the shared catalog).
+    pub fn add_session_schema(&self, name: &str, schema: Arc<dyn SchemaProvider>) {
+        if let Ok(mut schemas) = self.session_schemas.write() {
+            schemas.insert(name.to_string(), schema);
+        }
+    }
+
+    fn session_schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        self.session_schemas
+            .read()
+            .ok()
+            .and_then(|s| s.get(name).cloned())
     }
 }
 
 impl CatalogProvider for VisibleCatalog {
     fn schema_names(&self) -> Vec<String> {
         let visible = visibility(Arc::clone(&self.store), &self.user);
-        self.inner
+        let mut names: Vec<String> = self
+            .inner
             .schema_names()
             .into_iter()
             .filter(|s| visible(s, ""))
-            .collect()
+            .collect();
+        if let Ok(own) = self.session_schemas.read() {
+            names.extend(
+                own.keys()
+                    .filter(|k| !names.contains(k))
+                    .cloned()
+                    .collect::<Vec<_>>(),
+            );
+        }
+        names
     }
 
     fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if let Some(own) = self.session_schema(name) {
+            return Some(own);
+        }
         let inner = self.inner.schema(name)?;
         Some(Arc::new(VisibleSchema {
             inner,

@@ -160,14 +160,13 @@ impl Session {
     ) -> Result<Self, LochError> {
         let ctx = engine.new_session()?;
         // Listings show this user only what it may use.
-        ctx.register_catalog(
-            loch_catalog::DATABASE_NAME,
-            Arc::new(crate::security::VisibleCatalog::new(
-                engine.catalog().provider(),
-                Arc::clone(engine.catalog().store()),
-                user,
-            )),
-        );
+        let visible = Arc::new(crate::security::VisibleCatalog::new(
+            engine.catalog().provider(),
+            Arc::clone(engine.catalog().store()),
+            user,
+        ));
+        ctx.register_catalog(loch_catalog::DATABASE_NAME, Arc::clone(&visible) as _);
+        crate::pgcatalog::install(&ctx, engine, &visible, user)?;
         ctx.register_udf(version_udf());
         let session = Session {
             ctx,

@@ -87,6 +87,12 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
 fn parse_sql(sql: &str, dialect: &PostgreSqlDialect) -> Result<Vec<Command>, LochError> {
     let rewritten = databricks::rewrite(sql, dialect);
     let sql = rewritten.as_deref().unwrap_or(sql);
+    if let Some(statements) = crate::pgcatalog::catalog_query(sql) {
+        return statements
+            .into_iter()
+            .map(|s| classify(DfStatement::Statement(Box::new(s))))
+            .collect();
+    }
     let mut parser = DFParserBuilder::new(sql).with_dialect(dialect).build()?;
     let statements = parser.parse_statements()?;
     statements.into_iter().map(classify).collect()

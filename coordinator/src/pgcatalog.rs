@@ -1,0 +1,267 @@
+//! `pg_catalog` for PostgreSQL clients (psql's `\d` family, JDBC/ODBC
+//! metadata, BI tools), from `datafusion-pg-catalog`.
+//!
+//! Each session gets its own `pg_catalog` schema, built over a catalog list
+//! that holds only that user's [`VisibleCatalog`]: `pg_class`,
+//! `pg_namespace`, `pg_attribute`, `pg_tables`, … list exactly what the user
+//! may use, like `information_schema` and `SHOW TABLES`. The crate's static
+//! tables (`pg_type`, `pg_proc`, …) are decoded once per process. The
+//! client functions (`format_type`, `pg_get_userbyid`, `current_schema`, …)
+//! are the crate's too, except the ones that must know the session:
+//! `current_user`/`session_user` answer the logged-in user, and `version()`
+//! stays Loch's.
+//!
+//! Client catalog queries go through the crate's SQL rewrites (regclass
+//! casts, `OPERATOR(pg_catalog.~)`, psql's fixed queries); other statements
+//! do not, because one of those rewrites replaces correlated subqueries in
+//! a select list by NULL, which would change the answers of real queries.
+
+use std::sync::{Arc, LazyLock, OnceLock};
+
+use async_trait::async_trait;
+use datafusion::arrow::datatypes::DataType;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::execution::session_state::SessionStateBuilder;
+use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::prelude::SessionContext;
+use datafusion::scalar::ScalarValue;
+use datafusion::sql::sqlparser::ast::Statement;
+use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
+use datafusion_pg_catalog::pg_catalog::{
+    self as pg, PgCatalogSchemaProvider, PgCatalogStaticTables, array_bounds_udf, format_type,
+    has_privilege_udf, oid_type_planner, pg_get_expr_udf, quote_ident_udf,
+};
+use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
+use loch_catalog::{CatalogStore, DATABASE_NAME};
+use loch_executor::Engine;
+
+use crate::error::LochError;
+use crate::security::VisibleCatalog;
+
+/// The static tables, decoded on first use.
+fn static_tables() -> Result<Arc<PgCatalogStaticTables>, LochError> {
+    static TABLES: OnceLock<Result<Arc<PgCatalogStaticTables>, String>> = OnceLock::new();
+    TABLES
+        .get_or_init(|| {
+            PgCatalogStaticTables::try_new()
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| LochError::Internal(format!("pg_catalog static tables: {e}")))
+}
+
+/// Roles for `pg_roles`/`pg_user`, from the catalog store.
+#[derive(Debug, Clone)]
+struct StoreRoles {
+    store: Arc<CatalogStore>,
+}
+
+#[async_trait]
+impl PgCatalogContextProvider for StoreRoles {
+    async fn roles(&self) -> Vec<String> {
+        match self.store.security_state() {
+            Ok(state) => state.roles.into_keys().collect(),
+            Err(e) => {
+                tracing::warn!(error = %e, "pg_roles: reading roles");
+                Vec::new()
+            }
+        }
+    }
+
+    async fn role(&self, name: &str) -> Option<Role> {
+        let state = self.store.security_state().ok()?;
+        let role = state.roles.get(name)?;
+        let inherited_roles = state
+            .roles_of(name)
+            .into_iter()
+            .filter(|r| r != name && r != loch_catalog::security::PUBLIC)
+            .collect();
+        Some(Role {
+            name: role.name.clone(),
+            is_superuser: role.superuser,
+            can_login: role.login,
+            can_create_db: false,
+            can_create_role: role.superuser,
+            can_create_user: role.superuser,
+            can_replication: false,
+            grants: Vec::new(),
+            inherited_roles,
+        })
+    }
+}
+
+/// A function of no arguments answering one string for this session.
+fn constant_udf(name: &str, value: &str) -> ScalarUDF {
+    let value = value.to_string();
+    create_udf(
+        name,
+        vec![],
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(move |_| {
+            Ok(ColumnarValue::Scalar(ScalarValue::Utf8(Some(
+                value.clone(),
+            ))))
+        }),
+    )
+}
+
+/// `pg_*_is_visible(oid)`: everything in `pg_catalog` is on the search
+/// path as psql means it.
+fn visible_udf(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        DataType::Boolean,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
+    )
+}
+
+/// Gives the session `ctx` of `user` its `pg_catalog` (registered in
+/// `visible`, the session's own catalog) and the functions clients call.
+pub fn install(
+    ctx: &SessionContext,
+    engine: &Engine,
+    visible: &VisibleCatalog,
+    user: &str,
+) -> Result<(), LochError> {
+    let store = Arc::clone(engine.catalog().store());
+    // A list of its own (not the session's, which will hold pg_catalog
+    // itself: a cycle no session would ever free).
+    let list: Arc<dyn CatalogProviderList> = Arc::new(MemoryCatalogProviderList::new());
+    list.register_catalog(
+        DATABASE_NAME.to_string(),
+        Arc::new(VisibleCatalog::new(
+            engine.catalog().provider(),
+            Arc::clone(&store),
+            user,
+        )),
+    );
+    let schema = PgCatalogSchemaProvider::try_new(list, static_tables()?, StoreRoles { store })?;
+    visible.add_session_schema("pg_catalog", Arc::new(schema));
+
+    for udf in [
+        pg::create_current_database_udf(DATABASE_NAME),
+        pg::create_current_schema_udf(),
+        pg::create_current_schemas_udf(),
+        pg::create_pg_get_userbyid_udf(),
+        has_privilege_udf::create_has_privilege_udf("has_table_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_schema_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_database_privilege"),
+        has_privilege_udf::create_has_privilege_udf("has_any_column_privilege"),
+        pg::create_pg_table_is_visible(),
+        visible_udf("pg_function_is_visible"),
+        visible_udf("pg_type_is_visible"),
+        format_type::create_format_type_udf(),
+        pg_get_expr_udf::create_pg_get_expr_udf(),
+        pg::create_pg_get_partkeydef_udf(),
+        pg::create_pg_relation_is_publishable_udf(),
+        pg::create_pg_get_statisticsobjdef_columns_udf(),
+        pg::create_pg_encoding_to_char_udf(),
+        pg::create_pg_backend_pid_udf(),
+        pg::create_pg_relation_size_udf(),
+        pg::create_pg_total_relation_size_udf(),
+        pg::create_pg_stat_get_numscans(),
+        pg::create_pg_get_constraintdef(),
+        pg::create_pg_get_partition_ancestors_udf(),
+        quote_ident_udf::create_quote_ident_udf(),
+        quote_ident_udf::create_parse_ident_udf(),
+        array_bounds_udf::create_array_upper_udf(),
+        array_bounds_udf::create_array_lower_udf(),
+        // The crate's answer "postgres"; these know who logged in.
+        constant_udf("session_user", user),
+        constant_udf("current_user", user),
+    ] {
+        ctx.register_udf(udf);
+    }
+    ctx.register_udtf("pg_get_keywords", static_tables()?.pg_get_keywords.clone());
+    // `regclass`, `regtype`, `oid` … as type names in casts.
+    let state = ctx.state_ref();
+    let current = state.read().clone();
+    let with_types = SessionStateBuilder::new_from_existing(current)
+        .with_type_planner(Arc::new(oid_type_planner::PgOidTypePlanner))
+        .build();
+    *state.write() = with_types;
+    datafusion_pg_catalog::pg_catalog::generate_series_arg_coercion::CoerceIntArgsToBigInt::widen(
+        ctx,
+    );
+    Ok(())
+}
+
+/// Words that make a statement a client's catalog query: `pg_catalog`, its
+/// tables and its functions (a user's column named `pg_count` does not).
+const CATALOG_WORDS: &[&str] = &[
+    "pg_catalog",
+    "pg_am",
+    "pg_attr",
+    "pg_auth",
+    "pg_backend_pid",
+    "pg_cast",
+    "pg_class",
+    "pg_collation",
+    "pg_constraint",
+    "pg_database",
+    "pg_depend",
+    "pg_description",
+    "pg_encoding_to_char",
+    "pg_enum",
+    "pg_event_trigger",
+    "pg_extension",
+    "pg_foreign",
+    "pg_function_is_visible",
+    "pg_get_",
+    "pg_index",
+    "pg_inherits",
+    "pg_language",
+    "pg_matviews",
+    "pg_namespace",
+    "pg_opclass",
+    "pg_operator",
+    "pg_partitioned_table",
+    "pg_policy",
+    "pg_proc",
+    "pg_publication",
+    "pg_range",
+    "pg_relation_size",
+    "pg_rewrite",
+    "pg_roles",
+    "pg_sequence",
+    "pg_settings",
+    "pg_shdescription",
+    "pg_stat",
+    "pg_table_is_visible",
+    "pg_tables",
+    "pg_tablespace",
+    "pg_total_relation_size",
+    "pg_trigger",
+    "pg_ts_",
+    "pg_type",
+    "pg_user",
+    "pg_views",
+];
+
+/// The crate's parser with its blacklist of client queries and rewrites.
+static COMPATIBILITY: LazyLock<PostgresCompatibilityParser> =
+    LazyLock::new(PostgresCompatibilityParser::new);
+
+/// A client's catalog query, rewritten for DataFusion: `Some` when `sql`
+/// reads `pg_catalog` or uses its casts and operators and parses into
+/// queries only; `None` leaves it to the normal path.
+pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
+    let lower = sql.to_ascii_lowercase();
+    let catalog_like = lower.contains("::reg")
+        || lower.contains("operator(")
+        || lower
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| CATALOG_WORDS.iter().any(|w| word.starts_with(w)));
+    if !catalog_like {
+        return None;
+    }
+    let statements = COMPATIBILITY.parse(sql).ok()?;
+    statements
+        .iter()
+        .all(|s| matches!(s, Statement::Query(_)))
+        .then_some(statements)
+}
