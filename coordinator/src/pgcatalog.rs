@@ -119,6 +119,81 @@ fn visible_udf(name: &str) -> ScalarUDF {
     )
 }
 
+/// PostgreSQL's `pg_size_pretty(bigint)`: bytes below 10 kB, else the
+/// largest unit that keeps at least 10 of them, rounded half away from zero
+/// (PostgreSQL's algorithm: one spare bit kept for the rounding).
+pub fn size_pretty(bytes: i64) -> String {
+    const LIMIT: i64 = 10 * 1024;
+    const LIMIT2: i64 = LIMIT * 2 - 1;
+    let half_rounded = |x: i64| (x + if x < 0 { -1 } else { 1 }) / 2;
+    if bytes.abs() < LIMIT {
+        return format!("{bytes} bytes");
+    }
+    let mut size = bytes >> 9;
+    for unit in ["kB", "MB", "GB", "TB"] {
+        if size.abs() < LIMIT2 {
+            return format!("{} {unit}", half_rounded(size));
+        }
+        size >>= 10;
+    }
+    format!("{} PB", half_rounded(size))
+}
+
+fn size_pretty_udf() -> ScalarUDF {
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
+    create_udf(
+        "pg_size_pretty",
+        vec![DataType::Int64],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args: &[ColumnarValue]| {
+            let [arg] = args else {
+                return Err(datafusion::error::DataFusionError::Plan(
+                    "pg_size_pretty takes one argument".into(),
+                ));
+            };
+            Ok(match arg {
+                ColumnarValue::Scalar(ScalarValue::Int64(v)) => {
+                    ColumnarValue::Scalar(ScalarValue::Utf8(v.map(size_pretty)))
+                }
+                ColumnarValue::Scalar(_) => ColumnarValue::Scalar(ScalarValue::Utf8(None)),
+                ColumnarValue::Array(array) => {
+                    let values = array.as_any().downcast_ref::<Int64Array>().ok_or_else(|| {
+                        datafusion::error::DataFusionError::Plan(
+                            "pg_size_pretty takes a bigint".into(),
+                        )
+                    })?;
+                    let out: StringArray = values.iter().map(|v| v.map(size_pretty)).collect();
+                    ColumnarValue::Array(Arc::new(out) as Arc<dyn Array>)
+                }
+            })
+        }),
+    )
+}
+
+/// `f(oid) → bigint` for sizes Loch does not report per relation (yet):
+/// NULL, which `\dt+` shows as an empty size.
+fn unknown_size_udf(name: &str) -> ScalarUDF {
+    create_udf(
+        name,
+        vec![DataType::Int32],
+        DataType::Int64,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Int64(None)))),
+    )
+}
+
+/// `f(oid, …) → text` that knows nothing about the object: NULL.
+fn null_text_udf(name: &str, args: Vec<DataType>) -> ScalarUDF {
+    create_udf(
+        name,
+        args,
+        DataType::Utf8,
+        Volatility::Stable,
+        Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))),
+    )
+}
+
 /// Gives the session `ctx` of `user` its `pg_catalog` (registered in
 /// `visible`, the session's own catalog) and the functions clients call.
 pub fn install(
@@ -154,6 +229,17 @@ pub fn install(
         pg::create_pg_table_is_visible(),
         visible_udf("pg_function_is_visible"),
         visible_udf("pg_type_is_visible"),
+        // psql's \df: Loch has no SQL functions to describe yet.
+        null_text_udf("pg_get_function_result", vec![DataType::Int32]),
+        null_text_udf("pg_get_function_arguments", vec![DataType::Int32]),
+        null_text_udf("pg_get_function_identity_arguments", vec![DataType::Int32]),
+        // Comments: Loch keeps none yet.
+        null_text_udf("obj_description", vec![DataType::Int32, DataType::Utf8]),
+        null_text_udf("col_description", vec![DataType::Int32, DataType::Int32]),
+        null_text_udf("shobj_description", vec![DataType::Int32, DataType::Utf8]),
+        size_pretty_udf(),
+        unknown_size_udf("pg_table_size"),
+        unknown_size_udf("pg_indexes_size"),
         format_type::create_format_type_udf(),
         pg_get_expr_udf::create_pg_get_expr_udf(),
         pg::create_pg_get_partkeydef_udf(),
@@ -264,4 +350,34 @@ pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
         .iter()
         .all(|s| matches!(s, Statement::Query(_)))
         .then_some(statements)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_postgresql_prints_them() {
+        for (bytes, text) in [
+            (0, "0 bytes"),
+            (10239, "10239 bytes"),
+            (10240, "10 kB"),
+            (1_048_576, "1024 kB"),
+            (10_485_760, "10 MB"),
+            (123_456_789, "118 MB"),
+            (-10240, "-10 kB"),
+        ] {
+            assert_eq!(size_pretty(bytes), text, "{bytes}");
+        }
+    }
+
+    #[test]
+    fn only_catalog_queries_take_the_compatibility_path() {
+        assert!(catalog_query("select relname from pg_catalog.pg_class").is_some());
+        assert!(catalog_query("select 'tpch.nation'::regclass").is_some());
+        assert!(catalog_query("select pg_count, (select 1) from t").is_none());
+        assert!(catalog_query("select * from tpch.nation").is_none());
+        // A catalog word in a statement that is not a query: left alone.
+        assert!(catalog_query("create table pg_class_copy as select 1").is_none());
+    }
 }

@@ -132,6 +132,11 @@ async fn psql_describes_the_catalog_each_user_may_see() {
         .collect();
     assert_eq!(columns, expected, "{out}");
 
+    // \dt+ (sizes) and \df (no SQL functions to list yet) run.
+    let out = psql(&server, "loch", PASSWORD, &["\\dt+ tpch.n*"]);
+    assert_eq!(listed(&out)[0][1], "nation", "{out}");
+    psql(&server, "loch", PASSWORD, &["\\df"]);
+
     let out = psql(&server, "loch", PASSWORD, &["\\dv sales.*"]);
     assert_eq!(
         listed(&out)
