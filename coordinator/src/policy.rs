@@ -214,20 +214,6 @@ fn protected_scan(
     Ok(plan.build()?)
 }
 
-/// (schema, table) of a name in a plan, as DataFusion resolved it; time
-/// travel (`t@v3`) is under `t`'s policy.
-fn resolve(name: &TableReference, default_schema: &str) -> Option<(String, String)> {
-    let resolved = name.clone().resolve(DATABASE_NAME, default_schema);
-    if resolved.catalog.as_ref() != DATABASE_NAME {
-        return None;
-    }
-    let table = resolved.table.as_ref();
-    let base = loch_catalog::delta::TimeTravel::split(table)
-        .map(|(base, _)| base)
-        .unwrap_or(table);
-    Some((resolved.schema.to_string(), base.to_string()))
-}
-
 /// `plan` with every scan of a table that has a row filter or masks
 /// replaced by what the session's user may see. Changes that cannot honour
 /// them are refused: `UPDATE`/`DELETE` of a masked table (they would read
@@ -242,7 +228,8 @@ pub fn apply(
     }
     let default_schema = ddl::current_schema(session);
     let policy_of = |name: &TableReference| {
-        resolve(name, &default_schema).and_then(|key| state.policies.get(&key).map(|p| (key, p)))
+        crate::security::resolve_table(name, &default_schema)
+            .and_then(|key| state.policies.get(&key).map(|p| (key, p)))
     };
     let mut refused = None;
     plan.apply_with_subqueries(|node| {

@@ -602,22 +602,6 @@ impl Checker<'_> {
         }))
     }
 
-    /// (schema, table) of a name in a plan, resolved as DataFusion did;
-    /// `None` for tables outside Loch's catalog (DataFusion's own
-    /// `information_schema` and the like).
-    fn resolve(&self, name: &TableReference, default_schema: &str) -> Option<(String, String)> {
-        let resolved = name.clone().resolve(DATABASE_NAME, default_schema);
-        if resolved.catalog.as_ref() != DATABASE_NAME {
-            return None;
-        }
-        let table = resolved.table.as_ref();
-        // `t@v3`: an earlier version of t, under t's grants.
-        let base = loch_catalog::delta::TimeTravel::split(table)
-            .map(|(base, _)| base)
-            .unwrap_or(table);
-        Some((resolved.schema.to_string(), base.to_string()))
-    }
-
     /// Every table `plan` reads needs `SELECT`, every table it changes the
     /// privilege of the change; views are checked with their owner's
     /// rights.
@@ -658,7 +642,7 @@ impl Checker<'_> {
         };
         match node {
             LogicalPlan::TableScan(scan) => {
-                let Some((schema, name)) = self.resolve(&scan.table_name, default_schema) else {
+                let Some((schema, name)) = resolve_table(&scan.table_name, default_schema) else {
                     return superuser_only(&format!("table {}", scan.table_name));
                 };
                 self.check_table(who, Privilege::Select, &schema, &name)?;
@@ -683,7 +667,7 @@ impl Checker<'_> {
                 Ok(TreeNodeRecursion::Jump)
             }
             LogicalPlan::Dml(dml) => {
-                let Some((schema, name)) = self.resolve(&dml.table_name, default_schema) else {
+                let Some((schema, name)) = resolve_table(&dml.table_name, default_schema) else {
                     return superuser_only(&format!("table {}", dml.table_name));
                 };
                 match dml.op {
@@ -720,7 +704,7 @@ impl Checker<'_> {
         default_schema: &str,
     ) -> Result<TreeNodeRecursion, LochError> {
         let table = |name: &TableReference| {
-            self.resolve(name, default_schema)
+            resolve_table(name, default_schema)
                 .ok_or_else(|| LochError::PermissionDenied(format!("table {name}")))
         };
         match ddl {
@@ -768,6 +752,25 @@ impl Checker<'_> {
             ))),
         }
     }
+}
+
+/// (schema, table) of a name in a plan, resolved as DataFusion did;
+/// `None` for tables outside Loch's catalog (DataFusion's own
+/// `information_schema` and the like). Time travel (`t@v3`, an earlier
+/// version of t) is under t's grants and policies.
+pub(crate) fn resolve_table(
+    name: &TableReference,
+    default_schema: &str,
+) -> Option<(String, String)> {
+    let resolved = name.clone().resolve(DATABASE_NAME, default_schema);
+    if resolved.catalog.as_ref() != DATABASE_NAME {
+        return None;
+    }
+    let table = resolved.table.as_ref();
+    let base = loch_catalog::delta::TimeTravel::split(table)
+        .map(|(base, _)| base)
+        .unwrap_or(table);
+    Some((resolved.schema.to_string(), base.to_string()))
 }
 
 /// The grants of the session's user, refreshed for every statement: a
