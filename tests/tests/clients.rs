@@ -233,3 +233,34 @@ async fn restart_reuses_the_sample_and_ctrl_c_stops_cleanly() {
     );
     assert!(!empty.path().join("sample").exists());
 }
+
+#[tokio::test]
+async fn psycopg_reads_numeric_precision_and_scale() {
+    use datafusion::arrow::datatypes::DataType;
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let schema = ctx
+        .table("lineitem")
+        .await
+        .unwrap()
+        .schema()
+        .as_arrow()
+        .clone();
+    let sql = std::ffi::OsString::from("SELECT * FROM tpch.lineitem LIMIT 0");
+    let lines = run_python(&server, "describe_psycopg.py", &[sql.as_os_str()]);
+    assert_eq!(lines.len(), 2 * schema.fields().len());
+    let mut decimals = 0;
+    for (line, field) in lines.iter().zip(schema.fields().iter().cycle()) {
+        assert_eq!(line["name"], field.name().as_str(), "{line}");
+        match field.data_type() {
+            DataType::Decimal128(p, s) => {
+                decimals += 1;
+                assert_eq!(line["type_code"], 1700, "numeric: {line}");
+                assert_eq!(line["precision"], u64::from(*p), "{line}");
+                assert_eq!(line["scale"], i64::from(*s), "{line}");
+            }
+            _ => assert!(line["precision"].is_null(), "{line}"),
+        }
+    }
+    assert!(decimals > 0, "lineitem has numeric columns");
+}

@@ -29,13 +29,41 @@ pub fn error_info(e: &LochError) -> ErrorInfo {
     ErrorInfo::new(severity.to_owned(), e.sqlstate().to_owned(), e.message())
 }
 
-/// Column descriptions for a result schema in the requested formats.
+/// Column descriptions for a result schema in the requested formats, with
+/// the type modifier of `numeric(p, s)` columns: JDBC's and ODBC's column
+/// precision and scale, and psycopg's `description`, come from it.
 pub fn fields(
     schema: &arrow::datatypes::Schema,
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    arrow_schema_to_pg_fields(schema, format, options)
+    let fields = arrow_schema_to_pg_fields(schema, format, options)?;
+    Ok(fields
+        .into_iter()
+        .zip(schema.fields())
+        .map(|(info, field)| match numeric_typmod(field.data_type()) {
+            Some(typmod) => info.with_type_modifier(typmod),
+            None => info,
+        })
+        .collect())
+}
+
+/// PostgreSQL's `atttypmod` of `numeric(p, s)`: `((p << 16) | s) + 4`;
+/// `None` for other types and for decimals PostgreSQL's numeric cannot
+/// declare (negative scale, precision over 1000).
+pub fn numeric_typmod(data_type: &arrow::datatypes::DataType) -> Option<i32> {
+    use arrow::datatypes::DataType;
+    let (precision, scale) = match data_type {
+        DataType::Decimal32(p, s)
+        | DataType::Decimal64(p, s)
+        | DataType::Decimal128(p, s)
+        | DataType::Decimal256(p, s) => (i32::from(*p), i32::from(*s)),
+        _ => return None,
+    };
+    if !(1..=1000).contains(&precision) || !(0..=precision).contains(&scale) {
+        return None;
+    }
+    Some(((precision << 16) | scale) + 4)
 }
 
 /// The response for one statement's output.
