@@ -25,7 +25,14 @@ use datafusion::execution::session_state::SessionStateBuilder;
 use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
 use datafusion::prelude::SessionContext;
 use datafusion::scalar::ScalarValue;
-use datafusion::sql::sqlparser::ast::Statement;
+use std::ops::ControlFlow;
+
+use datafusion::sql::sqlparser::ast::{
+    Expr as SqlExpr, FunctionArguments, OrderBy, OrderByKind, SelectItem, SetExpr, Statement,
+    visit_expressions_mut,
+};
+use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
+use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::{
     self as pg, PgCatalogSchemaProvider, PgCatalogStaticTables, array_bounds_udf, format_type,
@@ -345,11 +352,77 @@ pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
     if !catalog_like {
         return None;
     }
-    let statements = COMPATIBILITY.parse(sql).ok()?;
-    statements
-        .iter()
-        .all(|s| matches!(s, Statement::Query(_)))
-        .then_some(statements)
+    let mut statements = COMPATIBILITY.parse(sql).ok()?;
+    if !statements.iter().all(|s| matches!(s, Statement::Query(_))) {
+        return None;
+    }
+    for statement in &mut statements {
+        let _ = visit_expressions_mut(statement, |e| {
+            array_subquery_to_aggregate(e);
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    Some(statements)
+}
+
+/// `ARRAY(SELECT x FROM … [ORDER BY …])`, which DataFusion does not plan,
+/// as `(SELECT array_agg(x [ORDER BY …]) FROM …)` (psql's `\du` asks for a
+/// role's memberships so). Unlike `ARRAY()`, no rows give NULL, not `{}`.
+fn array_subquery_to_aggregate(expr: &mut SqlExpr) {
+    let SqlExpr::Function(f) = expr else {
+        return;
+    };
+    let FunctionArguments::Subquery(query) = &f.args else {
+        return;
+    };
+    if !f.name.to_string().eq_ignore_ascii_case("array")
+        || query.limit_clause.is_some()
+        || query.fetch.is_some()
+    {
+        return;
+    }
+    let mut query = (**query).clone();
+    let order_by = query.order_by.take();
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let [item] = select.projection.as_slice() else {
+        return;
+    };
+    let element = match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return,
+    };
+    let order = match order_by {
+        None => String::new(),
+        Some(OrderBy {
+            kind: OrderByKind::Expressions(list),
+            ..
+        }) => {
+            let mut terms = Vec::with_capacity(list.len());
+            for term in &list {
+                // `ORDER BY 1` is the selected column, not the constant.
+                let text = term.to_string();
+                match (&term.expr, text.strip_prefix('1')) {
+                    (SqlExpr::Value(v), Some(rest)) if v.to_string() == "1" => {
+                        terms.push(format!("{element}{rest}"))
+                    }
+                    _ => terms.push(text),
+                }
+            }
+            format!(" ORDER BY {}", terms.join(", "))
+        }
+        Some(_) => return,
+    };
+    let text = format!("array_agg({element}{order})");
+    let Ok(aggregate) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return;
+    };
+    select.projection = vec![SelectItem::UnnamedExpr(aggregate)];
+    *expr = SqlExpr::Subquery(Box::new(query));
 }
 
 #[cfg(test)]
@@ -369,6 +442,20 @@ mod tests {
         ] {
             assert_eq!(size_pretty(bytes), text, "{bytes}");
         }
+    }
+
+    #[test]
+    fn array_of_a_subquery_becomes_an_aggregate() {
+        let statements = catalog_query(
+            "SELECT r.rolname, ARRAY(SELECT b.rolname FROM pg_catalog.pg_roles b \
+             WHERE b.oid = r.oid ORDER BY 1) AS memberof FROM pg_catalog.pg_roles r",
+        )
+        .unwrap();
+        let text = statements[0].to_string();
+        assert!(
+            text.contains("(SELECT array_agg(b.rolname ORDER BY b.rolname) FROM"),
+            "{text}"
+        );
     }
 
     #[test]

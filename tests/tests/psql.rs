@@ -1,8 +1,9 @@
 //! psql's backslash commands against `pg_catalog` (the BI tools issue's
-//! first client): `\l`, `\dn`, `\dt`, `\dt tpch.*`, `\d tpch.lineitem`,
-//! `\dv`, `\x` and `\timing`, each asserting the names, columns and types it
-//! lists — taken from the sample's Parquet files for `\d` — and that a user
-//! sees only what it is granted.
+//! first client): `\l`, `\dn`, `\dt`, `\dt tpch.*`, `\dt+`,
+//! `\d tpch.lineitem`, `\dv`, `\df`, `\du`, `\x` and `\timing`, each
+//! asserting the names, columns and types it lists — taken from the
+//! sample's Parquet files for `\d` — and that a user sees only what it is
+//! granted.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use std::process::Command;
@@ -169,6 +170,19 @@ async fn psql_describes_the_catalog_each_user_may_see() {
         datafusion::arrow::util::display::array_value_to_string(nation[0].column(0), 0).unwrap();
     assert!(out.lines().any(|l| l == format!("n|{n}")), "{out}");
     assert!(out.contains("Time:"), "{out}");
+
+    // \du: the roles of the catalog store, with their attributes.
+    let out = psql(&server, "loch", PASSWORD, &["\\du"]);
+    let roles = listed(&out);
+    let attributes = |name: &str| {
+        roles
+            .iter()
+            .find(|r| r[0] == name)
+            .unwrap_or_else(|| panic!("{name} in {out}"))[1]
+            .clone()
+    };
+    assert!(attributes("loch").contains("Superuser"), "{out}");
+    assert!(!attributes("ann").contains("Superuser"), "{out}");
 
     // ann: only what she is granted.
     let out = psql(&server, "ann", "ann-pw", &["\\dt sales.*"]);
