@@ -264,3 +264,52 @@ async fn psycopg_reads_numeric_precision_and_scale() {
     }
     assert!(decimals > 0, "lineitem has numeric columns");
 }
+
+#[tokio::test]
+async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let port = server.port.to_string();
+    let lines = run_python_script(
+        &server,
+        "odbc_pyodbc.py",
+        &[port],
+        "pyodbc and odbc-postgresql",
+    );
+    let check = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+            .clone()
+    };
+    let expected = oracle::run(
+        &ctx,
+        "select n_regionkey, count(*) from nation group by 1 order by 1",
+    )
+    .await;
+    oracle::compare(&expected, &json_rows(&check("query")), true).unwrap();
+    let expected = oracle::run(&ctx, "select n_name from nation where n_nationkey = 3").await;
+    oracle::compare(&expected, &json_rows(&check("parameter")), true).unwrap();
+    assert_eq!(check("error")["sqlstate"], "22012");
+    let expected = oracle::run(&ctx, "select 40 + 2").await;
+    oracle::compare(&expected, &json_rows(&check("after_error")), true).unwrap();
+
+    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sample.sort();
+    let tables: Vec<String> = serde_json::from_value(check("tables")["names"].clone()).unwrap();
+    assert_eq!(tables, sample);
+    let schema = ctx
+        .table("lineitem")
+        .await
+        .unwrap()
+        .schema()
+        .as_arrow()
+        .clone();
+    let columns: Vec<String> = serde_json::from_value(check("columns")["names"].clone()).unwrap();
+    let expected: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(columns, expected);
+}
