@@ -35,6 +35,19 @@ pub async fn tpch_context(sample_dir: &Path) -> SessionContext {
     ctx
 }
 
+/// The Arrow schema of `table` as the oracle reads it from the Parquet files.
+pub async fn table_schema(
+    ctx: &SessionContext,
+    table: &str,
+) -> datafusion::arrow::datatypes::Schema {
+    ctx.table(table)
+        .await
+        .unwrap_or_else(|e| panic!("{table}: {e}"))
+        .schema()
+        .as_arrow()
+        .clone()
+}
+
 /// Runs `sql` on the oracle and returns canonical rows.
 pub async fn run(ctx: &SessionContext, sql: &str) -> Vec<Vec<Cell>> {
     let batches = ctx

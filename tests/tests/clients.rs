@@ -239,13 +239,7 @@ async fn psycopg_reads_numeric_precision_and_scale() {
     use datafusion::arrow::datatypes::DataType;
     let server = server();
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
-    let schema = ctx
-        .table("lineitem")
-        .await
-        .unwrap()
-        .schema()
-        .as_arrow()
-        .clone();
+    let schema = oracle::table_schema(&ctx, "lineitem").await;
     let sql = std::ffi::OsString::from("SELECT * FROM tpch.lineitem LIMIT 0");
     let lines = run_python(&server, "describe_psycopg.py", &[sql.as_os_str()]);
     assert_eq!(lines.len(), 2 * schema.fields().len());
@@ -302,13 +296,7 @@ async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
     sample.sort();
     let tables: Vec<String> = serde_json::from_value(check("tables")["names"].clone()).unwrap();
     assert_eq!(tables, sample);
-    let schema = ctx
-        .table("lineitem")
-        .await
-        .unwrap()
-        .schema()
-        .as_arrow()
-        .clone();
+    let schema = oracle::table_schema(&ctx, "lineitem").await;
     let columns: Vec<String> = serde_json::from_value(check("columns")["names"].clone()).unwrap();
     let expected: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     assert_eq!(columns, expected);

@@ -114,13 +114,7 @@ async fn psql_describes_the_catalog_each_user_may_see() {
 
     // \d: the columns and types of the Parquet files, in order.
     let ctx = loch_tests::oracle::tpch_context(&server.sample_dir()).await;
-    let schema = ctx
-        .table("lineitem")
-        .await
-        .unwrap()
-        .schema()
-        .as_arrow()
-        .clone();
+    let schema = loch_tests::oracle::table_schema(&ctx, "lineitem").await;
     let out = psql(&server, "loch", PASSWORD, &["\\d tpch.lineitem"]);
     let columns: Vec<(String, String)> = listed(&out)
         .into_iter()
