@@ -301,13 +301,11 @@ pub fn apply(
 /// must plan over the table, for the user setting it) before storing.
 pub async fn set(
     session: &Session,
-    table: &[String],
+    (schema, name): (String, String),
     column: Option<&str>,
     expression: Option<&str>,
     state: &SecurityState,
 ) -> Result<(), LochError> {
-    let reference = ddl::reference(table)?;
-    let (schema, name) = ddl::table_name(session, &reference)?;
     let store = session.engine().catalog().store();
     let relation = store.relation(&schema, &name)?.ok_or_else(|| {
         loch_catalog::CatalogError::RelationNotFound {

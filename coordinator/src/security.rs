@@ -1168,7 +1168,7 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
             checker.check_owner(&me, &schema, &name)?;
             crate::policy::set(
                 session,
-                &table,
+                (schema, name),
                 column.as_deref(),
                 expression.as_deref(),
                 &state,

@@ -39,6 +39,14 @@ fn psql(conninfo: &str, commands: &[&str]) -> Result<String, String> {
     }
 }
 
+/// libpq settings that verify the server against `ca`, plus `extra`.
+fn verify_full(port: u16, ca: &Path, extra: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={port} user=loch dbname=loch sslmode=verify-full sslrootcert={} {extra}",
+        ca.display()
+    )
+}
+
 fn check<'a>(lines: &'a [Value], name: &str) -> &'a Value {
     lines
         .iter()
@@ -89,12 +97,11 @@ async fn tls_on_both_protocols_with_verified_certificates() {
 
     // psql, verifying the server against the CA, and binding the SCRAM
     // login to the certificate it saw (SCRAM-SHA-256-PLUS).
-    let verify_full = format!(
-        "host=127.0.0.1 port={} user=loch dbname=loch sslmode=verify-full channel_binding=require sslrootcert={}",
-        server.port,
-        ca.display()
-    );
-    let out = psql(&verify_full, &["\\conninfo", SQL]).unwrap();
+    let out = psql(
+        &verify_full(server.port, &ca, "channel_binding=require"),
+        &["\\conninfo", SQL],
+    )
+    .unwrap();
     assert!(out.contains("SSL connection"), "{out}");
     let rows: Vec<Vec<Cell>> = out
         .lines()
@@ -107,15 +114,7 @@ async fn tls_on_both_protocols_with_verified_certificates() {
         .collect();
     oracle::compare(&expected, &rows, true).unwrap();
     // The same psql with a CA that did not sign the certificate.
-    let wrong = psql(
-        &format!(
-            "host=127.0.0.1 port={} user=loch dbname=loch sslmode=verify-full sslrootcert={}",
-            server.port,
-            other_ca.display()
-        ),
-        &["select 1"],
-    )
-    .unwrap_err();
+    let wrong = psql(&verify_full(server.port, &other_ca, ""), &["select 1"]).unwrap_err();
     assert!(wrong.contains("certificate verify failed"), "{wrong}");
 
     // psycopg and ADBC.
@@ -162,15 +161,7 @@ async fn tls_on_both_protocols_with_verified_certificates() {
     tokio::spawn(connection);
     let clear_rows = client.query(SQL, &[]).await.unwrap();
     oracle::compare(&expected, &oracle::pg_rows(&clear_rows), true).unwrap();
-    let out = psql(
-        &format!(
-            "host=127.0.0.1 port={} user=loch dbname=loch sslmode=verify-full sslrootcert={}",
-            server.port,
-            ca.display()
-        ),
-        &["\\conninfo"],
-    )
-    .unwrap();
+    let out = psql(&verify_full(server.port, &ca, ""), &["\\conninfo"]).unwrap();
     assert!(out.contains("SSL connection"), "{out}");
     // In clear text there is nothing to bind to: libpq refuses to go on.
     let unbound = psql(
