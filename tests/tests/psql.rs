@@ -49,19 +49,24 @@ fn listed(out: &str) -> Vec<Vec<String>> {
 }
 
 /// The PostgreSQL name psql shows for a column of this Arrow type.
-fn pg_type(t: &DataType) -> &'static str {
-    match t {
+/// psql's name for a column of Arrow type `t`; decimals with their
+/// precision and scale, as `\d` prints `numeric(p,s)`.
+fn pg_type(t: &DataType) -> String {
+    if let DataType::Decimal128(p, s) = t {
+        return format!("numeric({p},{s})");
+    }
+    let name = match t {
         DataType::Int16 => "smallint",
         DataType::Int32 => "integer",
         DataType::Int64 => "bigint",
         DataType::Float32 => "real",
         DataType::Float64 => "double precision",
-        DataType::Decimal128(..) => "numeric",
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => "text",
         DataType::Date32 => "date",
         DataType::Boolean => "boolean",
         other => panic!("no PostgreSQL name for {other} in this test"),
-    }
+    };
+    name.to_string()
 }
 
 #[tokio::test]
@@ -123,7 +128,7 @@ async fn psql_describes_the_catalog_each_user_may_see() {
     let expected: Vec<(String, String)> = schema
         .fields()
         .iter()
-        .map(|f| (f.name().clone(), pg_type(f.data_type()).to_string()))
+        .map(|f| (f.name().clone(), pg_type(f.data_type())))
         .collect();
     assert_eq!(columns, expected, "{out}");
 

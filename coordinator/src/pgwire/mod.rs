@@ -16,6 +16,7 @@ use std::sync::Arc;
 use tokio::net::TcpListener;
 
 pub use handler::LochHandlers;
+pub use response::numeric_typmod;
 
 /// Serves pg wire on `listener` until the process stops. Each connection runs
 /// in its own task: a malformed message or a failure on one connection closes

@@ -28,8 +28,8 @@ use datafusion::scalar::ScalarValue;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    Expr as SqlExpr, FunctionArguments, OrderBy, OrderByKind, SelectItem, SetExpr, Statement,
-    visit_expressions_mut,
+    BinaryOperator, Expr as SqlExpr, FunctionArguments, GroupByExpr, OrderBy, OrderByKind,
+    SelectItem, SetExpr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -41,6 +41,8 @@ use datafusion_pg_catalog::pg_catalog::{
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use loch_catalog::{CatalogStore, DATABASE_NAME};
 use loch_executor::Engine;
+
+mod amend;
 
 use crate::error::LochError;
 use crate::security::VisibleCatalog;
@@ -221,8 +223,15 @@ pub fn install(
             user,
         )),
     );
-    let schema = PgCatalogSchemaProvider::try_new(list, static_tables()?, StoreRoles { store })?;
-    visible.add_session_schema("pg_catalog", Arc::new(schema));
+    let schema = PgCatalogSchemaProvider::try_new(
+        Arc::clone(&list),
+        static_tables()?,
+        StoreRoles { store },
+    )?;
+    visible.add_session_schema(
+        "pg_catalog",
+        Arc::new(amend::LochPgCatalog::new(Arc::new(schema), list)),
+    );
 
     for udf in [
         pg::create_current_database_udf(DATABASE_NAME),
@@ -352,6 +361,8 @@ pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
     if !catalog_like {
         return None;
     }
+    let regproc = regproc_columns_as_text(sql);
+    let sql = regproc.as_deref().unwrap_or(sql);
     let mut statements = COMPATIBILITY.parse(sql).ok()?;
     if !statements.iter().all(|s| matches!(s, Statement::Query(_))) {
         return None;
@@ -359,6 +370,7 @@ pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
     for statement in &mut statements {
         let _ = visit_expressions_mut(statement, |e| {
             array_subquery_to_aggregate(e);
+            scalar_subquery_to_aggregate(e);
             ControlFlow::<()>::Continue(())
         });
     }
@@ -425,6 +437,160 @@ fn array_subquery_to_aggregate(expr: &mut SqlExpr) {
     *expr = SqlExpr::Subquery(Box::new(query));
 }
 
+/// `pg_type`'s function columns, which the crate keeps as the function's
+/// name (PostgreSQL's `regproc` prints as one).
+const REGPROC_COLUMNS: &[&str] = &[
+    "typinput",
+    "typoutput",
+    "typreceive",
+    "typsend",
+    "typmodin",
+    "typmodout",
+    "typanalyze",
+];
+
+/// `typinput = 'pg_catalog.array_in'::regproc` (pgjdbc's array test) as
+/// `typinput = 'array_in'`: the crate would turn the cast into a `pg_proc`
+/// OID, which cannot be compared with the name it stores. `None` when the
+/// text has no such comparison.
+fn regproc_columns_as_text(sql: &str) -> Option<String> {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("regproc") || !REGPROC_COLUMNS.iter().any(|c| lower.contains(c)) {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut changed = false;
+    for statement in &mut statements {
+        let _ = visit_expressions_mut(statement, |e| {
+            if let SqlExpr::BinaryOp { left, op, right } = e
+                && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
+            {
+                if let Some(name) = regproc_name(left, right) {
+                    **right = SqlExpr::Value(Value::SingleQuotedString(name).into());
+                    changed = true;
+                } else if let Some(name) = regproc_name(right, left) {
+                    **left = SqlExpr::Value(Value::SingleQuotedString(name).into());
+                    changed = true;
+                }
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    changed.then(|| {
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
+/// The function name in `value` when `column` is one of
+/// [`REGPROC_COLUMNS`] and `value` is `'[pg_catalog.]name'::regproc`.
+fn regproc_name(column: &SqlExpr, value: &SqlExpr) -> Option<String> {
+    let name = match column {
+        SqlExpr::Identifier(i) => &i.value,
+        SqlExpr::CompoundIdentifier(parts) => &parts.last()?.value,
+        _ => return None,
+    };
+    if !REGPROC_COLUMNS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        return None;
+    }
+    let SqlExpr::Cast {
+        expr, data_type, ..
+    } = value
+    else {
+        return None;
+    };
+    if !data_type
+        .to_string()
+        .to_ascii_lowercase()
+        .ends_with("regproc")
+    {
+        return None;
+    }
+    let SqlExpr::Value(ValueWithSpan {
+        value: Value::SingleQuotedString(function),
+        ..
+    }) = expr.as_ref()
+    else {
+        return None;
+    };
+    Some(
+        function
+            .strip_prefix("pg_catalog.")
+            .unwrap_or(function)
+            .to_string(),
+    )
+}
+
+/// Aggregates a catalog query's scalar subquery may already hold.
+const AGGREGATES: &[&str] = &[
+    "array_agg",
+    "avg",
+    "bool_and",
+    "bool_or",
+    "count",
+    "every",
+    "first_value",
+    "last_value",
+    "max",
+    "min",
+    "string_agg",
+    "sum",
+];
+
+/// A scalar subquery that selects one plain expression per outer row,
+/// `(SELECT c.relkind = 'c' FROM pg_class c WHERE c.oid = t.typrelid)`, as
+/// `(SELECT first_value(…) FROM … WHERE …)`: DataFusion decorrelates only
+/// aggregated scalar subqueries, and pgjdbc's `getTypeInfo()` sends this
+/// one. No row still gives NULL; where PostgreSQL would fail on a second
+/// row, this takes the first.
+fn scalar_subquery_to_aggregate(expr: &mut SqlExpr) {
+    let SqlExpr::Subquery(query) = expr else {
+        return;
+    };
+    if query.limit_clause.is_some() || query.fetch.is_some() || query.with.is_some() {
+        return;
+    }
+    let SetExpr::Select(select) = query.body.as_mut() else {
+        return;
+    };
+    let grouped = !matches!(&select.group_by, GroupByExpr::Expressions(list, _) if list.is_empty());
+    if grouped || select.distinct.is_some() || select.having.is_some() || select.from.is_empty() {
+        return;
+    }
+    let [item] = select.projection.as_mut_slice() else {
+        return;
+    };
+    let element = match item {
+        SelectItem::UnnamedExpr(e) | SelectItem::ExprWithAlias { expr: e, .. } => e,
+        _ => return,
+    };
+    let aggregated = visit_expressions(&*element, |e| match e {
+        SqlExpr::Function(f)
+            if AGGREGATES
+                .iter()
+                .any(|a| f.name.to_string().eq_ignore_ascii_case(a))
+                || f.over.is_some() =>
+        {
+            ControlFlow::Break(())
+        }
+        _ => ControlFlow::Continue(()),
+    })
+    .is_break();
+    if aggregated {
+        return;
+    }
+    let Ok(aggregate) = Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(&format!("first_value({element})"))
+        .and_then(|mut p| p.parse_expr())
+    else {
+        return;
+    };
+    *element = aggregate;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -456,6 +622,40 @@ mod tests {
             text.contains("(SELECT array_agg(b.rolname ORDER BY b.rolname) FROM"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn a_plain_scalar_subquery_becomes_an_aggregate() {
+        let statements = catalog_query(
+            "SELECT t.typname FROM pg_catalog.pg_type t WHERE t.typrelid = 0 OR \
+             (SELECT c.relkind = 'c' FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid)",
+        )
+        .unwrap();
+        let text = statements[0].to_string();
+        assert!(
+            text.contains("(SELECT first_value(c.relkind = 'c') FROM"),
+            "{text}"
+        );
+        // Already aggregated, or grouped: left alone.
+        let statements = catalog_query(
+            "SELECT (SELECT count(*) FROM pg_catalog.pg_class c WHERE c.oid = t.typrelid), \
+             (SELECT max(c.oid) FROM pg_catalog.pg_class c GROUP BY c.relkind LIMIT 1) \
+             FROM pg_catalog.pg_type t",
+        )
+        .unwrap();
+        let text = statements[0].to_string();
+        assert!(!text.contains("first_value"), "{text}");
+    }
+
+    #[test]
+    fn regproc_comparisons_with_type_columns_compare_names() {
+        let statements = catalog_query(
+            "SELECT typinput='pg_catalog.array_in'::regproc as is_array, typname \
+             FROM pg_catalog.pg_type WHERE pg_type.oid = $1",
+        )
+        .unwrap();
+        let text = statements[0].to_string();
+        assert!(text.contains("typinput = 'array_in' AS is_array"), "{text}");
     }
 
     #[test]

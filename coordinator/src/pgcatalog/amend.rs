@@ -1,0 +1,269 @@
+//! Corrections to `datafusion-pg-catalog`'s tables that clients depend on.
+//!
+//! The crate builds its tables inside its own providers (and owns the OID
+//! cache that ties `pg_class`, `pg_namespace` and `pg_attribute` together),
+//! so Loch wraps them instead of replacing them: [`LochPgCatalog`] hands out
+//! the crate's tables, and for two of them a provider that reads the crate's
+//! rows and amends them:
+//!
+//! - `pg_namespace` lists only the user's schemas, but `pg_type`, `pg_proc`
+//!   and every client's type query join on `pg_catalog` (OID 11) and
+//!   `information_schema`: their rows are added (pgjdbc's `getTypeInfo()`
+//!   returns nothing without them).
+//! - `pg_attribute.atttypmod` is always -1 in the crate, so `numeric(15,2)`
+//!   columns look like bare `numeric` to psql's `\d`, pgjdbc's
+//!   `getColumns()` and psqlODBC's `SQLColumns`; the typmod is filled in from
+//!   the table's Arrow type.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use datafusion::arrow::array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
+use datafusion::datasource::TableType;
+use datafusion::datasource::memory::MemorySourceConfig;
+use datafusion::error::Result;
+use datafusion::logical_expr::Expr;
+use datafusion::physical_plan::{ExecutionPlan, collect};
+
+use crate::pgwire::numeric_typmod;
+
+/// The namespaces every PostgreSQL database has, with PostgreSQL 16's OIDs
+/// (the ones the crate's static `pg_type` and `pg_proc` rows refer to).
+const BUILTIN_NAMESPACES: &[(i32, &str)] = &[
+    (11, "pg_catalog"),
+    (99, "pg_toast"),
+    (13283, "information_schema"),
+];
+
+/// The session's `pg_catalog` schema: the crate's, with amended tables.
+#[derive(Debug)]
+pub struct LochPgCatalog {
+    inner: Arc<dyn SchemaProvider>,
+    /// The user's catalogs, as the crate lists them.
+    list: Arc<dyn CatalogProviderList>,
+}
+
+impl LochPgCatalog {
+    pub fn new(inner: Arc<dyn SchemaProvider>, list: Arc<dyn CatalogProviderList>) -> Self {
+        LochPgCatalog { inner, list }
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for LochPgCatalog {
+    fn table_names(&self) -> Vec<String> {
+        self.inner.table_names()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let Some(table) = self.inner.table(name).await? else {
+            return Ok(None);
+        };
+        let amendment = match name {
+            "pg_namespace" => Amendment::BuiltinNamespaces,
+            "pg_attribute" => Amendment::TypeModifiers(Arc::clone(&self.list)),
+            _ => return Ok(Some(table)),
+        };
+        Ok(Some(Arc::new(Amended {
+            inner: table,
+            amendment,
+        })))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.inner.table_exist(name)
+    }
+}
+
+#[derive(Debug)]
+enum Amendment {
+    BuiltinNamespaces,
+    TypeModifiers(Arc<dyn CatalogProviderList>),
+}
+
+/// One of the crate's tables, read whole (they are small and built in
+/// memory anyway) and amended before the query sees it.
+#[derive(Debug)]
+struct Amended {
+    inner: Arc<dyn TableProvider>,
+    amendment: Amendment,
+}
+
+#[async_trait]
+impl TableProvider for Amended {
+    fn schema(&self) -> SchemaRef {
+        self.inner.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        self.inner.table_type()
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let plan = self.inner.scan(state, None, &[], None).await?;
+        let batches = collect(plan, state.task_ctx()).await?;
+        let schema = self.inner.schema();
+        let batches = match &self.amendment {
+            Amendment::BuiltinNamespaces => add_builtin_namespaces(&schema, batches)?,
+            Amendment::TypeModifiers(list) => add_type_modifiers(list, &schema, batches).await?,
+        };
+        Ok(MemorySourceConfig::try_new_exec(
+            &[batches],
+            schema,
+            projection.cloned(),
+        )?)
+    }
+}
+
+/// Appends the builtin namespaces the crate leaves out (unless present).
+fn add_builtin_namespaces(
+    schema: &SchemaRef,
+    mut batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let present: Vec<String> = batches
+        .iter()
+        .filter_map(|b| string_column(b, "nspname"))
+        .flat_map(|names| {
+            names
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let missing: Vec<&(i32, &str)> = BUILTIN_NAMESPACES
+        .iter()
+        .filter(|(_, name)| !present.iter().any(|p| p == name))
+        .collect();
+    if missing.is_empty() {
+        return Ok(batches);
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|field| -> Result<ArrayRef> {
+            Ok(match field.name().as_str() {
+                "oid" => Arc::new(Int32Array::from_iter_values(missing.iter().map(|n| n.0))),
+                "nspname" => Arc::new(StringArray::from_iter_values(missing.iter().map(|n| n.1))),
+                // Owned by the bootstrap superuser, as in PostgreSQL.
+                "nspowner" => Arc::new(Int32Array::from_iter_values(missing.iter().map(|_| 10))),
+                _ => datafusion::arrow::array::new_null_array(field.data_type(), missing.len()),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    batches.push(RecordBatch::try_new(Arc::clone(schema), columns)?);
+    Ok(batches)
+}
+
+/// Fills `atttypmod` from the Arrow types of the tables the rows describe.
+///
+/// The crate lists columns table by table in the order the catalog list
+/// gives them; the same walk here yields each table's column names and
+/// typmods. A run of rows with one `attrelid` is matched to the next table
+/// whose column names are the same, so a table created or dropped between
+/// the two walks leaves only its own rows at -1.
+async fn add_type_modifiers(
+    list: &Arc<dyn CatalogProviderList>,
+    schema: &SchemaRef,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<RecordBatch>> {
+    let tables = table_columns(list).await?;
+    let Ok(typmod_index) = schema.index_of("atttypmod") else {
+        return Ok(batches);
+    };
+    let mut next_table = 0;
+    let mut amended = Vec::with_capacity(batches.len());
+    for batch in batches {
+        let (Some(relids), Some(names)) = (
+            int_column(&batch, "attrelid"),
+            string_column(&batch, "attname"),
+        ) else {
+            amended.push(batch);
+            continue;
+        };
+        let mut typmods: Vec<i32> = vec![-1; batch.num_rows()];
+        let mut start = 0;
+        while start < batch.num_rows() {
+            let relid = relids.value(start);
+            let mut end = start;
+            while end < batch.num_rows() && relids.value(end) == relid {
+                end += 1;
+            }
+            let run: Vec<&str> = (start..end).map(|i| names.value(i)).collect();
+            if let Some(offset) = tables[next_table.min(tables.len())..]
+                .iter()
+                .position(|columns| columns.iter().map(|c| c.0.as_str()).eq(run.iter().copied()))
+            {
+                let found = next_table + offset;
+                for (slot, (_, typmod)) in typmods[start..end].iter_mut().zip(&tables[found]) {
+                    *slot = *typmod;
+                }
+                next_table = found + 1;
+            }
+            start = end;
+        }
+        let mut columns = batch.columns().to_vec();
+        columns[typmod_index] = Arc::new(Int32Array::from(typmods));
+        amended.push(RecordBatch::try_new(batch.schema(), columns)?);
+    }
+    Ok(amended)
+}
+
+/// Every table's (column name, typmod) list, in the crate's listing order.
+async fn table_columns(list: &Arc<dyn CatalogProviderList>) -> Result<Vec<Vec<(String, i32)>>> {
+    let mut tables = Vec::new();
+    for catalog_name in list.catalog_names() {
+        let Some(catalog) = list.catalog(&catalog_name) else {
+            continue;
+        };
+        for schema_name in catalog.schema_names() {
+            let Some(schema) = catalog.schema(&schema_name) else {
+                continue;
+            };
+            for table_name in schema.table_names() {
+                // A table that cannot be opened (a broken external table) is
+                // listed by the crate without columns too.
+                let Ok(Some(table)) = schema.table(&table_name).await else {
+                    continue;
+                };
+                tables.push(
+                    table
+                        .schema()
+                        .fields()
+                        .iter()
+                        .map(|f| {
+                            (
+                                f.name().clone(),
+                                numeric_typmod(f.data_type()).unwrap_or(-1),
+                            )
+                        })
+                        .collect(),
+                );
+            }
+        }
+    }
+    Ok(tables)
+}
+
+fn string_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a StringArray> {
+    batch
+        .column_by_name(name)?
+        .as_any()
+        .downcast_ref::<StringArray>()
+}
+
+fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Int32Array> {
+    let column = batch.column_by_name(name)?;
+    if column.null_count() > 0 {
+        return None;
+    }
+    column.as_any().downcast_ref::<Int32Array>()
+}
