@@ -91,6 +91,22 @@ pub enum LochError {
     /// An object that does not exist (a row filter or mask to drop).
     #[error("{0}")]
     UndefinedObject(String),
+    /// A transaction-block statement (`SAVEPOINT`, `DECLARE` without
+    /// `HOLD`) outside a block.
+    #[error("{0}")]
+    NoActiveTransaction(String),
+    /// `RELEASE`/`ROLLBACK TO` a savepoint that does not exist.
+    #[error("{0}")]
+    InvalidSavepoint(String),
+    /// `FETCH`/`CLOSE` of a cursor that does not exist.
+    #[error("{0}")]
+    UnknownCursor(String),
+    /// `DECLARE` of a cursor name already open.
+    #[error("{0}")]
+    CursorExists(String),
+    /// `DECLARE … CURSOR FOR` a statement that returns no rows.
+    #[error("{0}")]
+    InvalidCursorDefinition(String),
     /// A real bug: a state Loch should never reach.
     #[error("internal error: {0}")]
     Internal(String),
@@ -123,6 +139,11 @@ impl LochError {
             LochError::WrongObjectType(_) => "42809",
             LochError::UndefinedColumn(_) => "42703",
             LochError::UndefinedObject(_) => "42704",
+            LochError::NoActiveTransaction(_) => "25P01",
+            LochError::InvalidSavepoint(_) => "3B001",
+            LochError::UnknownCursor(_) => "34000",
+            LochError::CursorExists(_) => "42P03",
+            LochError::InvalidCursorDefinition(_) => "42P11",
             LochError::Internal(_) => "XX000",
         }
     }
@@ -429,6 +450,11 @@ mod tests {
             LochError::UnknownTicket,
             LochError::UnknownPreparedStatement,
             LochError::TooMany("x".into()),
+            LochError::NoActiveTransaction("x".into()),
+            LochError::InvalidSavepoint("x".into()),
+            LochError::UnknownCursor("x".into()),
+            LochError::CursorExists("x".into()),
+            LochError::InvalidCursorDefinition("x".into()),
             LochError::Internal("x".into()),
         ];
         for e in &all {

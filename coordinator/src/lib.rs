@@ -8,6 +8,7 @@
 //! [`local`] wires it all together for `loch local` and `loch coordinator`.
 
 pub mod auth;
+pub mod block;
 pub mod cluster;
 pub mod databricks;
 pub(crate) mod ddl;

@@ -87,6 +87,8 @@ pub struct Session {
     user: String,
     settings: Mutex<Settings>,
     cancel: Arc<CancelState>,
+    /// Savepoints and cursors of the open transaction block.
+    block: crate::block::TransactionBlock,
 }
 
 impl std::fmt::Debug for Session {
@@ -177,6 +179,7 @@ impl Session {
                 statement_timeout: None,
             }),
             cancel: Arc::new(CancelState::default()),
+            block: Default::default(),
         };
         for (name, value) in startup {
             session.set(&name.to_ascii_lowercase(), Some(value.clone()))?;
@@ -236,14 +239,51 @@ impl Session {
                 })
             }
             Command::Show { name } => self.show(&name),
-            Command::Begin => Ok(Output::Begin),
-            Command::Commit => Ok(Output::End {
-                tag: "COMMIT".into(),
-            }),
-            Command::Rollback => Ok(Output::End {
-                tag: "ROLLBACK".into(),
-            }),
+            Command::Begin => {
+                self.block.begin()?;
+                Ok(Output::Begin)
+            }
+            Command::Commit | Command::Rollback => {
+                self.block.end(matches!(command, Command::Commit)).await?;
+                Ok(Output::End { tag })
+            }
+            Command::Savepoint(name) => {
+                self.block.savepoint(&name)?;
+                Ok(command_done(tag))
+            }
+            Command::Release(name) => {
+                self.block.release(&name)?;
+                Ok(command_done(tag))
+            }
+            Command::RollbackTo(name) => {
+                self.block.rollback_to(&name)?;
+                Ok(command_done(tag))
+            }
+            Command::Declare { name, hold, query } => {
+                self.block.can_declare(&name, hold).await?;
+                let plan = self.plan(*query).await?;
+                if !returns_rows(&plan) {
+                    return Err(LochError::InvalidCursorDefinition(
+                        "DECLARE CURSOR needs a statement that returns rows".into(),
+                    ));
+                }
+                let Output::Rows { schema, stream } =
+                    self.execute_with(plan, "SELECT".into(), cancel).await?
+                else {
+                    return Err(LochError::InvalidCursorDefinition(
+                        "DECLARE CURSOR needs a statement that returns rows".into(),
+                    ));
+                };
+                self.block.declare(&name, hold, schema, stream).await?;
+                Ok(command_done(tag))
+            }
+            Command::Fetch { name, count } => self.block.fetch(&name, count).await,
+            Command::Close(name) => {
+                self.block.close(name.as_deref()).await?;
+                Ok(command_done(tag))
+            }
             Command::Discard => {
+                self.block.discard().await?;
                 self.reset_all()?;
                 Ok(Output::Command {
                     tag: "DISCARD ALL".into(),
@@ -284,6 +324,9 @@ impl Session {
                 let schema: SchemaRef = Arc::new(protected.schema().as_arrow().clone());
                 (Some(plan), types, Some(schema))
             }
+            // A FETCH answers with its cursor's columns (the cursor must be
+            // open when the FETCH is prepared, as in PostgreSQL).
+            Command::Fetch { name, .. } => (None, Vec::new(), Some(self.block.schema(name).await?)),
             _ => (None, Vec::new(), None),
         };
         Ok(Some(Prepared {
@@ -655,9 +698,15 @@ impl Prepared {
                 .rows_schema
                 .clone()
                 .or_else(|| Some(Arc::new(plan.schema().as_arrow().clone()))),
-            _ => None,
+            Some(_) => None,
+            None => self.rows_schema.clone(),
         }
     }
+}
+
+/// The output of a command that returns no rows.
+fn command_done(tag: String) -> Output {
+    Output::Command { tag, rows: None }
 }
 
 /// Values bound to a prepared statement, cast to the types its plan

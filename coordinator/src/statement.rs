@@ -8,7 +8,10 @@
 //! and `SET distributed.*` still reach DataFusion's own configuration.
 
 use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfStatement};
-use datafusion::sql::sqlparser::ast::{Expr, Reset, Set, Statement, Value, ValueWithSpan};
+use datafusion::sql::sqlparser::ast::{
+    CloseCursor, Declare, DeclareType, Expr, FetchDirection, Ident, Reset, Set, Statement, Value,
+    ValueWithSpan,
+};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::databricks::{self, DeltaCommand, Piece};
@@ -31,6 +34,23 @@ pub enum Command {
     Rollback,
     /// `DISCARD ALL` and friends.
     Discard,
+    /// `SAVEPOINT name`.
+    Savepoint(String),
+    /// `RELEASE [SAVEPOINT] name`.
+    Release(String),
+    /// `ROLLBACK TO [SAVEPOINT] name`.
+    RollbackTo(String),
+    /// `DECLARE name [NO SCROLL] CURSOR [WITH HOLD] FOR query`.
+    Declare {
+        name: String,
+        hold: bool,
+        query: Box<DfStatement>,
+    },
+    /// `FETCH [FORWARD] [count | ALL] [FROM | IN] name`; `count` `None` is
+    /// `ALL`.
+    Fetch { name: String, count: Option<usize> },
+    /// `CLOSE name`, or `CLOSE ALL` (`None`).
+    Close(Option<String>),
     /// `DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`, `RESTORE` of a Delta table.
     Delta(DeltaCommand),
     /// Roles, grants and ownership (`CREATE ROLE`, `GRANT`, `SHOW GRANTS`, …).
@@ -59,6 +79,12 @@ impl Command {
             Command::Commit => "COMMIT".into(),
             Command::Rollback => "ROLLBACK".into(),
             Command::Discard => "DISCARD ALL".into(),
+            Command::Savepoint(_) => "SAVEPOINT".into(),
+            Command::Release(_) => "RELEASE".into(),
+            Command::RollbackTo(_) => "ROLLBACK".into(),
+            Command::Declare { .. } => "DECLARE CURSOR".into(),
+            Command::Fetch { .. } => "FETCH".into(),
+            Command::Close(_) => "CLOSE CURSOR".into(),
             Command::Delta(command) => command.tag().into(),
             Command::Security(command) => command.tag().into(),
             Command::Query(stmt) => query_tag(stmt),
@@ -161,16 +187,100 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
             savepoint: None, ..
         } => Command::Rollback,
         Statement::Rollback {
-            savepoint: Some(_), ..
+            savepoint: Some(name),
+            ..
+        } => Command::RollbackTo(ident_name(name)),
+        Statement::Savepoint { name } => Command::Savepoint(ident_name(name)),
+        Statement::ReleaseSavepoint { name } => Command::Release(ident_name(name)),
+        Statement::Declare { stmts } => declare(stmts)?,
+        Statement::Fetch {
+            name,
+            direction,
+            into,
+            ..
+        } => {
+            if into.is_some() {
+                return Err(LochError::NotSupported("FETCH … INTO".into()));
+            }
+            Command::Fetch {
+                name: ident_name(name),
+                count: fetch_count(direction)?,
+            }
         }
-        | Statement::Savepoint { .. }
-        | Statement::ReleaseSavepoint { .. } => {
-            return Err(LochError::NotSupported("savepoints".into()));
-        }
+        Statement::Close { cursor } => Command::Close(match cursor {
+            CloseCursor::All => None,
+            CloseCursor::Specific { name } => Some(ident_name(name)),
+        }),
         Statement::Discard { .. } => Command::Discard,
         _ => Command::Query(Box::new(statement)),
     };
     Ok(command)
+}
+
+/// A name as PostgreSQL folds it: lower case unless quoted.
+fn ident_name(ident: &Ident) -> String {
+    match ident.quote_style {
+        Some(_) => ident.value.clone(),
+        None => ident.value.to_ascii_lowercase(),
+    }
+}
+
+/// `DECLARE name [BINARY] [NO SCROLL] CURSOR [WITH[OUT] HOLD] FOR query`.
+fn declare(stmts: &[Declare]) -> Result<Command, LochError> {
+    let [declare] = stmts else {
+        return Err(LochError::Syntax("DECLARE names one cursor".into()));
+    };
+    let ([name], Some(DeclareType::Cursor), Some(query)) = (
+        declare.names.as_slice(),
+        &declare.declare_type,
+        &declare.for_query,
+    ) else {
+        return Err(LochError::NotSupported(
+            "DECLARE other than DECLARE name CURSOR FOR query".into(),
+        ));
+    };
+    if declare.binary == Some(true) {
+        return Err(LochError::NotSupported("BINARY cursors".into()));
+    }
+    if declare.scroll == Some(true) {
+        return Err(LochError::NotSupported(
+            "SCROLL cursors: Loch's cursors only move forward".into(),
+        ));
+    }
+    // A cursor over a client's catalog query gets the same rewrites as the
+    // query would on its own.
+    let statement = match crate::pgcatalog::catalog_query(&query.to_string()) {
+        Some(mut rewritten) if rewritten.len() == 1 => rewritten.remove(0),
+        _ => Statement::Query(query.clone()),
+    };
+    Ok(Command::Declare {
+        name: ident_name(name),
+        hold: declare.hold == Some(true),
+        query: Box::new(DfStatement::Statement(Box::new(statement))),
+    })
+}
+
+/// How many rows a `FETCH` reads (`None`: all); cursors only move forward.
+fn fetch_count(direction: &FetchDirection) -> Result<Option<usize>, LochError> {
+    let count = |limit: &ValueWithSpan| -> Result<Option<usize>, LochError> {
+        match &limit.value {
+            Value::Number(n, _) => n.parse::<usize>().map(Some).map_err(|_| {
+                LochError::NotSupported(format!("FETCH {n}: Loch's cursors only move forward"))
+            }),
+            other => Err(LochError::Syntax(format!("FETCH count {other}"))),
+        }
+    };
+    match direction {
+        FetchDirection::Next => Ok(Some(1)),
+        FetchDirection::Forward { limit: None } => Ok(Some(1)),
+        FetchDirection::Count { limit } | FetchDirection::Forward { limit: Some(limit) } => {
+            count(limit)
+        }
+        FetchDirection::All | FetchDirection::ForwardAll => Ok(None),
+        other => Err(LochError::NotSupported(format!(
+            "FETCH {other}: Loch's cursors only move forward"
+        ))),
+    }
 }
 
 /// PostgreSQL's spellings of a few settings, mapped to one name.
@@ -303,6 +413,54 @@ mod tests {
             one("SET datafusion.execution.batch_size = 1024"),
             Command::Query(_)
         ));
+    }
+
+    #[test]
+    fn savepoints_and_cursors_as_clients_send_them() {
+        assert!(
+            matches!(one("SAVEPOINT _EXEC_SVP_1"), Command::Savepoint(n) if n == "_exec_svp_1")
+        );
+        assert!(matches!(one("RELEASE _EXEC_SVP_1"), Command::Release(n) if n == "_exec_svp_1"));
+        assert!(matches!(one("RELEASE SAVEPOINT a"), Command::Release(n) if n == "a"));
+        assert!(matches!(one("ROLLBACK TO SAVEPOINT \"A\""), Command::RollbackTo(n) if n == "A"));
+        assert!(matches!(one("ROLLBACK TO a"), Command::RollbackTo(n) if n == "a"));
+        assert!(matches!(
+            one("declare \"SQL_CUR0x1\" cursor with hold for select * from t"),
+            Command::Declare { name, hold: true, .. } if name == "SQL_CUR0x1"
+        ));
+        assert!(matches!(
+            one("DECLARE c NO SCROLL CURSOR FOR SELECT 1"),
+            Command::Declare { name, hold: false, .. } if name == "c"
+        ));
+        assert!(matches!(
+            one("fetch 100 in \"SQL_CUR0x1\""),
+            Command::Fetch { name, count: Some(100) } if name == "SQL_CUR0x1"
+        ));
+        assert!(matches!(
+            one("FETCH FORWARD 5 FROM c"),
+            Command::Fetch { count: Some(5), .. }
+        ));
+        assert!(matches!(
+            one("FETCH NEXT FROM c"),
+            Command::Fetch { count: Some(1), .. }
+        ));
+        assert!(matches!(
+            one("FETCH ALL IN c"),
+            Command::Fetch { count: None, .. }
+        ));
+        assert!(matches!(one("CLOSE c"), Command::Close(Some(n)) if n == "c"));
+        assert!(matches!(one("CLOSE ALL"), Command::Close(None)));
+        for sql in [
+            "FETCH PRIOR FROM c",
+            "FETCH BACKWARD 2 FROM c",
+            "DECLARE c SCROLL CURSOR FOR SELECT 1",
+        ] {
+            assert_eq!(
+                parse(sql).err().map(|e| e.sqlstate()),
+                Some("0A000"),
+                "{sql}"
+            );
+        }
     }
 
     #[test]

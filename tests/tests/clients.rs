@@ -297,7 +297,190 @@ async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
     let tables: Vec<String> = serde_json::from_value(check("tables")["names"].clone()).unwrap();
     assert_eq!(tables, sample);
     let schema = oracle::table_schema(&ctx, "lineitem").await;
-    let columns: Vec<String> = serde_json::from_value(check("columns")["names"].clone()).unwrap();
-    let expected: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
-    assert_eq!(columns, expected);
+    assert_columns(&schema, &check("columns")["columns"]);
+
+    // Manual commit: the savepoint psqlODBC wraps around each statement
+    // keeps the transaction usable after an error.
+    assert_eq!(check("manual_error")["sqlstate"], "42P01");
+    let expected = oracle::run(&ctx, "select count(*) from region").await;
+    oracle::compare(&expected, &json_rows(&check("manual_after_error")), true).unwrap();
+
+    // UseDeclareFetch=1: DECLARE … CURSOR WITH HOLD / FETCH 1000 / CLOSE.
+    let orders = oracle::run(
+        &ctx,
+        "select o_orderkey, o_totalprice from orders order by 1",
+    )
+    .await;
+    let nation = oracle::run(&ctx, "select n_name from nation where n_nationkey = 3").await;
+    for mode in ["autocommit", "manual"] {
+        oracle::compare(
+            &orders,
+            &json_rows(&check(&format!("declare_fetch_{mode}"))),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}"));
+        assert_eq!(
+            check(&format!("declare_fetch_error_{mode}"))["sqlstate"],
+            "22012"
+        );
+        oracle::compare(
+            &nation,
+            &json_rows(&check(&format!("declare_fetch_after_{mode}"))),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("{mode}: {e}"));
+    }
+}
+
+/// A driver's column listing (name, type name, size, decimal digits) against
+/// the table's Arrow schema: every column in order, with PostgreSQL's type
+/// name and, for decimals, their precision and scale.
+fn assert_columns(schema: &arrow::datatypes::Schema, listed: &serde_json::Value) {
+    use arrow::datatypes::DataType;
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), schema.fields().len(), "{listed:?}");
+    for (field, column) in schema.fields().iter().zip(listed) {
+        assert_eq!(column[0], field.name().as_str(), "{column}");
+        let type_name = match field.data_type() {
+            DataType::Int32 => "int4",
+            DataType::Int64 => "int8",
+            DataType::Decimal128(..) => "numeric",
+            DataType::Utf8 | DataType::Utf8View | DataType::LargeUtf8 => "text",
+            DataType::Date32 => "date",
+            other => panic!("no PostgreSQL type for {other} in this test"),
+        };
+        assert_eq!(column[1], type_name, "{column}");
+        if let DataType::Decimal128(precision, scale) = field.data_type() {
+            assert_eq!(column[2], i64::from(*precision), "{column}");
+            assert_eq!(column[3], i64::from(*scale), "{column}");
+        }
+    }
+}
+
+/// Runs tests/java/JdbcClient.java with pgjdbc against `server`; one JSON
+/// value per line it prints.
+fn run_jdbc(server: &LochServer) -> Vec<serde_json::Value> {
+    let jar =
+        std::env::var("LOCH_PGJDBC").unwrap_or_else(|_| "/usr/share/java/postgresql.jar".into());
+    assert!(
+        Path::new(&jar).exists(),
+        "pgjdbc not found at {jar}: install libpostgresql-jdbc-java (dev/test does)"
+    );
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/JdbcClient.java");
+    let out = Command::new("java")
+        .args(["-cp", &jar])
+        .arg(&source)
+        .arg(server.port.to_string())
+        .env("PGPASSWORD", server.password())
+        .output()
+        .unwrap_or_else(|e| panic!("running java (is a JDK installed?): {e}"));
+    assert!(
+        out.status.success(),
+        "JdbcClient failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        server.log_tail()
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect()
+}
+
+#[tokio::test]
+async fn pgjdbc_metadata_prepared_statements_cursor_reads_and_savepoints() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let lines = run_jdbc(&server);
+    let check = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+            .clone()
+    };
+    assert_eq!(check("product")["name"], "PostgreSQL");
+
+    let names = |name: &str| -> Vec<String> {
+        serde_json::from_value(check(name)["names"].clone()).unwrap()
+    };
+    let schemas = names("schemas");
+    for schema in ["information_schema", "pg_catalog", "public", "tpch"] {
+        assert!(
+            schemas.iter().any(|s| s == schema),
+            "{schema} in {schemas:?}"
+        );
+    }
+    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sample.sort();
+    assert_eq!(names("tables"), sample);
+    let lineitem = oracle::table_schema(&ctx, "lineitem").await;
+    assert_columns(&lineitem, &check("columns")["columns"]);
+    // getTypeInfo(): the builtin types a tool maps columns with.
+    let types = names("type_info");
+    for t in [
+        "bool",
+        "int2",
+        "int4",
+        "int8",
+        "float8",
+        "numeric",
+        "text",
+        "varchar",
+        "date",
+        "timestamp",
+        "timestamptz",
+        "bytea",
+    ] {
+        assert!(types.iter().any(|n| n == t), "{t} in {types:?}");
+    }
+
+    for region in [1, 2] {
+        let expected = oracle::run(
+            &ctx,
+            &format!(
+                "select n_nationkey, n_name from nation where n_regionkey = {region} \
+                 and n_nationkey > 5 order by 1"
+            ),
+        )
+        .await;
+        oracle::compare(
+            &expected,
+            &json_rows(&check(&format!("prepared_{region}"))),
+            true,
+        )
+        .unwrap_or_else(|e| panic!("region {region}: {e}"));
+    }
+    let metadata = check("result_metadata");
+    let arrow::datatypes::DataType::Decimal128(precision, scale) = lineitem
+        .field_with_name("l_extendedprice")
+        .unwrap()
+        .data_type()
+        .clone()
+    else {
+        panic!("l_extendedprice is a decimal in the sample");
+    };
+    assert_eq!(metadata["type"], "numeric");
+    assert_eq!(metadata["precision"], i64::from(precision));
+    assert_eq!(metadata["scale"], i64::from(scale));
+
+    assert_eq!(check("error")["sqlstate"], "22012");
+    let expected = oracle::run(&ctx, "select 40 + 2").await;
+    oracle::compare(&expected, &json_rows(&check("after_error")), true).unwrap();
+
+    // setFetchSize outside autocommit: the rows arrive a portal at a time.
+    let expected = oracle::run(
+        &ctx,
+        "select o_orderkey, o_totalprice from orders order by 1",
+    )
+    .await;
+    assert!(expected.len() >= 100_000, "the cursor read spans 100k rows");
+    oracle::compare(&expected, &json_rows(&check("fetch_size")), true).unwrap();
+
+    assert_eq!(check("savepoint_error")["sqlstate"], "42P01");
+    let expected = oracle::run(&ctx, "select count(*) from region").await;
+    oracle::compare(&expected, &json_rows(&check("after_savepoint")), true).unwrap();
 }

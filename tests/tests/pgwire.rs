@@ -285,6 +285,112 @@ async fn transactions_are_accepted_and_failed_blocks_report_25p02() {
     assert_alive(&client).await;
 }
 
+#[tokio::test]
+async fn savepoints_and_cursors_follow_postgresql() {
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+
+    // Outside a block.
+    for sql in ["SAVEPOINT a", "RELEASE a", "DECLARE c CURSOR FOR select 1"] {
+        let err = client.simple_query(sql).await.unwrap_err();
+        assert_eq!(sqlstate(&err), "25P01", "{sql}");
+    }
+
+    // ROLLBACK TO leaves a failed block, by either protocol.
+    client.simple_query("BEGIN; SAVEPOINT a").await.unwrap();
+    let err = client.simple_query("select * from nope").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let err = client.simple_query("select 1").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    client
+        .simple_query("ROLLBACK TO SAVEPOINT a")
+        .await
+        .unwrap();
+    assert_alive(&client).await;
+    let err = client.query("select * from nope", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "42P01");
+    let err = client.query("select 1", &[]).await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P02");
+    client.execute("ROLLBACK TO a", &[]).await.unwrap();
+    let rows = client.query("select 2", &[]).await.unwrap();
+    assert_eq!(rows.len(), 1);
+    // Savepoints nest: releasing `a` takes `b` with it.
+    client.simple_query("SAVEPOINT b; RELEASE a").await.unwrap();
+    let err = client.simple_query("ROLLBACK TO b").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "3B001");
+    // COMMIT of a failed block is a ROLLBACK, and ends it.
+    client.simple_query("COMMIT").await.unwrap();
+    let err = client.simple_query("SAVEPOINT c").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "25P01");
+
+    // A cursor read in pieces, by both protocols, gives the query's rows.
+    let sql = "select n_nationkey, n_name from nation order by 1";
+    let expected = oracle::run(&ctx, sql).await;
+    client
+        .simple_query(&format!(
+            "BEGIN; DECLARE c CURSOR FOR {}",
+            sql.replace("from nation", "from tpch.nation")
+        ))
+        .await
+        .unwrap();
+    let mut got = oracle::pg_rows(&client.query("FETCH 10 FROM c", &[]).await.unwrap());
+    assert_eq!(got.len(), 10);
+    let first_simple = client.simple_query("FETCH FORWARD 7 IN c").await.unwrap();
+    assert_eq!(simple_rows(&first_simple).len(), 7);
+    assert!(
+        first_simple
+            .iter()
+            .any(|m| matches!(m, SimpleQueryMessage::CommandComplete(7))),
+        "FETCH 7 completes with a count of 7"
+    );
+    got.extend(simple_rows(&first_simple).into_iter().map(|r| {
+        vec![
+            Cell::Int(r[0].as_ref().unwrap().parse().unwrap()),
+            Cell::Text(r[1].clone().unwrap()),
+        ]
+    }));
+    got.extend(oracle::pg_rows(
+        &client.query("FETCH ALL FROM c", &[]).await.unwrap(),
+    ));
+    oracle::compare(&expected, &got, true).unwrap();
+    assert!(
+        client
+            .query("FETCH 5 FROM c", &[])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let err = client
+        .simple_query("DECLARE c CURSOR FOR select 1")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "42P03");
+    client.simple_query("ROLLBACK; BEGIN").await.unwrap();
+    let err = client.simple_query("FETCH 1 FROM c").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "34000", "the rollback closed the cursor");
+    client.simple_query("ROLLBACK").await.unwrap();
+
+    // WITH HOLD outlives its block's commit, until CLOSE.
+    client
+        .simple_query(
+            "BEGIN; DECLARE h CURSOR WITH HOLD FOR select count(*) from tpch.region; COMMIT",
+        )
+        .await
+        .unwrap();
+    let rows = oracle::pg_rows(&client.query("FETCH ALL IN h", &[]).await.unwrap());
+    oracle::compare(
+        &oracle::run(&ctx, "select count(*) from region").await,
+        &rows,
+        true,
+    )
+    .unwrap();
+    client.simple_query("CLOSE h").await.unwrap();
+    let err = client.simple_query("CLOSE h").await.unwrap_err();
+    assert_eq!(sqlstate(&err), "34000");
+    assert_alive(&client).await;
+}
+
 /// (statement, expected SQLSTATE) for each error class.
 const ERRORS: &[(&str, &str)] = &[
     ("selec 1", "42601"),
@@ -306,7 +412,9 @@ const ERRORS: &[(&str, &str)] = &[
         "select n_nationkey / (n_nationkey - n_nationkey) from tpch.nation",
         "22012",
     ),
-    ("savepoint s1", "0A000"),
+    ("savepoint s1", "25P01"),
+    ("fetch 1 from no_such_cursor", "34000"),
+    ("fetch prior from no_such_cursor", "0A000"),
     ("show no_such_setting", "42704"),
     ("set statement_timeout = 'soon'", "22023"),
 ];

@@ -16,7 +16,7 @@ use pgwire::api::auth::{
 use pgwire::api::cancel::CancelHandler;
 use pgwire::api::portal::{Format, Portal};
 use pgwire::api::query::{ExtendedQueryHandler, SimpleQueryHandler};
-use pgwire::api::results::{FieldInfo, QueryResponse, Response, Tag};
+use pgwire::api::results::{FieldInfo, QueryResponse, Response};
 use pgwire::api::stmt::QueryParser;
 use pgwire::api::store::PortalStore;
 use pgwire::api::{
@@ -536,19 +536,104 @@ pub struct QueryHandler {
 }
 
 /// PostgreSQL's rule inside a failed transaction block: only the end of the
-/// block runs; `COMMIT` then answers `ROLLBACK`.
-fn in_failed_transaction(status: TransactionStatus, command: &Command) -> Option<Response> {
+/// block or `ROLLBACK TO` a savepoint runs, and `COMMIT` then is a
+/// `ROLLBACK`. `Err` holds the answer to a statement that does not run;
+/// `Ok(Some(..))` what runs instead of the statement.
+fn in_failed_transaction(
+    status: TransactionStatus,
+    command: &Command,
+) -> Result<Option<Command>, Response> {
     if !matches!(status, TransactionStatus::Error) {
-        return None;
+        return Ok(None);
     }
-    Some(match command {
-        Command::Rollback | Command::Commit => Response::TransactionEnd(Tag::new("ROLLBACK")),
-        _ => Response::Error(Box::new(error_info(&LochError::InFailedTransaction))),
-    })
+    match command {
+        Command::RollbackTo(_) | Command::Rollback => Ok(None),
+        Command::Commit => Ok(Some(Command::Rollback)),
+        _ => Err(Response::Error(Box::new(error_info(
+            &LochError::InFailedTransaction,
+        )))),
+    }
+}
+
+/// Whether the connection's transaction block had failed when the current
+/// message arrived.
+///
+/// pgwire derives the status it reports from the responses and never moves
+/// it from failed (`E`) back to in-transaction (`T`), which `ROLLBACK TO
+/// SAVEPOINT` must do. So while a message is handled the connection's
+/// status reads `T` and this flag holds the failure: a response that is an
+/// error makes pgwire report `E` again, a successful `ROLLBACK TO` leaves
+/// `T`, and `COMMIT`/`ROLLBACK` leave idle.
+#[derive(Default)]
+struct FailedBlock(std::sync::atomic::AtomicBool);
+
+impl FailedBlock {
+    fn of<C: ClientInfo + ?Sized>(client: &C) -> Arc<FailedBlock> {
+        client
+            .session_extensions()
+            .get_or_insert_with(FailedBlock::default)
+    }
+
+    /// Before a message: moves a failed status into the flag.
+    fn hold<C: ClientInfo + ?Sized>(client: &mut C) {
+        if matches!(client.transaction_status(), TransactionStatus::Error) {
+            FailedBlock::of(client)
+                .0
+                .store(true, std::sync::atomic::Ordering::SeqCst);
+            client.set_transaction_status(TransactionStatus::Transaction);
+        }
+    }
+
+    /// In the handler: the status the message arrived in.
+    fn take<C: ClientInfo + ?Sized>(client: &C) -> TransactionStatus {
+        if FailedBlock::of(client)
+            .0
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            TransactionStatus::Error
+        } else {
+            client.transaction_status()
+        }
+    }
+
+    /// After a message: a failure no handler took (the message never
+    /// reached one) is the connection's status again.
+    fn restore<C: ClientInfo + ?Sized>(client: &mut C) {
+        if FailedBlock::of(client)
+            .0
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            client.set_transaction_status(TransactionStatus::Error);
+        }
+    }
+}
+
+/// A `FETCH` answers with its rows under the tag `FETCH n`.
+fn tag_fetch(command: &Command, response: &mut Response) {
+    if let (Command::Fetch { .. }, Response::Query(query)) = (command, response) {
+        query.set_command_tag("FETCH");
+    }
 }
 
 #[async_trait]
 impl SimpleQueryHandler for QueryHandler {
+    async fn on_query<C>(
+        &self,
+        client: &mut C,
+        query: pgwire::messages::simplequery::Query,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        FailedBlock::hold(client);
+        let result = self._on_query(client, query).await;
+        FailedBlock::restore(client);
+        result
+    }
+
     async fn do_query<C>(&self, client: &mut C, query: &str) -> PgWireResult<Vec<Response>>
     where
         C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
@@ -562,20 +647,18 @@ impl SimpleQueryHandler for QueryHandler {
             return Ok(vec![Response::EmptyQuery]);
         }
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        let mut status = client.transaction_status();
+        let mut status = FailedBlock::take(client);
         let mut responses = Vec::with_capacity(commands.len());
         // responses[..complete] hold no row stream still running.
         let mut complete = 0;
         for command in commands {
-            if let Some(response) = in_failed_transaction(status, &command) {
-                let failed = matches!(response, Response::Error(_));
-                responses.push(response);
-                status = TransactionStatus::Idle;
-                if failed {
+            let command = match in_failed_transaction(status, &command) {
+                Ok(replacement) => replacement.unwrap_or(command),
+                Err(response) => {
+                    responses.push(response);
                     break;
                 }
-                continue;
-            }
+            };
             // A statement that changes state runs only after the earlier
             // statements' rows are complete: if one of them fails while
             // streaming, PostgreSQL never runs the rest of the string.
@@ -586,12 +669,18 @@ impl SimpleQueryHandler for QueryHandler {
                 }
                 complete = responses.len();
             }
+            let rollback_to = matches!(command, Command::RollbackTo(_));
+            let fetch = matches!(command, Command::Fetch { .. }).then(|| command.clone());
             match session.run(command).await {
                 Ok(output) => {
-                    let response = to_response(output, &Format::UnifiedText, options.clone())?;
+                    let mut response = to_response(output, &Format::UnifiedText, options.clone())?;
+                    if let Some(fetch) = &fetch {
+                        tag_fetch(fetch, &mut response);
+                    }
                     status = match &response {
                         Response::TransactionStart(_) => status.to_in_transaction_state(),
                         Response::TransactionEnd(_) => status.to_idle_state(),
+                        _ if rollback_to => TransactionStatus::Transaction,
                         _ => status,
                     };
                     responses.push(response);
@@ -646,6 +735,23 @@ impl ExtendedQueryHandler for QueryHandler {
         Arc::clone(&self.parser)
     }
 
+    async fn on_execute<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Execute,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        FailedBlock::hold(client);
+        let result = self._on_execute(client, message).await;
+        FailedBlock::restore(client);
+        result
+    }
+
     async fn do_query<C>(
         &self,
         client: &mut C,
@@ -660,10 +766,15 @@ impl ExtendedQueryHandler for QueryHandler {
     {
         let session = session_of(client)?;
         let prepared = &portal.statement.statement;
-        if let Some(response) =
-            in_failed_transaction(client.transaction_status(), &prepared.command)
+        let replacement = match in_failed_transaction(FailedBlock::take(client), &prepared.command)
         {
-            return Ok(response);
+            Ok(replacement) => replacement,
+            Err(response) => return Ok(response),
+        };
+        if let Some(command) = replacement {
+            let output = session.run(command).await.map_err(|e| pg_error(&e))?;
+            let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
+            return to_response(output, &portal.result_column_format, options);
         }
         let values = if portal.parameter_len() == 0 && prepared.param_types.is_empty() {
             None
@@ -680,6 +791,8 @@ impl ExtendedQueryHandler for QueryHandler {
             .await
             .map_err(|e| pg_error(&e))?;
         let options = Arc::new(FormatOptions::from_client_metadata(client.metadata()));
-        to_response(output, &portal.result_column_format, options)
+        let mut response = to_response(output, &portal.result_column_format, options)?;
+        tag_fetch(&prepared.command, &mut response);
+        Ok(response)
     }
 }
