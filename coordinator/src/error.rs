@@ -303,6 +303,9 @@ fn classify_plan_message(msg: &str) -> &'static str {
         || lower.contains("type")
     {
         "42804"
+    } else if lower.contains("unrecognized configuration parameter") {
+        // current_setting() of a setting that does not exist.
+        "42704"
     } else if lower.contains("placeholder") || lower.contains("parameter") {
         "08P01"
     } else {

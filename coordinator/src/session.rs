@@ -85,7 +85,8 @@ pub struct Session {
     ctx: SessionContext,
     engine: Engine,
     user: String,
-    settings: Mutex<Settings>,
+    /// Shared with the session's `current_setting()` / `set_config()`.
+    settings: Arc<Mutex<Settings>>,
     cancel: Arc<CancelState>,
     /// Savepoints and cursors of the open transaction block.
     block: crate::block::TransactionBlock,
@@ -111,6 +112,7 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("client_encoding", "UTF8"),
         ("client_min_messages", "notice"),
         ("datestyle", "ISO, MDY"),
+        ("default_table_access_method", "heap"),
         ("default_transaction_isolation", "read committed"),
         ("default_transaction_read_only", "off"),
         ("extra_float_digits", "1"),
@@ -137,6 +139,136 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("current_database".to_string(), database.to_string()),
     ])
     .collect()
+}
+
+/// `current_setting(name [, missing_ok])`: the session's value of a
+/// setting; an unknown one is an error, or NULL with `missing_ok`.
+fn current_setting_udf(settings: Arc<Mutex<Settings>>) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Signature, Volatility};
+    #[derive(Debug)]
+    struct CurrentSetting {
+        settings: Arc<Mutex<Settings>>,
+        signature: Signature,
+    }
+    impl PartialEq for CurrentSetting {
+        fn eq(&self, other: &Self) -> bool {
+            Arc::ptr_eq(&self.settings, &other.settings)
+        }
+    }
+    impl Eq for CurrentSetting {}
+    impl std::hash::Hash for CurrentSetting {
+        fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+            "current_setting".hash(state);
+        }
+    }
+    impl datafusion::logical_expr::ScalarUDFImpl for CurrentSetting {
+        fn name(&self) -> &str {
+            "current_setting"
+        }
+        fn signature(&self) -> &Signature {
+            &self.signature
+        }
+        fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+            Ok(DataType::Utf8)
+        }
+        fn invoke_with_args(
+            &self,
+            args: datafusion::logical_expr::ScalarFunctionArgs,
+        ) -> datafusion::error::Result<ColumnarValue> {
+            let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+            let names = arrow::compute::cast(&arrays[0], &DataType::Utf8)?;
+            let names = names
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .ok_or_else(|| DataFusionError::Internal("current_setting: names".into()))?;
+            let missing_ok = match arrays.get(1) {
+                Some(flag) => {
+                    let flag = arrow::compute::cast(flag, &DataType::Boolean)?;
+                    flag.as_any()
+                        .downcast_ref::<arrow::array::BooleanArray>()
+                        .is_some_and(|f| !f.is_empty() && f.value(0))
+                }
+                None => false,
+            };
+            let settings = self
+                .settings
+                .lock()
+                .map_err(|_| DataFusionError::Internal("session settings lock poisoned".into()))?;
+            let mut out = arrow::array::StringBuilder::new();
+            for name in names.iter() {
+                match name {
+                    None => out.append_null(),
+                    Some(name) => match settings.values.get(&canonical_name(name)) {
+                        Some(value) => out.append_value(value),
+                        None if missing_ok => out.append_null(),
+                        None => {
+                            return Err(DataFusionError::Plan(format!(
+                                "unrecognized configuration parameter \"{name}\""
+                            )));
+                        }
+                    },
+                }
+            }
+            Ok(ColumnarValue::Array(Arc::new(out.finish())))
+        }
+    }
+    ScalarUDF::new_from_impl(CurrentSetting {
+        settings,
+        signature: Signature::one_of(
+            vec![
+                datafusion::logical_expr::TypeSignature::Exact(vec![DataType::Utf8]),
+                datafusion::logical_expr::TypeSignature::Exact(vec![
+                    DataType::Utf8,
+                    DataType::Boolean,
+                ]),
+            ],
+            Volatility::Volatile,
+        ),
+    })
+}
+
+/// `set_config(name, value, is_local)`: sets a client-visible setting that
+/// has no effect on planning (the way pgAdmin and others set
+/// `bytea_output`), answering the value; settings with an effect
+/// (`search_path`, `statement_timeout`, `TimeZone`) take `SET`.
+fn set_config_udf(settings: Arc<Mutex<Settings>>) -> datafusion::logical_expr::ScalarUDF {
+    use datafusion::logical_expr::{ColumnarValue, Volatility, create_udf};
+    create_udf(
+        "set_config",
+        vec![DataType::Utf8, DataType::Utf8, DataType::Boolean],
+        DataType::Utf8,
+        Volatility::Volatile,
+        Arc::new(move |args| {
+            let arrays = ColumnarValue::values_to_arrays(args)?;
+            let (Some(names), Some(values)) = (
+                arrays[0].as_any().downcast_ref::<StringArray>(),
+                arrays[1].as_any().downcast_ref::<StringArray>(),
+            ) else {
+                return Err(DataFusionError::Internal("set_config: arguments".into()));
+            };
+            let mut settings = settings
+                .lock()
+                .map_err(|_| DataFusionError::Internal("session settings lock poisoned".into()))?;
+            for (name, value) in names.iter().zip(values.iter()) {
+                let (Some(name), Some(value)) = (name, value) else {
+                    continue;
+                };
+                let name = canonical_name(name);
+                if READ_ONLY_SETTINGS.contains(&name.as_str())
+                    || matches!(
+                        name.as_str(),
+                        "search_path" | "statement_timeout" | "timezone"
+                    )
+                {
+                    return Err(DataFusionError::NotImplemented(format!(
+                        "set_config of {name}: use SET {name}"
+                    )));
+                }
+                settings.values.insert(name, value.to_string());
+            }
+            Ok(ColumnarValue::Array(Arc::clone(&arrays[1])))
+        }),
+    )
 }
 
 /// Settings that only a server start can change.
@@ -170,14 +302,17 @@ impl Session {
         ctx.register_catalog(loch_catalog::DATABASE_NAME, Arc::clone(&visible) as _);
         crate::pgcatalog::install(&ctx, engine, &visible, user)?;
         ctx.register_udf(version_udf());
+        let settings = Arc::new(Mutex::new(Settings {
+            values: default_settings(user, database),
+            statement_timeout: None,
+        }));
+        ctx.register_udf(current_setting_udf(Arc::clone(&settings)));
+        ctx.register_udf(set_config_udf(Arc::clone(&settings)));
         let session = Session {
             ctx,
             engine: engine.clone(),
             user: user.to_string(),
-            settings: Mutex::new(Settings {
-                values: default_settings(user, database),
-                statement_timeout: None,
-            }),
+            settings: Arc::clone(&settings),
             cancel: Arc::new(CancelState::default()),
             block: Default::default(),
         };

@@ -484,3 +484,75 @@ async fn pgjdbc_metadata_prepared_statements_cursor_reads_and_savepoints() {
     let expected = oracle::run(&ctx, "select count(*) from region").await;
     oracle::compare(&expected, &json_rows(&check("after_savepoint")), true).unwrap();
 }
+
+#[tokio::test]
+async fn sqlalchemy_inspector_and_pandas() {
+    let server = server();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let port = server.port.to_string();
+    let lines = run_python_script(
+        &server,
+        "sqlalchemy_inspect.py",
+        &[port],
+        "sqlalchemy, pandas and psycopg",
+    );
+    let check = |name: &str| {
+        lines
+            .iter()
+            .find(|v| v["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+            .clone()
+    };
+    // The dialect parsed a PostgreSQL version out of version().
+    assert!(check("server_version")["version"][0].as_i64().unwrap() >= 12);
+    let names = |name: &str| -> Vec<String> {
+        serde_json::from_value(check(name)["names"].clone()).unwrap()
+    };
+    let schemas = names("schemas");
+    assert!(schemas.iter().any(|s| s == "tpch"), "{schemas:?}");
+    // SQLAlchemy leaves out pg_* schemas itself (a LIKE … ESCAPE '/').
+    assert!(!schemas.iter().any(|s| s.starts_with("pg_")), "{schemas:?}");
+    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sample.sort();
+    assert_eq!(names("tables"), sample);
+
+    let schema = oracle::table_schema(&ctx, "lineitem").await;
+    let columns = check("columns")["columns"].as_array().unwrap().clone();
+    assert_eq!(columns.len(), schema.fields().len());
+    for (field, column) in schema.fields().iter().zip(&columns) {
+        use arrow::datatypes::DataType;
+        let expected = match field.data_type() {
+            DataType::Int32 => "INTEGER".to_string(),
+            DataType::Int64 => "BIGINT".to_string(),
+            DataType::Decimal128(p, s) => format!("NUMERIC({p}, {s})"),
+            DataType::Utf8 | DataType::Utf8View => "TEXT".to_string(),
+            DataType::Date32 => "DATE".to_string(),
+            other => panic!("no SQLAlchemy type for {other} in this test"),
+        };
+        assert_eq!(column[0], field.name().as_str(), "{column}");
+        assert_eq!(column[1], expected.as_str(), "{column}");
+        assert_eq!(column[2], field.is_nullable(), "{column}");
+    }
+    // Loch tables have no keys or indexes: empty answers, not errors.
+    assert_eq!(check("pk")["constrained"], serde_json::json!([]));
+    assert_eq!(check("foreign_keys")["count"], 0);
+    assert_eq!(check("indexes")["count"], 0);
+    assert_eq!(check("has_table")["found"], true);
+
+    let expected = oracle::run(
+        &ctx,
+        "select n_regionkey, count(*) as nations from nation group by 1 order by 1",
+    )
+    .await;
+    oracle::compare(&expected, &json_rows(&check("read_sql")), true).unwrap();
+    let nation = oracle::table_schema(&ctx, "nation").await;
+    let read = check("read_sql_table");
+    let columns: Vec<String> = serde_json::from_value(read["columns"].clone()).unwrap();
+    let expected_columns: Vec<String> = nation.fields().iter().map(|f| f.name().clone()).collect();
+    assert_eq!(columns, expected_columns);
+    let expected = oracle::run(&ctx, "select * from nation").await;
+    oracle::compare(&expected, &json_rows(&read), false).unwrap();
+}

@@ -416,6 +416,8 @@ const ERRORS: &[(&str, &str)] = &[
     ("fetch 1 from no_such_cursor", "34000"),
     ("fetch prior from no_such_cursor", "0A000"),
     ("show no_such_setting", "42704"),
+    ("select current_setting('no_such_setting')", "42704"),
+    ("select set_config('search_path', 'tpch', false)", "0A000"),
     ("set statement_timeout = 'soon'", "22023"),
 ];
 

@@ -10,6 +10,7 @@
 //!   and every client's type query join on `pg_catalog` (OID 11) and
 //!   `information_schema`: their rows are added (pgjdbc's `getTypeInfo()`
 //!   returns nothing without them).
+//! - `pg_class` lacks `relacl` and `reloptions`: added, NULL.
 //! - `pg_attribute.atttypmod` is always -1 in the crate, so `numeric(15,2)`
 //!   columns look like bare `numeric` to psql's `\d`, pgjdbc's
 //!   `getColumns()` and psqlODBC's `SQLColumns`; the typmod is filled in from
@@ -19,7 +20,7 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -64,9 +65,32 @@ impl SchemaProvider for LochPgCatalog {
         let amendment = match name {
             "pg_namespace" => Amendment::BuiltinNamespaces,
             "pg_attribute" => Amendment::TypeModifiers(Arc::clone(&self.list)),
+            "pg_class" => Amendment::NullColumns(vec![
+                Field::new("relacl", DataType::Utf8, true),
+                Field::new(
+                    "reloptions",
+                    DataType::List(Arc::new(Field::new_list_field(DataType::Utf8, true))),
+                    true,
+                ),
+            ]),
             _ => return Ok(Some(table)),
         };
+        let mut fields: Vec<Field> = table
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        if let Amendment::NullColumns(extra) = &amendment {
+            fields.extend(
+                extra
+                    .iter()
+                    .filter(|f| table.schema().field_with_name(f.name()).is_err())
+                    .cloned(),
+            );
+        }
         Ok(Some(Arc::new(Amended {
+            schema: Arc::new(Schema::new(fields)),
             inner: table,
             amendment,
         })))
@@ -81,6 +105,9 @@ impl SchemaProvider for LochPgCatalog {
 enum Amendment {
     BuiltinNamespaces,
     TypeModifiers(Arc<dyn CatalogProviderList>),
+    /// Columns PostgreSQL has and the crate lacks (`pg_class.reloptions`,
+    /// which SQLAlchemy's index listing selects): NULL in every row.
+    NullColumns(Vec<Field>),
 }
 
 /// One of the crate's tables, read whole (they are small and built in
@@ -89,12 +116,14 @@ enum Amendment {
 struct Amended {
     inner: Arc<dyn TableProvider>,
     amendment: Amendment,
+    /// The inner table's columns, then any added ones.
+    schema: SchemaRef,
 }
 
 #[async_trait]
 impl TableProvider for Amended {
     fn schema(&self) -> SchemaRef {
-        self.inner.schema()
+        Arc::clone(&self.schema)
     }
 
     fn table_type(&self) -> TableType {
@@ -114,7 +143,21 @@ impl TableProvider for Amended {
         let batches = match &self.amendment {
             Amendment::BuiltinNamespaces => add_builtin_namespaces(&schema, batches)?,
             Amendment::TypeModifiers(list) => add_type_modifiers(list, &schema, batches).await?,
+            Amendment::NullColumns(_) => batches
+                .into_iter()
+                .map(|batch| {
+                    let mut columns = batch.columns().to_vec();
+                    for field in &self.schema.fields()[columns.len()..] {
+                        columns.push(datafusion::arrow::array::new_null_array(
+                            field.data_type(),
+                            batch.num_rows(),
+                        ));
+                    }
+                    RecordBatch::try_new(Arc::clone(&self.schema), columns)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
         };
+        let schema = Arc::clone(&self.schema);
         Ok(MemorySourceConfig::try_new_exec(
             &[batches],
             schema,

@@ -28,8 +28,9 @@ use datafusion::scalar::ScalarValue;
 use std::ops::ControlFlow;
 
 use datafusion::sql::sqlparser::ast::{
-    BinaryOperator, Expr as SqlExpr, FunctionArguments, GroupByExpr, OrderBy, OrderByKind,
-    SelectItem, SetExpr, Statement, Value, ValueWithSpan, visit_expressions, visit_expressions_mut,
+    BinaryOperator, Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, GroupByExpr,
+    OrderBy, OrderByKind, SelectItem, SetExpr, Statement, Value, ValueWithSpan, visit_expressions,
+    visit_expressions_mut,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
@@ -126,6 +127,203 @@ fn visible_udf(name: &str) -> ScalarUDF {
         Volatility::Stable,
         Arc::new(|_| Ok(ColumnarValue::Scalar(ScalarValue::Boolean(Some(true))))),
     )
+}
+
+/// A function of any arguments that answers NULL text: for catalog
+/// functions about objects Loch has none of, whatever form clients call.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct NullText {
+    name: String,
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl NullText {
+    fn new(name: &str) -> Self {
+        NullText {
+            name: name.to_string(),
+            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for NullText {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        _: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::Utf8(None)))
+    }
+}
+
+/// `json_build_object(key, value, …)` as JSON text: SQLAlchemy's column
+/// listing builds identity and collation details with it.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct JsonBuildObject {
+    signature: datafusion::logical_expr::Signature,
+}
+
+impl datafusion::logical_expr::ScalarUDFImpl for JsonBuildObject {
+    fn name(&self) -> &str {
+        "json_build_object"
+    }
+
+    fn signature(&self) -> &datafusion::logical_expr::Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _: &[DataType]) -> datafusion::error::Result<DataType> {
+        Ok(DataType::Utf8)
+    }
+
+    fn invoke_with_args(
+        &self,
+        args: datafusion::logical_expr::ScalarFunctionArgs,
+    ) -> datafusion::error::Result<ColumnarValue> {
+        use datafusion::arrow::array::{Array, AsArray, StringBuilder};
+        use datafusion::arrow::compute::cast;
+        if !args.args.len().is_multiple_of(2) {
+            return Err(datafusion::error::DataFusionError::Plan(
+                "json_build_object takes key, value pairs".into(),
+            ));
+        }
+        let rows = args.number_rows;
+        let arrays = ColumnarValue::values_to_arrays(&args.args)?;
+        let texts = arrays
+            .iter()
+            .map(|a| cast(a, &DataType::Utf8))
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = StringBuilder::new();
+        for row in 0..rows {
+            let mut object = serde_json::Map::new();
+            for pair in 0..arrays.len() / 2 {
+                let (key, value) = (&texts[2 * pair], &arrays[2 * pair + 1]);
+                let text = texts[2 * pair + 1].as_string::<i32>();
+                let key = key.as_string::<i32>();
+                if key.is_null(row) {
+                    continue;
+                }
+                let json = if value.is_null(row) {
+                    serde_json::Value::Null
+                } else if value.data_type().is_numeric() || value.data_type() == &DataType::Boolean
+                {
+                    serde_json::from_str(text.value(row))
+                        .unwrap_or_else(|_| serde_json::Value::String(text.value(row).into()))
+                } else {
+                    serde_json::Value::String(text.value(row).into())
+                };
+                object.insert(key.value(row).to_string(), json);
+            }
+            out.append_value(serde_json::Value::Object(object).to_string());
+        }
+        Ok(ColumnarValue::Array(Arc::new(out.finish())))
+    }
+}
+
+/// The SQL spellings of builtin types that are not their `typname`.
+const TYPE_ALIASES: &[(&str, &str)] = &[
+    ("integer", "int4"),
+    ("int", "int4"),
+    ("smallint", "int2"),
+    ("bigint", "int8"),
+    ("real", "float4"),
+    ("double precision", "float8"),
+    ("boolean", "bool"),
+    ("decimal", "numeric"),
+    ("character varying", "varchar"),
+    ("character", "bpchar"),
+    ("char", "bpchar"),
+    ("timestamp without time zone", "timestamp"),
+    ("timestamp with time zone", "timestamptz"),
+    ("time without time zone", "time"),
+    ("time with time zone", "timetz"),
+];
+
+/// `to_regtype(text)`: the OID of the named builtin type (a `pg_catalog.`
+/// prefix, SQL spellings and `[]` for arrays allowed), or NULL — psycopg
+/// and SQLAlchemy look types up so (`hstore` at connect).
+fn to_regtype_udf() -> Result<ScalarUDF, LochError> {
+    use datafusion::arrow::array::{Array, AsArray, Int32Array, StringArray};
+    use datafusion::arrow::compute::cast;
+    use std::collections::HashMap;
+    let mut oids: HashMap<String, i32> = HashMap::new();
+    for batch in static_tables()?.pg_type.data() {
+        let (Some(oid), Some(name)) =
+            (batch.column_by_name("oid"), batch.column_by_name("typname"))
+        else {
+            continue;
+        };
+        let (Ok(oid), Ok(name)) = (cast(oid, &DataType::Int32), cast(name, &DataType::Utf8)) else {
+            continue;
+        };
+        let (oid, name) = (
+            oid.as_primitive::<datafusion::arrow::datatypes::Int32Type>(),
+            name.as_string::<i32>(),
+        );
+        for i in 0..batch.num_rows() {
+            if !oid.is_null(i) && !name.is_null(i) {
+                oids.entry(name.value(i).to_string())
+                    .or_insert(oid.value(i));
+            }
+        }
+    }
+    let lookup = move |text: &str| -> Option<i32> {
+        let text = text.trim().to_ascii_lowercase();
+        let text = text
+            .strip_prefix("pg_catalog.")
+            .unwrap_or(&text)
+            .trim_matches('"');
+        let (base, array) = match text.strip_suffix("[]") {
+            Some(base) => (base.trim(), true),
+            None => (text, false),
+        };
+        let base = TYPE_ALIASES
+            .iter()
+            .find(|(alias, _)| *alias == base)
+            .map_or(base, |(_, name)| *name);
+        let name = if array {
+            format!("_{base}")
+        } else {
+            base.to_string()
+        };
+        oids.get(&name).copied()
+    };
+    Ok(create_udf(
+        "to_regtype",
+        vec![DataType::Utf8],
+        DataType::Int32,
+        Volatility::Stable,
+        Arc::new(move |args| {
+            let names = match &args[0] {
+                ColumnarValue::Scalar(value) => {
+                    let name = match value {
+                        ScalarValue::Utf8(v)
+                        | ScalarValue::LargeUtf8(v)
+                        | ScalarValue::Utf8View(v) => v.clone(),
+                        _ => None,
+                    };
+                    return Ok(ColumnarValue::Scalar(ScalarValue::Int32(
+                        name.as_deref().and_then(&lookup),
+                    )));
+                }
+                ColumnarValue::Array(array) => cast(array, &DataType::Utf8)?,
+            };
+            let names: &StringArray = names.as_string::<i32>();
+            let oids: Int32Array = names.iter().map(|n| n.and_then(&lookup)).collect();
+            Ok(ColumnarValue::Array(Arc::new(oids)))
+        }),
+    ))
 }
 
 /// PostgreSQL's `pg_size_pretty(bigint)`: bytes below 10 kB, else the
@@ -245,10 +443,18 @@ pub fn install(
         pg::create_pg_table_is_visible(),
         visible_udf("pg_function_is_visible"),
         visible_udf("pg_type_is_visible"),
+        visible_udf("pg_collation_is_visible"),
+        // Loch has no indexes: nothing to define.
+        ScalarUDF::new_from_impl(NullText::new("pg_get_indexdef")),
         // psql's \df: Loch has no SQL functions to describe yet.
         null_text_udf("pg_get_function_result", vec![DataType::Int32]),
         null_text_udf("pg_get_function_arguments", vec![DataType::Int32]),
         null_text_udf("pg_get_function_identity_arguments", vec![DataType::Int32]),
+        // No sequences: SQLAlchemy's column listing asks.
+        null_text_udf(
+            "pg_get_serial_sequence",
+            vec![DataType::Utf8, DataType::Utf8],
+        ),
         // Comments: Loch keeps none yet.
         null_text_udf("obj_description", vec![DataType::Int32, DataType::Utf8]),
         null_text_udf("col_description", vec![DataType::Int32, DataType::Int32]),
@@ -278,6 +484,10 @@ pub fn install(
     ] {
         ctx.register_udf(udf);
     }
+    ctx.register_udf(to_regtype_udf()?);
+    ctx.register_udf(ScalarUDF::new_from_impl(JsonBuildObject {
+        signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+    }));
     ctx.register_udtf("pg_get_keywords", static_tables()?.pg_get_keywords.clone());
     // `regclass`, `regtype`, `oid` … as type names in casts.
     let state = ctx.state_ref();
@@ -371,6 +581,9 @@ pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
         let _ = visit_expressions_mut(statement, |e| {
             array_subquery_to_aggregate(e);
             scalar_subquery_to_aggregate(e);
+            like_escape_to_backslash(e);
+            vector_functions(e);
+            case_subqueries_on_absent_features(e);
             ControlFlow::<()>::Continue(())
         });
     }
@@ -524,6 +737,167 @@ fn regproc_name(column: &SqlExpr, value: &SqlExpr) -> Option<String> {
     )
 }
 
+/// Parses one SQL expression (for rewrites built as text).
+fn expression(text: &str) -> Option<SqlExpr> {
+    Parser::new(&PostgreSqlDialect {})
+        .try_with_sql(text)
+        .and_then(|mut p| p.parse_expr())
+        .ok()
+}
+
+/// `x LIKE p ESCAPE '/'` (SQLAlchemy's schema listing) as a LIKE with
+/// DataFusion's only escape character, the backslash: literal backslashes
+/// in `p` are doubled, then `/c` becomes `\c`.
+fn like_escape_to_backslash(expr: &mut SqlExpr) {
+    let (SqlExpr::Like {
+        pattern,
+        escape_char,
+        ..
+    }
+    | SqlExpr::ILike {
+        pattern,
+        escape_char,
+        ..
+    }) = expr
+    else {
+        return;
+    };
+    let Some(ValueWithSpan {
+        value: Value::SingleQuotedString(escape),
+        ..
+    }) = escape_char
+    else {
+        return;
+    };
+    let mut chars = escape.chars();
+    let (Some(c), None) = (chars.next(), chars.next()) else {
+        return;
+    };
+    if c == '\\' {
+        return;
+    }
+    let escaped: String = if c.is_ascii_alphanumeric() {
+        c.to_string()
+    } else {
+        format!("\\{c}")
+    }
+    .replace('\'', "''");
+    let Some(translated) = expression(&format!(
+        "regexp_replace(replace({pattern}, '\\', '\\\\'), '{escaped}(.)', '\\${{1}}', 'g')"
+    )) else {
+        return;
+    };
+    **pattern = translated;
+    *escape_char = None;
+}
+
+/// Catalog tables that never describe anything of a Loch table: column
+/// defaults, sequences (identity columns), collations.
+const ABSENT_FEATURE_TABLES: &[&str] = &["pg_attrdef", "pg_sequence", "pg_collation"];
+
+/// Correlated scalar subqueries inside a `CASE` (SQLAlchemy's column
+/// listing asks for defaults, identity options and collations so), which
+/// DataFusion cannot decorrelate, when they read only tables of features
+/// Loch's tables do not have, or compare a type's collation: NULL. With no
+/// defaults (`atthasdef` false), identities (`attidentity` empty) or
+/// collations (`attcollation` 0) every such `CASE` answers NULL anyway.
+fn case_subqueries_on_absent_features(expr: &mut SqlExpr) {
+    if !matches!(expr, SqlExpr::Case { .. }) {
+        return;
+    }
+    let _ = visit_expressions_mut(expr, |e| {
+        if let SqlExpr::Subquery(query) = e
+            && reads_absent_feature(query)
+        {
+            *e = SqlExpr::Value(Value::Null.into());
+        }
+        ControlFlow::<()>::Continue(())
+    });
+}
+
+fn reads_absent_feature(query: &datafusion::sql::sqlparser::ast::Query) -> bool {
+    let SetExpr::Select(select) = query.body.as_ref() else {
+        return false;
+    };
+    let tables: Vec<String> = select
+        .from
+        .iter()
+        .flat_map(|t| std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)))
+        .map(|r| match r {
+            datafusion::sql::sqlparser::ast::TableFactor::Table { name, .. } => name
+                .0
+                .last()
+                .map(|p| p.to_string().to_ascii_lowercase())
+                .unwrap_or_default(),
+            _ => String::new(),
+        })
+        .collect();
+    let absent = !tables.is_empty()
+        && tables
+            .iter()
+            .all(|t| ABSENT_FEATURE_TABLES.contains(&t.as_str()));
+    let collation = select.projection.len() == 1
+        && select.projection[0]
+            .to_string()
+            .to_ascii_lowercase()
+            .ends_with("typcollation");
+    absent || collation
+}
+
+/// `pg_index`'s `int2vector`/`oidvector` columns, which the crate keeps as
+/// space-separated text.
+const VECTOR_COLUMNS: &[&str] = &[
+    "indkey",
+    "indclass",
+    "indcollation",
+    "indoption",
+    "proargtypes",
+];
+
+/// `unnest(indkey)` and `generate_subscripts(a, 1)` (SQLAlchemy's key and
+/// index listings) in forms DataFusion plans: vector columns split into an
+/// integer array, subscripts as `unnest(range(1, cardinality(a) + 1))`.
+fn vector_functions(expr: &mut SqlExpr) {
+    let SqlExpr::Function(f) = expr else {
+        return;
+    };
+    let name = f.name.to_string().to_ascii_lowercase();
+    let name = name
+        .strip_prefix("pg_catalog.")
+        .unwrap_or(&name)
+        .to_string();
+    if name != "unnest" && name != "generate_subscripts" {
+        return;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return;
+    };
+    let Some(FunctionArg::Unnamed(FunctionArgExpr::Expr(array))) = list.args.first() else {
+        return;
+    };
+    let column = match array {
+        SqlExpr::Identifier(i) => Some(&i.value),
+        SqlExpr::CompoundIdentifier(parts) => parts.last().map(|i| &i.value),
+        _ => None,
+    };
+    let vector = column.is_some_and(|c| VECTOR_COLUMNS.iter().any(|v| c.eq_ignore_ascii_case(v)));
+    let array = if vector {
+        format!("CAST(string_to_array({array}, ' ') AS INT[])")
+    } else if name == "unnest" {
+        return;
+    } else {
+        array.to_string()
+    };
+    let text = if name == "unnest" {
+        format!("unnest({array})")
+    } else {
+        format!("unnest(range(1, CAST(cardinality({array}) AS BIGINT) + 1))")
+    };
+    if let Some(rewritten) = expression(&text) {
+        *expr = rewritten;
+    }
+}
+
 /// Aggregates a catalog query's scalar subquery may already hold.
 const AGGREGATES: &[&str] = &[
     "array_agg",
@@ -656,6 +1030,27 @@ mod tests {
         .unwrap();
         let text = statements[0].to_string();
         assert!(text.contains("typinput = 'array_in' AS is_array"), "{text}");
+    }
+
+    #[test]
+    fn like_escapes_and_vector_functions_are_rewritten() {
+        let text = catalog_query(
+            "SELECT nspname FROM pg_catalog.pg_namespace WHERE nspname NOT LIKE 'pg/_' || '%' ESCAPE '/'",
+        )
+        .unwrap()[0]
+            .to_string();
+        assert!(!text.contains("ESCAPE"), "{text}");
+        assert!(text.contains("regexp_replace"), "{text}");
+        let text = catalog_query(
+            "SELECT unnest(i.indkey) AS a, generate_subscripts(i.indkey, 1) AS o FROM pg_catalog.pg_index i",
+        )
+        .unwrap()[0]
+            .to_string();
+        assert!(
+            text.contains("unnest(CAST(string_to_array(i.indkey, ' ') AS INT[]))"),
+            "{text}"
+        );
+        assert!(text.contains("unnest(range(1, CAST(cardinality("), "{text}");
     }
 
     #[test]
