@@ -222,7 +222,9 @@ fn current_setting_udf(settings: Arc<Mutex<Settings>>) -> datafusion::logical_ex
                     DataType::Boolean,
                 ]),
             ],
-            Volatility::Volatile,
+            // As in PostgreSQL: fixed within a statement, so it folds into
+            // constants (Grafana passes it to generate_series).
+            Volatility::Stable,
         ),
     })
 }
@@ -417,6 +419,7 @@ impl Session {
                 self.block.close(name.as_deref()).await?;
                 Ok(command_done(tag))
             }
+            Command::Noop(tag) => Ok(command_done(tag.to_string())),
             Command::Discard => {
                 self.block.discard().await?;
                 self.reset_all()?;
@@ -580,6 +583,7 @@ impl Session {
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
         let df = if self.engine.is_distributed()
             && (loch_catalog::touches_delta(&plan)
+                || uses_session_functions(&plan)
                 || returns_rows && self.ctx.state().optimize(&plan).is_err())
         {
             // Delta scans (delta-rs' own execution plan) cannot be shipped
@@ -837,6 +841,44 @@ impl Prepared {
             None => self.rows_schema.clone(),
         }
     }
+}
+
+/// Whether `plan` calls a function only the session knows (the client
+/// catalog functions, `current_setting`, …): executors could not decode
+/// it, so such a plan runs on the coordinator.
+fn uses_session_functions(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+    use datafusion::logical_expr::Expr;
+    static BUILTIN: std::sync::LazyLock<std::collections::HashSet<String>> =
+        std::sync::LazyLock::new(|| {
+            datafusion::execution::session_state::SessionStateBuilder::new()
+                .with_default_features()
+                .build()
+                .scalar_functions()
+                .keys()
+                .cloned()
+                .collect()
+        });
+    let mut found = false;
+    let _ = plan.apply_with_subqueries(|node| {
+        let _ = node.apply_expressions(|expr| {
+            expr.apply(|e| {
+                if let Expr::ScalarFunction(f) = e
+                    && !BUILTIN.contains(f.func.name())
+                {
+                    found = true;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        });
+        Ok(if found {
+            TreeNodeRecursion::Stop
+        } else {
+            TreeNodeRecursion::Continue
+        })
+    });
+    found
 }
 
 /// The output of a command that returns no rows.

@@ -9,7 +9,8 @@
 
 use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
-    CloseCursor, Declare, DeclareType, Expr, FetchDirection, Ident, Reset, Set, Statement, Value,
+    CloseCursor, Declare, DeclareType, DiscardObject, Expr, FetchDirection, Ident, Reset, Set,
+    SetSessionAuthorizationParamKind, Statement, TransactionAccessMode, TransactionMode, Value,
     ValueWithSpan,
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
@@ -32,8 +33,11 @@ pub enum Command {
     Commit,
     /// `ROLLBACK` / `ABORT`.
     Rollback,
-    /// `DISCARD ALL` and friends.
+    /// `DISCARD ALL`.
     Discard,
+    /// A statement with nothing to do in Loch, answered with its tag:
+    /// `UNLISTEN` (no `LISTEN`), `DISCARD PLANS|SEQUENCES|TEMP` (none kept).
+    Noop(&'static str),
     /// `SAVEPOINT name`.
     Savepoint(String),
     /// `RELEASE [SAVEPOINT] name`.
@@ -79,6 +83,7 @@ impl Command {
             Command::Commit => "COMMIT".into(),
             Command::Rollback => "ROLLBACK".into(),
             Command::Discard => "DISCARD ALL".into(),
+            Command::Noop(tag) => (*tag).into(),
             Command::Savepoint(_) => "SAVEPOINT".into(),
             Command::Release(_) => "RELEASE".into(),
             Command::RollbackTo(_) => "ROLLBACK".into(),
@@ -211,7 +216,57 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
             CloseCursor::All => None,
             CloseCursor::Specific { name } => Some(ident_name(name)),
         }),
-        Statement::Discard { .. } => Command::Discard,
+        Statement::Discard { object_type } => match object_type {
+            DiscardObject::ALL => Command::Discard,
+            DiscardObject::PLANS => Command::Noop("DISCARD PLANS"),
+            DiscardObject::SEQUENCES => Command::Noop("DISCARD SEQUENCES"),
+            DiscardObject::TEMP => Command::Noop("DISCARD TEMP"),
+        },
+        Statement::UNLISTEN { .. } => Command::Noop("UNLISTEN"),
+        // Connection pools (Npgsql's reset) go back to the login role.
+        Statement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
+            SetSessionAuthorizationParamKind::Default => Command::Set {
+                name: "session_authorization".into(),
+                value: None,
+            },
+            SetSessionAuthorizationParamKind::User(_) => {
+                return Err(LochError::NotSupported(
+                    "SET SESSION AUTHORIZATION to another role: log in as that role".into(),
+                ));
+            }
+        },
+        // `SET [SESSION CHARACTERISTICS AS] TRANSACTION …` (Metabase, pgjdbc's
+        // setTransactionIsolation): recorded and shown; every Loch statement
+        // is its own snapshot-isolated transaction whatever the level.
+        Statement::Set(Set::SetTransaction { modes, session, .. }) => {
+            let prefix = if *session { "default_" } else { "" };
+            let setting = modes.iter().find_map(|mode| match mode {
+                TransactionMode::IsolationLevel(level) => Some((
+                    format!("{prefix}transaction_isolation"),
+                    level.to_string().to_ascii_lowercase(),
+                )),
+                _ => None,
+            });
+            let setting = setting.or_else(|| {
+                modes.iter().find_map(|mode| match mode {
+                    TransactionMode::AccessMode(access) => Some((
+                        format!("{prefix}transaction_read_only"),
+                        match access {
+                            TransactionAccessMode::ReadOnly => "on".to_string(),
+                            TransactionAccessMode::ReadWrite => "off".to_string(),
+                        },
+                    )),
+                    _ => None,
+                })
+            });
+            match setting {
+                Some((name, value)) => Command::Set {
+                    name,
+                    value: Some(value),
+                },
+                None => Command::Noop("SET"),
+            }
+        }
         _ => Command::Query(Box::new(statement)),
     };
     Ok(command)
@@ -409,6 +464,17 @@ mod tests {
         assert!(matches!(one("COMMIT"), Command::Commit));
         assert!(matches!(one("ROLLBACK"), Command::Rollback));
         assert!(matches!(one("DISCARD ALL"), Command::Discard));
+        assert!(matches!(one("DISCARD TEMP"), Command::Noop("DISCARD TEMP")));
+        assert!(matches!(one("UNLISTEN *"), Command::Noop("UNLISTEN")));
+        assert!(matches!(
+            one("SET SESSION AUTHORIZATION DEFAULT"),
+            Command::Set { name, value: None } if name == "session_authorization"
+        ));
+        assert!(matches!(
+            one("SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL READ UNCOMMITTED"),
+            Command::Set { name, value: Some(v) }
+                if name == "default_transaction_isolation" && v == "read uncommitted"
+        ));
         assert!(matches!(
             one("SET datafusion.execution.batch_size = 1024"),
             Command::Query(_)

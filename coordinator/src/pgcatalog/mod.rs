@@ -37,7 +37,7 @@ use datafusion::sql::sqlparser::parser::Parser;
 use datafusion_pg_catalog::pg_catalog::context::{PgCatalogContextProvider, Role};
 use datafusion_pg_catalog::pg_catalog::{
     self as pg, PgCatalogSchemaProvider, PgCatalogStaticTables, array_bounds_udf, format_type,
-    has_privilege_udf, oid_type_planner, pg_get_expr_udf, quote_ident_udf,
+    has_privilege_udf, oid_type_planner, pg_get_expr_udf,
 };
 use datafusion_pg_catalog::sql::PostgresCompatibilityParser;
 use loch_catalog::{CatalogStore, DATABASE_NAME};
@@ -129,6 +129,160 @@ fn visible_udf(name: &str) -> ScalarUDF {
     )
 }
 
+/// PostgreSQL's reserved key words: `quote_ident` quotes them.
+const RESERVED_WORDS: &[&str] = &[
+    "all",
+    "analyse",
+    "analyze",
+    "and",
+    "any",
+    "array",
+    "as",
+    "asc",
+    "asymmetric",
+    "authorization",
+    "binary",
+    "both",
+    "case",
+    "cast",
+    "check",
+    "collate",
+    "collation",
+    "column",
+    "concurrently",
+    "constraint",
+    "create",
+    "cross",
+    "current_catalog",
+    "current_date",
+    "current_role",
+    "current_schema",
+    "current_time",
+    "current_timestamp",
+    "current_user",
+    "default",
+    "deferrable",
+    "desc",
+    "distinct",
+    "do",
+    "else",
+    "end",
+    "except",
+    "false",
+    "fetch",
+    "for",
+    "foreign",
+    "freeze",
+    "from",
+    "full",
+    "grant",
+    "group",
+    "having",
+    "ilike",
+    "in",
+    "initially",
+    "inner",
+    "intersect",
+    "into",
+    "is",
+    "isnull",
+    "join",
+    "lateral",
+    "leading",
+    "left",
+    "like",
+    "limit",
+    "localtime",
+    "localtimestamp",
+    "natural",
+    "not",
+    "notnull",
+    "null",
+    "offset",
+    "on",
+    "only",
+    "or",
+    "order",
+    "outer",
+    "overlaps",
+    "placing",
+    "primary",
+    "references",
+    "returning",
+    "right",
+    "select",
+    "session_user",
+    "similar",
+    "some",
+    "symmetric",
+    "system_user",
+    "table",
+    "tablesample",
+    "then",
+    "to",
+    "trailing",
+    "true",
+    "union",
+    "unique",
+    "user",
+    "using",
+    "variadic",
+    "verbose",
+    "when",
+    "where",
+    "window",
+    "with",
+];
+
+/// `quote_ident(text)` over any column (the crate's takes literals only;
+/// Grafana's column listing passes `column_name`): double quotes unless the
+/// name is a lower-case identifier that is not a reserved word.
+fn quote_ident_udf() -> ScalarUDF {
+    use datafusion::arrow::array::{AsArray, StringArray};
+    use datafusion::arrow::compute::cast;
+    fn quote(name: &str) -> String {
+        let plain = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+            && !RESERVED_WORDS.contains(&name);
+        if plain {
+            name.to_string()
+        } else {
+            format!("\"{}\"", name.replace('"', "\"\""))
+        }
+    }
+    create_udf(
+        "quote_ident",
+        vec![DataType::Utf8],
+        DataType::Utf8,
+        Volatility::Immutable,
+        Arc::new(|args| match &args[0] {
+            ColumnarValue::Scalar(value) => {
+                let text = match value {
+                    ScalarValue::Utf8(v) | ScalarValue::LargeUtf8(v) | ScalarValue::Utf8View(v) => {
+                        v.as_deref().map(quote)
+                    }
+                    _ => None,
+                };
+                Ok(ColumnarValue::Scalar(ScalarValue::Utf8(text)))
+            }
+            ColumnarValue::Array(array) => {
+                let names = cast(array, &DataType::Utf8)?;
+                let quoted: StringArray = names
+                    .as_string::<i32>()
+                    .iter()
+                    .map(|n| n.map(quote))
+                    .collect();
+                Ok(ColumnarValue::Array(Arc::new(quoted)))
+            }
+        }),
+    )
+}
+
 /// A function of any arguments that answers NULL text: for catalog
 /// functions about objects Loch has none of, whatever form clients call.
 #[derive(Debug, PartialEq, Eq, Hash)]
@@ -141,7 +295,13 @@ impl NullText {
     fn new(name: &str) -> Self {
         NullText {
             name: name.to_string(),
-            signature: datafusion::logical_expr::Signature::variadic_any(Volatility::Stable),
+            signature: datafusion::logical_expr::Signature::one_of(
+                vec![
+                    datafusion::logical_expr::TypeSignature::Nullary,
+                    datafusion::logical_expr::TypeSignature::VariadicAny,
+                ],
+                Volatility::Stable,
+            ),
         }
     }
 }
@@ -474,8 +634,9 @@ pub fn install(
         pg::create_pg_stat_get_numscans(),
         pg::create_pg_get_constraintdef(),
         pg::create_pg_get_partition_ancestors_udf(),
-        quote_ident_udf::create_quote_ident_udf(),
-        quote_ident_udf::create_parse_ident_udf(),
+        quote_ident_udf(),
+        ScalarUDF::new_from_impl(NullText::new("pg_advisory_unlock_all")),
+        datafusion_pg_catalog::pg_catalog::quote_ident_udf::create_parse_ident_udf(),
         array_bounds_udf::create_array_upper_udf(),
         array_bounds_udf::create_array_lower_udf(),
         // The crate's answer "postgres"; these know who logged in.
@@ -664,11 +825,13 @@ const REGPROC_COLUMNS: &[&str] = &[
 
 /// `typinput = 'pg_catalog.array_in'::regproc` (pgjdbc's array test) as
 /// `typinput = 'array_in'`: the crate would turn the cast into a `pg_proc`
-/// OID, which cannot be compared with the name it stores. `None` when the
-/// text has no such comparison.
+/// OID, which cannot be compared with the name it stores. Likewise a join
+/// `pg_proc.oid = a.typreceive` (Npgsql's type loading) compares the
+/// function's name: `pg_proc.proname = a.typreceive`. `None` when the text
+/// has no such comparison.
 fn regproc_columns_as_text(sql: &str) -> Option<String> {
     let lower = sql.to_ascii_lowercase();
-    if !lower.contains("regproc") || !REGPROC_COLUMNS.iter().any(|c| lower.contains(c)) {
+    if !REGPROC_COLUMNS.iter().any(|c| lower.contains(c)) {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
@@ -678,7 +841,13 @@ fn regproc_columns_as_text(sql: &str) -> Option<String> {
             if let SqlExpr::BinaryOp { left, op, right } = e
                 && matches!(op, BinaryOperator::Eq | BinaryOperator::NotEq)
             {
-                if let Some(name) = regproc_name(left, right) {
+                if let Some(proname) = function_oid_as_name(left, right) {
+                    **left = proname;
+                    changed = true;
+                } else if let Some(proname) = function_oid_as_name(right, left) {
+                    **right = proname;
+                    changed = true;
+                } else if let Some(name) = regproc_name(left, right) {
                     **right = SqlExpr::Value(Value::SingleQuotedString(name).into());
                     changed = true;
                 } else if let Some(name) = regproc_name(right, left) {
@@ -696,6 +865,29 @@ fn regproc_columns_as_text(sql: &str) -> Option<String> {
             .collect::<Vec<_>>()
             .join("; ")
     })
+}
+
+/// `x.proname` when `oid` is a column `x.oid` compared with one of
+/// [`REGPROC_COLUMNS`].
+fn function_oid_as_name(oid: &SqlExpr, column: &SqlExpr) -> Option<SqlExpr> {
+    let SqlExpr::CompoundIdentifier(parts) = oid else {
+        return None;
+    };
+    let (last, qualifier) = parts.split_last()?;
+    if !last.value.eq_ignore_ascii_case("oid") || qualifier.is_empty() {
+        return None;
+    }
+    let name = match column {
+        SqlExpr::Identifier(i) => &i.value,
+        SqlExpr::CompoundIdentifier(parts) => &parts.last()?.value,
+        _ => return None,
+    };
+    if !REGPROC_COLUMNS.iter().any(|c| name.eq_ignore_ascii_case(c)) {
+        return None;
+    }
+    let mut parts = qualifier.to_vec();
+    parts.push(datafusion::sql::sqlparser::ast::Ident::new("proname"));
+    Some(SqlExpr::CompoundIdentifier(parts))
 }
 
 /// The function name in `value` when `column` is one of
@@ -1051,6 +1243,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("unnest(range(1, CAST(cardinality("), "{text}");
+    }
+
+    #[test]
+    fn quote_ident_quotes_like_postgresql() {
+        let udf = quote_ident_udf();
+        let names = ["orders", "Orders", "user", "a b", "x\"y", "_t1", "1t"];
+        let array: datafusion::arrow::array::ArrayRef =
+            Arc::new(datafusion::arrow::array::StringArray::from(names.to_vec()));
+        let field = Arc::new(datafusion::arrow::datatypes::Field::new(
+            "n",
+            DataType::Utf8,
+            true,
+        ));
+        let out = udf
+            .invoke_with_args(datafusion::logical_expr::ScalarFunctionArgs {
+                args: vec![ColumnarValue::Array(array)],
+                arg_fields: vec![field.clone()],
+                number_rows: names.len(),
+                return_field: field,
+                config_options: Arc::new(Default::default()),
+            })
+            .unwrap();
+        let ColumnarValue::Array(out) = out else {
+            panic!("an array in, an array out");
+        };
+        let out = datafusion::arrow::array::AsArray::as_string::<i32>(&out);
+        let quoted: Vec<&str> = out.iter().map(|v| v.unwrap()).collect();
+        assert_eq!(
+            quoted,
+            [
+                "orders",
+                "\"Orders\"",
+                "\"user\"",
+                "\"a b\"",
+                "\"x\"\"y\"",
+                "_t1",
+                "\"1t\""
+            ]
+        );
     }
 
     #[test]

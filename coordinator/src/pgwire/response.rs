@@ -37,7 +37,8 @@ pub fn fields(
     format: &Format,
     options: Option<Arc<FormatOptions>>,
 ) -> PgWireResult<Vec<FieldInfo>> {
-    let fields = arrow_schema_to_pg_fields(schema, format, options)?;
+    let cleaned = without_stray_oid_aliases(schema);
+    let fields = arrow_schema_to_pg_fields(cleaned.as_ref().unwrap_or(schema), format, options)?;
     Ok(fields
         .into_iter()
         .zip(schema.fields())
@@ -46,6 +47,84 @@ pub fn fields(
             None => info,
         })
         .collect())
+}
+
+/// A batch with the column types its statement announced. DataFusion's
+/// physical plan can widen a column its logical plan types narrower (a
+/// `CASE` mixing an `Int32` OID column with the literal 0 runs as `Int64`,
+/// Npgsql's type query has one); the RowDescription already went out, so
+/// the values follow it, or binary clients read 8 bytes for an `int4`.
+fn conform(
+    batch: arrow::record_batch::RecordBatch,
+    schema: &arrow::datatypes::SchemaRef,
+) -> datafusion::error::Result<arrow::record_batch::RecordBatch> {
+    let same = batch.num_columns() == schema.fields().len()
+        && batch
+            .columns()
+            .iter()
+            .zip(schema.fields())
+            .all(|(c, f)| c.data_type() == f.data_type());
+    if same {
+        return Ok(batch);
+    }
+    let columns = batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(c, f)| {
+            if c.data_type() == f.data_type() {
+                Ok(Arc::clone(c))
+            } else {
+                arrow::compute::cast(c, f.data_type())
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    // Nullable: the values decide, not a declaration they may contradict.
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone().with_nullable(true))
+        .collect();
+    Ok(arrow::record_batch::RecordBatch::try_new_with_options(
+        Arc::new(arrow::datatypes::Schema::new(fields)),
+        columns,
+        &arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows())),
+    )?)
+}
+
+/// The schema without `pg.oid_alias` markers on columns that are not
+/// `Int32`: the marker names a 4-byte OID type, and a column that carries
+/// it through an expression of another width (`CASE … THEN typelem ELSE 0`
+/// is `Int64`) would be described as 4 bytes and sent as 8, which binary
+/// clients reject. `None` when nothing changes.
+fn without_stray_oid_aliases(
+    schema: &arrow::datatypes::Schema,
+) -> Option<arrow::datatypes::Schema> {
+    use arrow::datatypes::DataType;
+    let key = arrow_pg::datatypes::PG_OID_ALIAS_KEY;
+    let stray = |f: &arrow::datatypes::Field| {
+        f.metadata().contains_key(key) && f.data_type() != &DataType::Int32
+    };
+    if !schema.fields().iter().any(|f| stray(f)) {
+        return None;
+    }
+    let fields: Vec<arrow::datatypes::Field> = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            let mut field = f.as_ref().clone();
+            if stray(&field) {
+                let mut metadata = field.metadata().clone();
+                metadata.remove(key);
+                field = field.with_metadata(metadata);
+            }
+            field
+        })
+        .collect();
+    Some(arrow::datatypes::Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    ))
 }
 
 /// PostgreSQL's `atttypmod` of `numeric(p, s)`: `((p << 16) | s) + 4`;
@@ -75,11 +154,12 @@ pub fn to_response(
     Ok(match output {
         Output::Rows { schema, stream } => {
             let fields = Arc::new(fields(&schema, format, Some(options))?);
+            let schema = Arc::clone(&schema);
             let encode_fields = Arc::clone(&fields);
             let rows = stream
                 .map(
                     move |batch| -> Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> {
-                        match batch {
+                        match batch.and_then(|b| conform(b, &schema)) {
                             Ok(batch) => encode_recordbatch(Arc::clone(&encode_fields), batch),
                             Err(e) => Box::new(std::iter::once(Err(pg_error(&LochError::from(e))))),
                         }
