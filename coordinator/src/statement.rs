@@ -118,6 +118,8 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
 fn parse_sql(sql: &str, dialect: &PostgreSqlDialect) -> Result<Vec<Command>, LochError> {
     let rewritten = databricks::rewrite(sql, dialect);
     let sql = rewritten.as_deref().unwrap_or(sql);
+    let columns = crate::pgcatalog::information_schema_columns(sql);
+    let sql = columns.as_deref().unwrap_or(sql);
     if let Some(statements) = crate::pgcatalog::catalog_query(sql) {
         return statements
             .into_iter()

@@ -606,3 +606,47 @@ async fn malformed_input_closes_only_that_connection() {
     assert_alive(&fresh).await;
     assert!(!server.log().contains("panicked"), "{}", server.log_tail());
 }
+
+#[tokio::test]
+async fn information_schema_columns_use_postgresql_type_names() {
+    use arrow::datatypes::DataType;
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let schema = oracle::table_schema(&ctx, "lineitem").await;
+    let rows = client
+        .query(
+            "select column_name, data_type, cast(numeric_precision as bigint), \
+             cast(numeric_scale as bigint) \
+             from information_schema.columns \
+             where table_schema = 'tpch' and table_name = 'lineitem' order by ordinal_position",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), schema.fields().len());
+    for (row, field) in rows.iter().zip(schema.fields()) {
+        let name: String = row.get(0);
+        let data_type: String = row.get(1);
+        assert_eq!(name, *field.name());
+        let expected = match field.data_type() {
+            DataType::Int32 => "integer",
+            DataType::Int64 => "bigint",
+            DataType::Decimal128(..) => "numeric",
+            DataType::Utf8 | DataType::Utf8View => "text",
+            DataType::Date32 => "date",
+            other => panic!("no PostgreSQL name for {other} in this test"),
+        };
+        assert_eq!(data_type, expected, "{name}");
+        if let DataType::Decimal128(p, s) = field.data_type() {
+            let precision: Option<i64> = row
+                .try_get::<_, Option<i64>>(2)
+                .unwrap_or_else(|_| row.get::<_, Option<i32>>(2).map(i64::from));
+            let scale: Option<i64> = row
+                .try_get::<_, Option<i64>>(3)
+                .unwrap_or_else(|_| row.get::<_, Option<i32>>(3).map(i64::from));
+            assert_eq!(precision, Some(i64::from(*p)), "{name}");
+            assert_eq!(scale, Some(i64::from(*s)), "{name}");
+        }
+    }
+}

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use datafusion::arrow::array::{Array, ArrayRef, Int32Array, RecordBatch, StringArray};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::catalog::information_schema::InformationSchemaProvider;
 use datafusion::catalog::{CatalogProviderList, SchemaProvider, Session, TableProvider};
 use datafusion::datasource::TableType;
 use datafusion::datasource::memory::MemorySourceConfig;
@@ -59,6 +60,18 @@ impl SchemaProvider for LochPgCatalog {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if name == INFORMATION_SCHEMA_COLUMNS {
+            let columns = InformationSchemaProvider::new(Arc::clone(&self.list))
+                .table("columns")
+                .await?;
+            return Ok(columns.map(|inner| -> Arc<dyn TableProvider> {
+                Arc::new(Amended {
+                    schema: inner.schema(),
+                    inner,
+                    amendment: Amendment::PostgresTypeNames,
+                })
+            }));
+        }
         let Some(table) = self.inner.table(name).await? else {
             return Ok(None);
         };
@@ -97,7 +110,7 @@ impl SchemaProvider for LochPgCatalog {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        self.inner.table_exist(name)
+        name == INFORMATION_SCHEMA_COLUMNS || self.inner.table_exist(name)
     }
 }
 
@@ -105,6 +118,9 @@ impl SchemaProvider for LochPgCatalog {
 enum Amendment {
     BuiltinNamespaces,
     TypeModifiers(Arc<dyn CatalogProviderList>),
+    /// `information_schema.columns.data_type` in PostgreSQL's words
+    /// (`bigint`, `numeric`, `text`) instead of Arrow's.
+    PostgresTypeNames,
     /// Columns PostgreSQL has and the crate lacks (`pg_class.reloptions`,
     /// which SQLAlchemy's index listing selects): NULL in every row.
     NullColumns(Vec<Field>),
@@ -143,6 +159,22 @@ impl TableProvider for Amended {
         let batches = match &self.amendment {
             Amendment::BuiltinNamespaces => add_builtin_namespaces(&schema, batches)?,
             Amendment::TypeModifiers(list) => add_type_modifiers(list, &schema, batches).await?,
+            Amendment::PostgresTypeNames => batches
+                .into_iter()
+                .map(|batch| {
+                    let Some(index) = batch.schema().index_of("data_type").ok() else {
+                        return Ok(batch);
+                    };
+                    let Some(names) = string_column(&batch, "data_type") else {
+                        return Ok(batch);
+                    };
+                    let renamed: StringArray =
+                        names.iter().map(|t| t.map(postgres_type_name)).collect();
+                    let mut columns = batch.columns().to_vec();
+                    columns[index] = Arc::new(renamed);
+                    RecordBatch::try_new(batch.schema(), columns)
+                })
+                .collect::<Result<Vec<_>, _>>()?,
             Amendment::NullColumns(_) => batches
                 .into_iter()
                 .map(|batch| {
@@ -163,6 +195,37 @@ impl TableProvider for Amended {
             schema,
             projection.cloned(),
         )?)
+    }
+}
+
+/// The hidden `pg_catalog` table that client queries of
+/// `information_schema.columns` are pointed at (DataFusion answers
+/// `information_schema` itself, so it cannot be wrapped in place).
+pub const INFORMATION_SCHEMA_COLUMNS: &str = "loch_information_schema_columns";
+
+/// PostgreSQL's `information_schema` name for an Arrow type as DataFusion
+/// prints it (`Int64`, `Decimal128(15, 2)`, `Timestamp(µs, "UTC")`, …).
+fn postgres_type_name(arrow: &str) -> &'static str {
+    let base = arrow.split(['(', '<']).next().unwrap_or(arrow).trim();
+    match base {
+        "Boolean" => "boolean",
+        "Int8" | "Int16" | "UInt8" => "smallint",
+        "Int32" | "UInt16" => "integer",
+        "Int64" | "UInt32" => "bigint",
+        "UInt64" | "Decimal32" | "Decimal64" | "Decimal128" | "Decimal256" => "numeric",
+        "Float16" | "Float32" => "real",
+        "Float64" => "double precision",
+        "Utf8" | "LargeUtf8" | "Utf8View" => "text",
+        "Binary" | "LargeBinary" | "BinaryView" | "FixedSizeBinary" => "bytea",
+        "Date32" | "Date64" => "date",
+        // `Timestamp(µs)`, or `Timestamp(µs, "UTC")` with a zone.
+        "Timestamp" if arrow.contains(',') => "timestamp with time zone",
+        "Timestamp" => "timestamp without time zone",
+        "Time32" | "Time64" => "time without time zone",
+        "Interval" | "Duration" => "interval",
+        "List" | "LargeList" | "FixedSizeList" | "ListView" | "LargeListView" => "ARRAY",
+        "Struct" => "record",
+        _ => "USER-DEFINED",
     }
 }
 
@@ -309,4 +372,33 @@ fn int_column<'a>(batch: &'a RecordBatch, name: &str) -> Option<&'a Int32Array> 
         return None;
     }
     column.as_any().downcast_ref::<Int32Array>()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use datafusion::arrow::datatypes::TimeUnit;
+
+    #[test]
+    fn arrow_types_read_as_postgresql_names() {
+        for (t, name) in [
+            (DataType::Int64, "bigint"),
+            (DataType::Int32, "integer"),
+            (DataType::Decimal128(15, 2), "numeric"),
+            (DataType::Utf8View, "text"),
+            (DataType::Date32, "date"),
+            (DataType::Float64, "double precision"),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, None),
+                "timestamp without time zone",
+            ),
+            (
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                "timestamp with time zone",
+            ),
+            (DataType::Boolean, "boolean"),
+        ] {
+            assert_eq!(postgres_type_name(&t.to_string()), name, "{t}");
+        }
+    }
 }

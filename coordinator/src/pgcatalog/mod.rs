@@ -811,6 +811,62 @@ fn array_subquery_to_aggregate(expr: &mut SqlExpr) {
     *expr = SqlExpr::Subquery(Box::new(query));
 }
 
+/// Client queries of `information_schema.columns` read Loch's copy in
+/// `pg_catalog` instead, whose `data_type` has PostgreSQL's type names
+/// (Metabase, Grafana and hand-written queries read it). `None` when `sql`
+/// does not name that table.
+pub fn information_schema_columns(sql: &str) -> Option<String> {
+    use datafusion::sql::sqlparser::ast::{
+        Ident, ObjectName, ObjectNamePart, TableAlias, TableFactor, VisitMut, VisitorMut,
+    };
+    struct Redirect {
+        changed: bool,
+    }
+    impl VisitorMut for Redirect {
+        type Break = ();
+        fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
+            if let TableFactor::Table { name, alias, .. } = factor {
+                let parts: Vec<String> = name
+                    .0
+                    .iter()
+                    .map(|p| p.to_string().to_ascii_lowercase())
+                    .collect();
+                if parts == ["information_schema", "columns"] {
+                    *name = ObjectName(vec![
+                        ObjectNamePart::Identifier(Ident::new("pg_catalog")),
+                        ObjectNamePart::Identifier(Ident::new(amend::INFORMATION_SCHEMA_COLUMNS)),
+                    ]);
+                    // `columns.x` references keep working.
+                    alias.get_or_insert(TableAlias {
+                        explicit: true,
+                        name: Ident::new("columns"),
+                        columns: Vec::new(),
+                        at: None,
+                    });
+                    self.changed = true;
+                }
+            }
+            ControlFlow::Continue(())
+        }
+    }
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("information_schema") || !lower.contains("columns") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let mut redirect = Redirect { changed: false };
+    for statement in &mut statements {
+        let _ = statement.visit(&mut redirect);
+    }
+    redirect.changed.then(|| {
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// `pg_type`'s function columns, which the crate keeps as the function's
 /// name (PostgreSQL's `regproc` prints as one).
 const REGPROC_COLUMNS: &[&str] = &[
