@@ -259,6 +259,25 @@ async fn psycopg_reads_numeric_precision_and_scale() {
     assert!(decimals > 0, "lineitem has numeric columns");
 }
 
+/// The JSON line a client script printed for `name`.
+fn check_line(lines: &[serde_json::Value], name: &str) -> serde_json::Value {
+    lines
+        .iter()
+        .find(|v| v["check"] == name)
+        .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
+        .clone()
+}
+
+/// The sample's table names (one directory each), sorted.
+fn sample_tables(server: &LochServer) -> Vec<String> {
+    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    sample.sort();
+    sample
+}
+
 #[tokio::test]
 async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
     let server = server();
@@ -270,13 +289,7 @@ async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
         &[port],
         "pyodbc and odbc-postgresql",
     );
-    let check = |name: &str| {
-        lines
-            .iter()
-            .find(|v| v["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
-            .clone()
-    };
+    let check = |name: &str| check_line(&lines, name);
     let expected = oracle::run(
         &ctx,
         "select n_regionkey, count(*) from nation group by 1 order by 1",
@@ -289,11 +302,7 @@ async fn psqlodbc_queries_and_lists_the_catalog_through_pyodbc() {
     let expected = oracle::run(&ctx, "select 40 + 2").await;
     oracle::compare(&expected, &json_rows(&check("after_error")), true).unwrap();
 
-    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    sample.sort();
+    let sample = sample_tables(&server);
     let tables: Vec<String> = serde_json::from_value(check("tables")["names"].clone()).unwrap();
     assert_eq!(tables, sample);
     let schema = oracle::table_schema(&ctx, "lineitem").await;
@@ -392,13 +401,7 @@ async fn pgjdbc_metadata_prepared_statements_cursor_reads_and_savepoints() {
     let server = server();
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
     let lines = run_jdbc(&server);
-    let check = |name: &str| {
-        lines
-            .iter()
-            .find(|v| v["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
-            .clone()
-    };
+    let check = |name: &str| check_line(&lines, name);
     assert_eq!(check("product")["name"], "PostgreSQL");
 
     let names = |name: &str| -> Vec<String> {
@@ -411,11 +414,7 @@ async fn pgjdbc_metadata_prepared_statements_cursor_reads_and_savepoints() {
             "{schema} in {schemas:?}"
         );
     }
-    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    sample.sort();
+    let sample = sample_tables(&server);
     assert_eq!(names("tables"), sample);
     let lineitem = oracle::table_schema(&ctx, "lineitem").await;
     assert_columns(&lineitem, &check("columns")["columns"]);
@@ -496,13 +495,7 @@ async fn sqlalchemy_inspector_and_pandas() {
         &[port],
         "sqlalchemy, pandas and psycopg",
     );
-    let check = |name: &str| {
-        lines
-            .iter()
-            .find(|v| v["check"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {lines:?}"))
-            .clone()
-    };
+    let check = |name: &str| check_line(&lines, name);
     // The dialect parsed a PostgreSQL version out of version().
     assert!(check("server_version")["version"][0].as_i64().unwrap() >= 12);
     let names = |name: &str| -> Vec<String> {
@@ -512,11 +505,7 @@ async fn sqlalchemy_inspector_and_pandas() {
     assert!(schemas.iter().any(|s| s == "tpch"), "{schemas:?}");
     // SQLAlchemy leaves out pg_* schemas itself (a LIKE … ESCAPE '/').
     assert!(!schemas.iter().any(|s| s.starts_with("pg_")), "{schemas:?}");
-    let mut sample: Vec<String> = std::fs::read_dir(server.sample_dir())
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    sample.sort();
+    let sample = sample_tables(&server);
     assert_eq!(names("tables"), sample);
 
     let schema = oracle::table_schema(&ctx, "lineitem").await;

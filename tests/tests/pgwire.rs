@@ -650,3 +650,77 @@ async fn information_schema_columns_use_postgresql_type_names() {
         }
     }
 }
+
+#[tokio::test]
+async fn binary_results_of_the_types_drivers_decode() {
+    let server = server();
+    let client = server.connect().await;
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    // tokio-postgres asks for every result column in binary.
+    let sql = "select true as b, cast(7 as smallint) as i2, cast(8 as int) as i4, \
+               cast(9 as bigint) as i8, cast(1.5 as real) as f4, \
+               cast(2.25 as double precision) as f8, cast(12.34 as decimal(10, 2)) as n, \
+               cast(-0.5 as decimal(10, 4)) as n2, 'text' as t, \
+               cast('2024-01-02' as date) as d, \
+               cast('2024-01-02 03:04:05.123456' as timestamp) as ts, \
+               cast(null as int) as nul";
+    let rows = client.query(sql, &[]).await.unwrap();
+    let types: Vec<String> = rows[0]
+        .columns()
+        .iter()
+        .map(|c| c.type_().name().to_string())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "bool",
+            "int2",
+            "int4",
+            "int8",
+            "float4",
+            "float8",
+            "numeric",
+            "numeric",
+            "text",
+            "date",
+            "timestamp",
+            "int4"
+        ]
+    );
+    // chrono prints a space between date and time, Arrow a `T`.
+    let normalize = |rows: Vec<Vec<Cell>>| -> Vec<Vec<Cell>> {
+        rows.into_iter()
+            .map(|r| {
+                r.into_iter()
+                    .map(|c| match c {
+                        Cell::Text(t) => Cell::Text(t.replacen('T', " ", 1)),
+                        other => other,
+                    })
+                    .collect()
+            })
+            .collect()
+    };
+    let expected = normalize(oracle::run(&ctx, sql).await);
+    let got = normalize(oracle::pg_rows(&rows));
+    oracle::compare(&expected, &got, true).unwrap();
+
+    // bytea, in binary, is the bytes themselves.
+    let row = client
+        .query_one("select cast('\\x00ff41' as bytea)", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.columns()[0].type_().name(), "bytea");
+    let expected = ctx
+        .sql("select cast('\\x00ff41' as bytea)")
+        .await
+        .unwrap()
+        .collect()
+        .await
+        .unwrap();
+    let column =
+        arrow::compute::cast(expected[0].column(0), &arrow::datatypes::DataType::Binary).unwrap();
+    let expected = arrow::array::AsArray::as_binary::<i32>(&column)
+        .value(0)
+        .to_vec();
+    assert_eq!(row.get::<_, Vec<u8>>(0), expected);
+}
