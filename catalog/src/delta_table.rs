@@ -4,6 +4,11 @@
 //! commit each. A provider for an older version of a table
 //! (time travel) reads that version and refuses changes.
 //!
+//! `MERGE INTO` is delta-rs' merge too, driven from DataFusion's logical
+//! plan of the statement: the `USING` relation stays a logical plan (delta-rs
+//! may read it more than once), and the `ON` and `WHEN` expressions are
+//! DataFusion's, requalified to the aliases delta-rs joins under.
+//!
 //! The change runs when its plan executes, not when it is planned, so
 //! `EXPLAIN UPDATE …` changes nothing.
 
@@ -16,12 +21,13 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::tree_node::TreeNodeRecursion;
-use datafusion::common::{DFSchemaRef, Statistics};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{Column, DFSchemaRef, Statistics, TableReference};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result as DfResult};
 use datafusion::execution::{SendableRecordBatchStream, SessionState, TaskContext};
 use datafusion::logical_expr::dml::InsertOp;
+use datafusion::logical_expr::dml::{MergeIntoAction, MergeIntoClauseKind, MergeIntoOp};
 use datafusion::logical_expr::{Expr, LogicalPlan, MergeIntoClause, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
@@ -29,6 +35,7 @@ use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     DisplayAs, DisplayFormatType, ExecutionPlan, Partitioning, PlanProperties,
 };
+use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
 
 /// A Delta table as DataFusion sees it in Loch.
@@ -84,6 +91,96 @@ impl LochDeltaTable {
             state,
         )))
     }
+
+    /// The plan of a `MERGE INTO` this table: `target` is how the statement
+    /// named the table (DataFusion qualifies target columns with it),
+    /// `source` the `USING` relation.
+    pub fn merge_plan(
+        &self,
+        state: &SessionState,
+        target: &TableReference,
+        source: LogicalPlan,
+        op: &MergeIntoOp,
+    ) -> DfResult<Arc<dyn ExecutionPlan>> {
+        let requalify = |expr: &Expr| requalify(expr.clone(), target);
+        let on = requalify(&op.on)?;
+        let columns: Vec<String> = self
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        let mut clauses = Vec::with_capacity(op.clauses.len());
+        for clause in &op.clauses {
+            let predicate = clause.predicate.as_ref().map(requalify).transpose()?;
+            let action = match &clause.action {
+                MergeIntoAction::Update(assignments) => MergeAction::Update(
+                    assignments
+                        .iter()
+                        .map(|(column, value)| Ok((column.clone(), requalify(value)?)))
+                        .collect::<DfResult<_>>()?,
+                ),
+                MergeIntoAction::Insert {
+                    columns: named,
+                    values,
+                } => {
+                    let named = if named.is_empty() { &columns } else { named };
+                    MergeAction::Insert(
+                        named
+                            .iter()
+                            .zip(values)
+                            .map(|(column, value)| Ok((column.clone(), requalify(value)?)))
+                            .collect::<DfResult<_>>()?,
+                    )
+                }
+                MergeIntoAction::Delete => MergeAction::Delete,
+            };
+            clauses.push(MergeClause {
+                kind: clause.kind,
+                predicate,
+                action,
+            });
+        }
+        self.change(
+            state,
+            Change::Merge {
+                source: Box::new(source),
+                on,
+                clauses,
+            },
+        )
+    }
+}
+
+/// The qualifier delta-rs gives the `USING` relation's columns.
+const MERGE_SOURCE: &str = "source";
+/// The qualifier delta-rs gives the target table's columns.
+const MERGE_TARGET: &str = "target";
+
+/// `expr` with the target table's columns qualified as [`MERGE_TARGET`] and
+/// every other qualified column as [`MERGE_SOURCE`] (the `USING` relation is
+/// one table or one aliased subquery, so all its columns share a qualifier).
+fn requalify(expr: Expr, target: &TableReference) -> DfResult<Expr> {
+    expr.transform(|e| match e {
+        Expr::Column(Column {
+            relation: Some(relation),
+            name,
+            spans,
+        }) => {
+            let alias = if relation == *target {
+                MERGE_TARGET
+            } else {
+                MERGE_SOURCE
+            };
+            Ok(Transformed::yes(Expr::Column(Column {
+                relation: Some(TableReference::bare(alias)),
+                name,
+                spans,
+            })))
+        }
+        other => Ok(Transformed::no(other)),
+    })
+    .map(|t| t.data)
 }
 
 #[async_trait]
@@ -181,10 +278,11 @@ impl TableProvider for LochDeltaTable {
         _on: Expr,
         _clauses: Vec<MergeIntoClause>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        // delta-rs 1.1's merge, driven from here, lost source rows in our
-        // tests (see docs/tables.md); refused rather than wrong.
+        // Loch runs MERGE from the logical plan (`merge_plan`): delta-rs
+        // needs the source as a DataFrame, not a physical plan. Only
+        // `EXPLAIN MERGE …` gets here.
         Err(DataFusionError::NotImplemented(format!(
-            "MERGE INTO a Delta table ({}); use UPDATE, DELETE and INSERT … SELECT",
+            "EXPLAIN of MERGE INTO {}: the merge is planned by delta-rs when it runs",
             self.name
         )))
     }
@@ -200,6 +298,28 @@ enum Change {
         assignments: Vec<(String, Expr)>,
         filters: Vec<Expr>,
     },
+    /// `MERGE INTO`, expressions already requalified for delta-rs.
+    Merge {
+        source: Box<LogicalPlan>,
+        on: Expr,
+        clauses: Vec<MergeClause>,
+    },
+}
+
+/// One `WHEN` clause of a `MERGE`.
+#[derive(Debug)]
+struct MergeClause {
+    kind: MergeIntoClauseKind,
+    predicate: Option<Expr>,
+    action: MergeAction,
+}
+
+/// What a `WHEN` clause does: (column, value) pairs for updates and inserts.
+#[derive(Debug)]
+enum MergeAction {
+    Update(Vec<(String, Expr)>),
+    Insert(Vec<(String, Expr)>),
+    Delete,
 }
 
 /// Carries out a [`Change`] when executed; answers one row, `count`.
@@ -249,6 +369,7 @@ impl DeltaChangeExec {
         match self.change.as_ref() {
             Change::Delete { .. } => "DELETE",
             Change::Update { .. } => "UPDATE",
+            Change::Merge { .. } => "MERGE",
         }
     }
 }
@@ -358,5 +479,91 @@ async fn apply(
             let (_, metrics) = update.await?;
             Ok(metrics.num_updated_rows as u64)
         }
+        Change::Merge {
+            source,
+            on,
+            clauses,
+        } => {
+            let source = DataFrame::new(session.as_ref().clone(), source.as_ref().clone());
+            let mut merge = table
+                .merge(source, on.clone())
+                .with_source_alias(MERGE_SOURCE)
+                .with_target_alias(MERGE_TARGET)
+                .with_session_state(session);
+            for clause in clauses {
+                merge = add_clause(merge, clause)?;
+            }
+            let (_, metrics) = merge.await?;
+            Ok((metrics.num_target_rows_inserted
+                + metrics.num_target_rows_updated
+                + metrics.num_target_rows_deleted) as u64)
+        }
+    }
+}
+
+/// Adds one `WHEN` clause to delta-rs' merge, in statement order (delta-rs
+/// applies the first clause of a kind whose predicate holds, as SQL does).
+fn add_clause(
+    merge: deltalake::operations::merge::MergeBuilder,
+    clause: &MergeClause,
+) -> Result<deltalake::operations::merge::MergeBuilder, deltalake::DeltaTableError> {
+    let column = |name: &String| Column::new_unqualified(name.clone());
+    let predicate = clause.predicate.clone();
+    let not_matched = clause.kind.is_not_matched_by_target();
+    match (&clause.action, clause.kind) {
+        (MergeAction::Update(assignments), MergeIntoClauseKind::Matched) => merge
+            .when_matched_update(|mut update| {
+                if let Some(p) = predicate {
+                    update = update.predicate(p);
+                }
+                for (c, v) in assignments {
+                    update = update.update(column(c), v.clone());
+                }
+                update
+            }),
+        (MergeAction::Delete, MergeIntoClauseKind::Matched) => {
+            merge.when_matched_delete(|mut delete| {
+                if let Some(p) = predicate {
+                    delete = delete.predicate(p);
+                }
+                delete
+            })
+        }
+        (MergeAction::Insert(values), _) if not_matched => {
+            merge.when_not_matched_insert(|mut insert| {
+                if let Some(p) = predicate {
+                    insert = insert.predicate(p);
+                }
+                for (c, v) in values {
+                    insert = insert.set(column(c), v.clone());
+                }
+                insert
+            })
+        }
+        (MergeAction::Update(assignments), MergeIntoClauseKind::NotMatchedBySource) => merge
+            .when_not_matched_by_source_update(|mut update| {
+                if let Some(p) = predicate {
+                    update = update.predicate(p);
+                }
+                for (c, v) in assignments {
+                    update = update.update(column(c), v.clone());
+                }
+                update
+            }),
+        (MergeAction::Delete, MergeIntoClauseKind::NotMatchedBySource) => merge
+            .when_not_matched_by_source_delete(|mut delete| {
+                if let Some(p) = predicate {
+                    delete = delete.predicate(p);
+                }
+                delete
+            }),
+        (action, kind) => Err(deltalake::DeltaTableError::Generic(format!(
+            "MERGE: WHEN {kind:?} cannot {}",
+            match action {
+                MergeAction::Update(_) => "UPDATE",
+                MergeAction::Insert(_) => "INSERT",
+                MergeAction::Delete => "DELETE",
+            }
+        ))),
     }
 }

@@ -496,6 +496,32 @@ impl LochCatalog {
     }
 }
 
+/// The plan that carries out a `MERGE INTO` statement (`dml`'s op is
+/// `MergeInto`); only Delta tables can be merged into.
+pub fn merge_plan(
+    dml: &datafusion::logical_expr::DmlStatement,
+    state: &SessionState,
+) -> std::result::Result<
+    Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    datafusion::error::DataFusionError,
+> {
+    use datafusion::error::DataFusionError;
+    let datafusion::logical_expr::WriteOp::MergeInto(op) = &dml.op else {
+        return Err(DataFusionError::Internal(format!(
+            "{} is not a MERGE",
+            dml.op
+        )));
+    };
+    let provider = datafusion::datasource::source_as_provider(&dml.target)?;
+    let Some(delta) = provider.downcast_ref::<delta_table::LochDeltaTable>() else {
+        return Err(DataFusionError::NotImplemented(format!(
+            "MERGE INTO {}: only Delta tables can be merged into",
+            dml.table_name
+        )));
+    };
+    delta.merge_plan(state, &dml.table_name, dml.input.as_ref().clone(), op)
+}
+
 /// True when `plan` reads or writes a Delta table (anywhere, subqueries
 /// included).
 pub fn touches_delta(plan: &LogicalPlan) -> bool {

@@ -3,6 +3,7 @@
 //! `RESTORE TABLE … TO VERSION|TIMESTAMP AS OF`. Each is one delta-rs
 //! operation; each answers a small result set.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -207,6 +208,11 @@ pub async fn optimize(
 /// `VACUUM`: deletes data files no version within the retention period
 /// needs; answers the files deleted (or, for `DRY RUN`, that would be).
 pub async fn vacuum(table: DeltaTable, options: VacuumOptions) -> Result<RecordBatch> {
+    let url = table.table_url().clone();
+    let staged = match (options.lite, url.to_file_path()) {
+        (false, Ok(dir)) if url.scheme() == "file" => Some(dir),
+        _ => None,
+    };
     let mut vacuum = table
         .vacuum()
         .with_dry_run(options.dry_run)
@@ -222,11 +228,62 @@ pub async fn vacuum(table: DeltaTable, options: VacuumOptions) -> Result<RecordB
                 .map_err(|e| CatalogError::Invalid(format!("retention period: {e}")))?,
         );
     }
+    let retain = options.retain.unwrap_or(DEFAULT_RETENTION);
     let (_, metrics) = vacuum.await?;
+    let mut deleted = metrics.files_deleted;
+    if let Some(dir) = staged {
+        deleted.extend(unfinished_uploads(&dir, retain, options.dry_run)?);
+    }
     batch(vec![(
         Field::new("path", DataType::Utf8, false),
-        Arc::new(StringArray::from(metrics.files_deleted)),
+        Arc::new(StringArray::from(deleted)),
     )])
+}
+
+/// Delta's default `deletedFileRetentionDuration`.
+const DEFAULT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// A writer killed while writing a data file to a local table leaves
+/// object_store's staging file (`<file>#<n>`), which object_store's listing
+/// (and so delta-rs' `VACUUM`) never shows. `VACUUM` (FULL) removes those
+/// older than the retention too; their paths relative to `dir`.
+fn unfinished_uploads(dir: &Path, retain: Duration, dry_run: bool) -> Result<Vec<String>> {
+    fn is_staging(name: &str) -> bool {
+        name.rsplit_once('#')
+            .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+    }
+    let now = std::time::SystemTime::now();
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        for entry in std::fs::read_dir(&current).map_err(|e| CatalogError::Store(e.to_string()))? {
+            let entry = entry.map_err(|e| CatalogError::Store(e.to_string()))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with('_') || name.starts_with('.') {
+                continue;
+            }
+            let Ok(meta) = entry.metadata() else {
+                continue;
+            };
+            let path = entry.path();
+            if meta.is_dir() {
+                pending.push(path);
+            } else if is_staging(&name)
+                && meta
+                    .modified()
+                    .ok()
+                    .and_then(|m| now.duration_since(m).ok())
+                    .is_some_and(|age| age >= retain)
+            {
+                if !dry_run {
+                    std::fs::remove_file(&path).map_err(|e| CatalogError::Store(e.to_string()))?;
+                }
+                let relative = path.strip_prefix(dir).unwrap_or(&path);
+                found.push(relative.to_string_lossy().into_owned());
+            }
+        }
+    }
+    Ok(found)
 }
 
 /// `RESTORE TABLE t TO VERSION AS OF n | TIMESTAMP AS OF '…'`: a new

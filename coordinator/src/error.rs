@@ -200,6 +200,9 @@ fn classify_delta(e: &loch_catalog::deltalake::DeltaTableError) -> &'static str 
         D::InvalidJsonLog { .. } | D::InvalidStatsJson { .. } | D::Parquet { .. } => "XX001",
         D::Arrow { .. } => "22000",
         D::SchemaMismatch { .. } => "42804",
+        // A MERGE whose source matches one target row twice: PostgreSQL's
+        // "MERGE command cannot affect row a second time".
+        D::Generic(message) if message.contains("multiple source rows") => "21000",
         // `VACUUM … RETAIN` shorter than the table's retention.
         // (delta-rs' error type for it is private: known by its message.)
         D::GenericError { source }

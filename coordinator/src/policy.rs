@@ -240,7 +240,9 @@ pub fn apply(
             let filtered = policy.row_filter.is_some();
             let why = match dml.op {
                 WriteOp::Update | WriteOp::Delete if masked => Some("it has column masks"),
-                WriteOp::Truncate if masked || filtered => Some("it has a row filter or masks"),
+                WriteOp::Truncate | WriteOp::MergeInto(_) if masked || filtered => {
+                    Some("it has a row filter or masks")
+                }
                 _ => None,
             };
             if let Some(why) = why {

@@ -19,6 +19,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::logical_expr::dml::MergeIntoAction;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::tokenizer::Token;
 use loch_catalog::security::{Grant, PUBLIC, Privilege, Role, Securable, SecurityState};
@@ -679,6 +680,19 @@ impl Checker<'_> {
                         self.check_table(who, Privilege::Delete, &schema, &name)?
                     }
                     WriteOp::Ctas => self.check_create_in(who, &schema)?,
+                    WriteOp::MergeInto(ref op) => {
+                        // `ON` reads the target; each action needs its own
+                        // privilege (Databricks asks MODIFY and SELECT).
+                        self.check_table(who, Privilege::Select, &schema, &name)?;
+                        for clause in &op.clauses {
+                            let privilege = match clause.action {
+                                MergeIntoAction::Update(_) => Privilege::Update,
+                                MergeIntoAction::Insert { .. } => Privilege::Insert,
+                                MergeIntoAction::Delete => Privilege::Delete,
+                            };
+                            self.check_table(who, privilege, &schema, &name)?;
+                        }
+                    }
                     _ => {
                         return Err(LochError::PermissionDenied(format!(
                             "table {schema}.{name} ({} is not checked: refused)",

@@ -18,7 +18,7 @@ use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::logical_expr::{LogicalPlan, WriteOp};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -578,6 +578,30 @@ impl Session {
             && let Some(output) = crate::ddl::run(self, ddl).await
         {
             return output;
+        }
+        if let LogicalPlan::Dml(dml) = &plan
+            && matches!(dml.op, WriteOp::MergeInto(_))
+        {
+            // delta-rs merges from the logical plan: DataFusion's physical
+            // planner would hand the table a physical source.
+            let state = self.ctx.state();
+            let merge = loch_catalog::merge_plan(dml, &state)?;
+            let stream = self.engine.execute_plan(merge, state.task_ctx());
+            let mut stream = self.guard(stream, cancel);
+            let mut count = 0u64;
+            while let Some(batch) = stream.next().await {
+                let batch = batch?;
+                if let Some(col) = batch
+                    .column_by_name("count")
+                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
+                {
+                    count += col.iter().flatten().sum::<u64>();
+                }
+            }
+            return Ok(Output::Command {
+                tag,
+                rows: Some(count as usize),
+            });
         }
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));

@@ -12,10 +12,12 @@
 
 use std::sync::Arc;
 
+use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::{DataFusionError, Result};
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::{ExecutionPlan, execute_stream};
 use datafusion::prelude::DataFrame;
 use futures::StreamExt;
 use tokio::task::JoinHandle;
@@ -49,9 +51,28 @@ impl CpuRuntime {
     /// Runs `df` on this runtime and returns its result stream.
     pub fn execute(&self, df: DataFrame) -> SendableRecordBatchStream {
         let schema = Arc::new(df.schema().as_arrow().clone());
+        self.run(schema, async move { df.execute_stream().await })
+    }
+
+    /// Runs a physical plan (all its partitions, merged) on this runtime.
+    pub fn execute_plan(
+        &self,
+        plan: Arc<dyn ExecutionPlan>,
+        context: Arc<TaskContext>,
+    ) -> SendableRecordBatchStream {
+        let schema = plan.schema();
+        self.run(schema, async move { execute_stream(plan, context) })
+    }
+
+    /// Starts the stream `start` makes on this runtime; its batches cross
+    /// to the caller through the bounded channel.
+    fn run<F>(&self, schema: SchemaRef, start: F) -> SendableRecordBatchStream
+    where
+        F: Future<Output = Result<SendableRecordBatchStream>> + Send + 'static,
+    {
         let (tx, rx) = tokio::sync::mpsc::channel::<Result<RecordBatch>>(CHANNEL_BATCHES);
         let task = self.handle.spawn(async move {
-            let mut stream = match df.execute_stream().await {
+            let mut stream = match start.await {
                 Ok(stream) => stream,
                 Err(e) => {
                     let _ = tx.send(Err(e)).await;

@@ -134,6 +134,15 @@ impl Engine {
         self.cpu.execute(df)
     }
 
+    /// Runs a physical plan on the engine's query threads.
+    pub fn execute_plan(
+        &self,
+        plan: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+        context: Arc<datafusion::execution::TaskContext>,
+    ) -> SendableRecordBatchStream {
+        self.cpu.execute_plan(plan, context)
+    }
+
     /// A new session: its own settings (default schema, time zone, …) over
     /// the shared runtime and catalog.
     pub fn new_session(&self) -> Result<SessionContext> {

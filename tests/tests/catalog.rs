@@ -10,6 +10,11 @@
 //! - Delta tables written by the `deltalake` Python package (an independent
 //!   Delta implementation) are read, including a version added after the
 //!   table was registered; tables Loch writes are read by that package.
+//! - `MERGE INTO` a Delta table against the oracle (clauses in order, a
+//!   filtered subquery source, `NOT MATCHED BY SOURCE`, grants, refusals).
+//! - Two writers updating the same rows: the loser gets 40001 and the table
+//!   equals a serial order; a server killed in the middle of an `INSERT`
+//!   leaves the old version, and `VACUUM` removes what the writer left.
 //! - Tables on object stores, against the local protocol servers: moto's
 //!   S3 (Parquet scanned on the executors, Delta changes read back by the
 //!   `deltalake` package, concurrent appends, secrets never shown), Azurite,
@@ -633,6 +638,305 @@ async fn delta_changes_time_travel_and_utilities() {
         .await
         .unwrap_err();
     same(&c, &ctx, all, &with_inserts).await;
+}
+
+/// The managed table after the first `MERGE` of `merge_into_a_delta_table`.
+const AFTER_MERGE: &str = "SELECT n_nationkey AS k, n_name AS name, n_regionkey AS r \
+     FROM nation WHERE n_nationkey < 10 \
+     UNION ALL SELECT n_nationkey, lower(n_name), n_regionkey FROM nation \
+     WHERE n_nationkey BETWEEN 10 AND 14 AND n_regionkey <> 0 \
+     UNION ALL SELECT n_nationkey, lower(n_name), n_regionkey FROM nation \
+     WHERE n_nationkey >= 15";
+
+#[tokio::test(flavor = "multi_thread")]
+async fn merge_into_a_delta_table() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let c = server.connect().await;
+    let count = |sql: String| {
+        let ctx = ctx.clone();
+        async move {
+            match oracle::run(&ctx, &sql).await.as_slice() {
+                [row] => match row.as_slice() {
+                    [Cell::Int(n)] => *n as u64,
+                    other => panic!("{sql}: {other:?}"),
+                },
+                other => panic!("{sql}: {other:?}"),
+            }
+        }
+    };
+    let all = "SELECT * FROM m.t ORDER BY k";
+    c.batch_execute(
+        "CREATE SCHEMA m; \
+         CREATE TABLE m.t AS SELECT n_nationkey AS k, n_name AS name, n_regionkey AS r \
+           FROM tpch.nation WHERE n_nationkey < 15; \
+         CREATE TABLE m.s AS SELECT n_nationkey AS k, lower(n_name) AS name, n_regionkey AS r \
+           FROM tpch.nation WHERE n_nationkey >= 10",
+    )
+    .await
+    .unwrap();
+
+    // Matched rows deleted or updated by the first clause that holds,
+    // unmatched source rows inserted; the answer counts every row changed.
+    let changed = c
+        .execute(
+            "MERGE INTO m.t AS t USING m.s AS s ON t.k = s.k \
+             WHEN MATCHED AND s.r = 0 THEN DELETE \
+             WHEN MATCHED THEN UPDATE SET name = s.name \
+             WHEN NOT MATCHED THEN INSERT (k, name, r) VALUES (s.k, s.name, s.r)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        changed,
+        count("SELECT count(*) FROM nation WHERE n_nationkey >= 10".into()).await
+    );
+    same(&c, &ctx, all, &format!("{AFTER_MERGE} ORDER BY k")).await;
+
+    // A filtered subquery as the source, unqualified names, and rows of the
+    // target no source row matches.
+    let source = "SELECT n_nationkey AS key, upper(n_comment) AS c FROM nation \
+                  WHERE n_regionkey = 2";
+    let changed = c
+        .execute(
+            &format!(
+                "MERGE INTO m.t USING ({}) AS src ON k = key \
+                 WHEN MATCHED THEN UPDATE SET name = c \
+                 WHEN NOT MATCHED BY SOURCE AND r = 4 THEN DELETE",
+                source.replace("FROM nation", "FROM tpch.nation")
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        changed,
+        count(format!(
+            "SELECT count(*) FROM ({AFTER_MERGE}) WHERE r = 2 OR r = 4"
+        ))
+        .await
+    );
+    same(
+        &c,
+        &ctx,
+        all,
+        &format!(
+            "WITH s1 AS ({AFTER_MERGE}), src AS ({source}) \
+             SELECT s1.k, CASE WHEN src.key IS NULL THEN s1.name ELSE src.c END AS name, s1.r \
+             FROM s1 LEFT JOIN src ON s1.k = src.key \
+             WHERE NOT (src.key IS NULL AND s1.r = 4) ORDER BY k"
+        ),
+    )
+    .await;
+    let operations = column_text(&c, "DESCRIBE HISTORY m.t LIMIT 2", "operation").await;
+    assert_eq!(operations, ["MERGE", "MERGE"]);
+
+    // Refusals, each with its SQLSTATE, and the table unchanged by them.
+    let before = rows(&c, all).await;
+    for (sql, state) in [
+        (
+            "MERGE INTO tpch.nation AS t USING m.s AS s ON t.n_nationkey = s.k \
+             WHEN MATCHED THEN DELETE",
+            "0A000",
+        ),
+        (
+            "MERGE INTO m.t AS t USING m.s AS s ON t.k = s.nope WHEN MATCHED THEN DELETE",
+            "42703",
+        ),
+        (
+            "MERGE INTO m.t AS t USING m.nope AS s ON t.k = s.k WHEN MATCHED THEN DELETE",
+            "42P01",
+        ),
+        // One target row matched by two source rows.
+        (
+            "MERGE INTO m.t AS t USING (SELECT k FROM m.s UNION ALL SELECT k FROM m.s) AS s \
+             ON t.k = s.k WHEN MATCHED THEN UPDATE SET r = 9",
+            "21000",
+        ),
+        (
+            "EXPLAIN MERGE INTO m.t AS t USING m.s AS s ON t.k = s.k WHEN MATCHED THEN DELETE",
+            "0A000",
+        ),
+        (
+            "MERGE INTO m.t VERSION AS OF 0 AS t USING m.s AS s ON t.k = s.k \
+             WHEN MATCHED THEN DELETE",
+            "42809",
+        ),
+    ] {
+        assert_eq!(sqlstate(&c, sql).await, state, "{sql}");
+    }
+    assert_eq!(rows(&c, all).await, before);
+
+    // Grants: SELECT on both tables is not enough to UPDATE through MERGE.
+    c.batch_execute(
+        "CREATE ROLE merger LOGIN PASSWORD 'Merger-pw-1'; \
+         GRANT USAGE ON SCHEMA m TO merger; \
+         GRANT SELECT ON m.t TO merger; GRANT SELECT ON m.s TO merger",
+    )
+    .await
+    .unwrap();
+    let (u, connection) = tokio_postgres::connect(
+        &server.conn_str_as("merger", "Merger-pw-1"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    let merge = "MERGE INTO m.t AS t USING m.s AS s ON t.k = s.k \
+                 WHEN MATCHED THEN UPDATE SET r = s.r";
+    assert_eq!(sqlstate(&u, merge).await, "42501");
+    assert_eq!(rows(&c, all).await, before);
+    c.batch_execute("GRANT UPDATE ON m.t TO merger")
+        .await
+        .unwrap();
+    u.execute(merge, &[]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn writers_of_the_same_rows_conflict_with_40001() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
+    let setup = server.connect().await;
+    setup
+        .batch_execute(
+            "CREATE SCHEMA w; CREATE TABLE w.c (id BIGINT, v BIGINT); \
+             INSERT INTO w.c VALUES (1, 0), (2, 0)",
+        )
+        .await
+        .unwrap();
+    let a = server.connect().await;
+    let b = server.connect().await;
+    let update = "UPDATE w.c SET v = v + 1 WHERE id = 1";
+    let (mut committed, mut conflicts) = (0i64, 0);
+    for _ in 0..60 {
+        let (ra, rb) = tokio::join!(a.execute(update, &[]), b.execute(update, &[]));
+        for result in [ra, rb] {
+            match result {
+                Ok(n) => {
+                    assert_eq!(n, 1);
+                    committed += 1;
+                }
+                Err(e) => {
+                    let db = e.as_db_error().unwrap_or_else(|| panic!("{e}"));
+                    assert_eq!(db.code().code(), "40001", "{}", db.message());
+                    conflicts += 1;
+                }
+            }
+        }
+        if conflicts >= 3 {
+            break;
+        }
+    }
+    assert!(conflicts > 0, "two writers never collided in 60 rounds");
+    // No update lost, none applied twice: the table equals a serial order of
+    // the committed statements, one Delta version each.
+    let v: i64 = setup
+        .query_one("SELECT v FROM w.c WHERE id = 1", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(v, committed);
+    let other: i64 = setup
+        .query_one("SELECT v FROM w.c WHERE id = 2", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(other, 0);
+    let versions = column_text(&setup, "DESCRIBE HISTORY w.c", "version").await;
+    let expected: Vec<String> = (0..=committed + 1).rev().map(|v| v.to_string()).collect();
+    assert_eq!(versions, expected);
+    // The loser's session goes on.
+    a.execute(update, &[]).await.unwrap();
+    b.execute(update, &[]).await.unwrap();
+}
+
+/// Files of a table directory outside its Delta log.
+fn data_files(table_dir: &Path) -> std::collections::BTreeSet<PathBuf> {
+    std::fs::read_dir(table_dir)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.file_name().is_some_and(|n| n != "_delta_log"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_writer_killed_mid_insert_leaves_the_old_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
+    let c = server.connect().await;
+    c.batch_execute("CREATE SCHEMA k; CREATE TABLE k.big AS SELECT * FROM tpch.lineitem")
+        .await
+        .unwrap();
+    let table = "SELECT count(*), sum(l_extendedprice) FROM k.big";
+    let before = rows(&c, table).await;
+    let versions_before = column_text(&c, "DESCRIBE HISTORY k.big", "version").await;
+    let table_dir = managed_dirs(dir.path(), "k", "big").pop().unwrap();
+    let files_before = data_files(&table_dir);
+
+    // An INSERT of millions of rows; the server is killed once its first
+    // data file shows up, long before the commit.
+    let writer_client = server.connect().await;
+    let writer = tokio::spawn(async move {
+        writer_client
+            .batch_execute(
+                "INSERT INTO k.big SELECT l.* FROM tpch.lineitem l, tpch.nation, tpch.region",
+            )
+            .await
+    });
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while data_files(&table_dir) == files_before {
+        assert!(Instant::now() < deadline, "the INSERT wrote no file");
+        assert!(
+            !writer.is_finished(),
+            "the INSERT ended before writing a file"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let status = std::process::Command::new("kill")
+        .args(["-9", &server.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(server.wait_exit(Duration::from_secs(10)).is_some());
+    assert!(
+        writer.await.unwrap().is_err(),
+        "the INSERT committed before the kill"
+    );
+    drop(server);
+
+    // After the restart: the old version, the orphan files invisible.
+    let server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
+    let c = server.connect().await;
+    assert_eq!(rows(&c, table).await, before);
+    assert_eq!(
+        column_text(&c, "DESCRIBE HISTORY k.big", "version").await,
+        versions_before
+    );
+    let orphans: Vec<PathBuf> = data_files(&table_dir)
+        .difference(&files_before)
+        .cloned()
+        .collect();
+    assert!(!orphans.is_empty());
+    // VACUUM removes them, and only them.
+    c.batch_execute("SET delta.retention_duration_check = off")
+        .await
+        .unwrap();
+    let listed = column_text(&c, "VACUUM k.big RETAIN 0 HOURS", "path").await;
+    for orphan in &orphans {
+        let name = orphan.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(
+            listed.iter().any(|p| p.ends_with(&name)),
+            "{name}: {listed:?}"
+        );
+    }
+    assert_eq!(data_files(&table_dir), files_before);
+    assert_eq!(rows(&c, table).await, before);
+    c.batch_execute("INSERT INTO k.big SELECT * FROM tpch.lineitem LIMIT 10")
+        .await
+        .unwrap();
 }
 
 /// Storage OPTIONS of a table on moto's S3 server.
