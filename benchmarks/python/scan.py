@@ -1,36 +1,83 @@
 """`SELECT * FROM lineitem` into Python: ADBC Flight SQL into a
-pyarrow.Table (median of RUNS after a warm-up) and psycopg 3 over pg wire
+pyarrow.Table from Loch and from a reference Flight server that does no
+work per query (flight_reference.py: the ceiling of this client on this
+machine), median of RUNS after a warm-up each; then psycopg 3 over pg wire
 (one run). Prints one JSON object.
 
-usage: scan.py FLIGHT_URI PG_PORT PASSWORD SQL RUNS"""
+usage: scan.py FLIGHT_URI PG_PORT PASSWORD SQL RUNS [LINEITEM_DIR]"""
 
 import json
+import os
+import socket
 import statistics
+import subprocess
 import sys
 import time
 
 import adbc_driver_flightsql.dbapi as flight_sql
 import psycopg
+import pyarrow as pa
 
 
-def main():
-    uri, port, password, sql, runs = sys.argv[1:6]
-    runs = int(runs)
-    result = {}
-    with flight_sql.connect(uri, db_kwargs={"username": "loch", "password": password}) as conn:
-        times, rows = [], 0
+def adbc_scan(uri, db_kwargs, sql, runs, prepare=True):
+    """Rows and rows/s of `sql` into a pyarrow.Table. `prepare=False` skips
+    the DB-API's prepared statement (the reference server has none): the
+    same DoGet path, one round trip less."""
+    times, rows = [], 0
+    with flight_sql.connect(uri, db_kwargs=db_kwargs) as conn:
         for i in range(runs + 1):
             start = time.perf_counter()
             with conn.cursor() as cur:
-                cur.execute(sql)
-                table = cur.fetch_arrow_table()
+                if prepare:
+                    cur.execute(sql)
+                    table = cur.fetch_arrow_table()
+                else:
+                    cur.adbc_statement.set_sql_query(sql)
+                    handle, _ = cur.adbc_statement.execute_query()
+                    table = pa.RecordBatchReader._import_from_c(handle.address).read_all()
             elapsed = time.perf_counter() - start
             rows = table.num_rows
             del table
             if i > 0:
                 times.append(elapsed)
-        result["adbc"] = {"rows": rows, "rows_per_s": rows / statistics.median(times)}
-        print(f"adbc: {rows} rows, {result['adbc']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
+    return {"rows": rows, "rows_per_s": rows / statistics.median(times)}
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def reference_scan(lineitem_dir, sql, runs):
+    port = free_port()
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "flight_reference.py")
+    server = subprocess.Popen(
+        [sys.executable, script, lineitem_dir, str(port)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        if server.stdout.readline().strip() != "ready":
+            raise RuntimeError("the reference Flight server did not start")
+        return adbc_scan(f"grpc://127.0.0.1:{port}", {}, sql, runs, prepare=False)
+    finally:
+        server.kill()
+        server.wait()
+
+
+def main():
+    uri, port, password, sql, runs = sys.argv[1:6]
+    lineitem_dir = sys.argv[6] if len(sys.argv) > 6 else None
+    runs = int(runs)
+    login = {"username": "loch", "password": password}
+    result = {"adbc": adbc_scan(uri, login, sql, runs)}
+    print(f"adbc: {result['adbc']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
+    if lineitem_dir:
+        result["adbc_reference"] = reference_scan(lineitem_dir, sql, runs)
+        print(
+            f"adbc from the no-work reference server: "
+            f"{result['adbc_reference']['rows_per_s'] / 1e6:.2f} M rows/s",
+            file=sys.stderr,
+        )
     conninfo = f"host=127.0.0.1 port={port} user=loch dbname=loch"
     with psycopg.connect(conninfo, password=password, autocommit=True) as conn:
         start = time.perf_counter()
@@ -41,7 +88,7 @@ def main():
                 rows += len(batch)
         elapsed = time.perf_counter() - start
         result["psycopg"] = {"rows": rows, "rows_per_s": rows / elapsed}
-        print(f"psycopg: {rows} rows, {result['psycopg']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
+        print(f"psycopg: {result['psycopg']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
     print(json.dumps(result))
 
 

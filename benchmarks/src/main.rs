@@ -473,6 +473,10 @@ struct ScanReport {
     adbc_rows_per_s: f64,
     psycopg_rows_per_s: f64,
     adbc_vs_datafusion: f64,
+    /// ADBC from a Flight server that does no work per query: the client's
+    /// ceiling on this machine.
+    adbc_reference_rows_per_s: f64,
+    adbc_vs_reference: f64,
 }
 
 const SCAN_SQL: &str = "select * from tpch.lineitem";
@@ -551,13 +555,14 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
             SCAN_SQL.to_string(),
             runs.to_string(),
         ])
+        .arg(sample_dir.join("lineitem"))
         .stderr(std::process::Stdio::inherit())
         .output()?;
     if !out.status.success() {
         return Err(format!("{} failed", script.display()).into());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    for client in ["adbc", "psycopg"] {
+    for client in ["adbc", "adbc_reference", "psycopg"] {
         let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
         if n != rows {
             return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
@@ -565,11 +570,16 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     }
     let adbc = v["adbc"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let psycopg = v["psycopg"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    let reference = v["adbc_reference"]["rows_per_s"].as_f64().unwrap_or(0.0);
     drop(server);
 
     println!(
         "\n`{SCAN_SQL}` at SF{} ({rows} rows), median of {runs} runs after 1 warm-up\n",
         args.sf
+    );
+    println!(
+        "ADBC from Loch / ADBC from the no-work server: {:.2}\n",
+        adbc / reference
     );
     println!("| client | M rows/s | vs in-process DataFusion |");
     println!("|---|---:|---:|");
@@ -577,6 +587,10 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         ("DataFusion in-process (stream of batches)", df),
         ("Loch Flight SQL, Rust arrow-flight client", flight_rust),
         ("Loch Flight SQL, Python ADBC → pyarrow.Table", adbc),
+        (
+            "no-work Flight server (pyarrow, batches in memory), ADBC → pyarrow.Table",
+            reference,
+        ),
         ("Loch pg wire, Python psycopg 3 (1 run)", psycopg),
     ] {
         println!("| {name} | {:.2} | {:.2} |", r / 1e6, r / df);
@@ -590,6 +604,8 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         adbc_rows_per_s: adbc,
         psycopg_rows_per_s: psycopg,
         adbc_vs_datafusion: adbc / df,
+        adbc_reference_rows_per_s: reference,
+        adbc_vs_reference: adbc / reference,
     };
     std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", args.output.display());

@@ -501,6 +501,21 @@ async fn apply(
     }
 }
 
+/// An update clause of delta-rs' merge with its condition and assignments.
+fn set_all(
+    mut update: deltalake::operations::merge::UpdateBuilder,
+    predicate: Option<Expr>,
+    assignments: &[(String, Expr)],
+) -> deltalake::operations::merge::UpdateBuilder {
+    if let Some(p) = predicate {
+        update = update.predicate(p);
+    }
+    for (c, v) in assignments {
+        update = update.update(Column::new_unqualified(c.clone()), v.clone());
+    }
+    update
+}
+
 /// Adds one `WHEN` clause to delta-rs' merge, in statement order (delta-rs
 /// applies the first clause of a kind whose predicate holds, as SQL does).
 fn add_clause(
@@ -511,22 +526,13 @@ fn add_clause(
     let predicate = clause.predicate.clone();
     let not_matched = clause.kind.is_not_matched_by_target();
     match (&clause.action, clause.kind) {
-        (MergeAction::Update(assignments), MergeIntoClauseKind::Matched) => merge
-            .when_matched_update(|mut update| {
-                if let Some(p) = predicate {
-                    update = update.predicate(p);
-                }
-                for (c, v) in assignments {
-                    update = update.update(column(c), v.clone());
-                }
-                update
-            }),
+        (MergeAction::Update(assignments), MergeIntoClauseKind::Matched) => {
+            merge.when_matched_update(|update| set_all(update, predicate, assignments))
+        }
         (MergeAction::Delete, MergeIntoClauseKind::Matched) => {
-            merge.when_matched_delete(|mut delete| {
-                if let Some(p) = predicate {
-                    delete = delete.predicate(p);
-                }
-                delete
+            merge.when_matched_delete(|delete| match predicate {
+                Some(p) => delete.predicate(p),
+                None => delete,
             })
         }
         (MergeAction::Insert(values), _) if not_matched => {
@@ -541,21 +547,11 @@ fn add_clause(
             })
         }
         (MergeAction::Update(assignments), MergeIntoClauseKind::NotMatchedBySource) => merge
-            .when_not_matched_by_source_update(|mut update| {
-                if let Some(p) = predicate {
-                    update = update.predicate(p);
-                }
-                for (c, v) in assignments {
-                    update = update.update(column(c), v.clone());
-                }
-                update
-            }),
+            .when_not_matched_by_source_update(|update| set_all(update, predicate, assignments)),
         (MergeAction::Delete, MergeIntoClauseKind::NotMatchedBySource) => merge
-            .when_not_matched_by_source_delete(|mut delete| {
-                if let Some(p) = predicate {
-                    delete = delete.predicate(p);
-                }
-                delete
+            .when_not_matched_by_source_delete(|delete| match predicate {
+                Some(p) => delete.predicate(p),
+                None => delete,
             }),
         (action, kind) => Err(deltalake::DeltaTableError::Generic(format!(
             "MERGE: WHEN {kind:?} cannot {}",

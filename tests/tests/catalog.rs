@@ -67,6 +67,17 @@ async fn same(
         .unwrap_or_else(|e| panic!("{sql}: {e}"));
 }
 
+/// The single integer the oracle answers `sql` with.
+async fn oracle_count(ctx: &datafusion::prelude::SessionContext, sql: &str) -> u64 {
+    match oracle::run(ctx, sql).await.as_slice() {
+        [row] => match row.as_slice() {
+            [Cell::Int(n)] => *n as u64,
+            other => panic!("{sql}: {other:?}"),
+        },
+        other => panic!("{sql}: {other:?}"),
+    }
+}
+
 /// Directories of managed table `name` of `schema` under the warehouse.
 fn managed_dirs(data_dir: &Path, schema: &str, name: &str) -> Vec<PathBuf> {
     let prefix = format!("{name}-");
@@ -433,18 +444,7 @@ async fn delta_changes_time_travel_and_utilities() {
     let server = LochServer::start_with(dir.path(), SCALE);
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
     let c = server.connect().await;
-    let count = |sql: &'static str| {
-        let ctx = ctx.clone();
-        async move {
-            match oracle::run(&ctx, sql).await.as_slice() {
-                [row] => match row.as_slice() {
-                    [Cell::Int(n)] => *n as u64,
-                    other => panic!("{sql}: {other:?}"),
-                },
-                other => panic!("{sql}: {other:?}"),
-            }
-        }
-    };
+    let count = |sql: &'static str| oracle_count(&ctx, sql);
     let all = "SELECT * FROM d.n ORDER BY n_nationkey";
 
     c.batch_execute("CREATE SCHEMA d; CREATE TABLE d.n AS SELECT * FROM tpch.nation")
@@ -654,18 +654,6 @@ async fn merge_into_a_delta_table() {
     let server = LochServer::start_with(dir.path(), SCALE);
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
     let c = server.connect().await;
-    let count = |sql: String| {
-        let ctx = ctx.clone();
-        async move {
-            match oracle::run(&ctx, &sql).await.as_slice() {
-                [row] => match row.as_slice() {
-                    [Cell::Int(n)] => *n as u64,
-                    other => panic!("{sql}: {other:?}"),
-                },
-                other => panic!("{sql}: {other:?}"),
-            }
-        }
-    };
     let all = "SELECT * FROM m.t ORDER BY k";
     c.batch_execute(
         "CREATE SCHEMA m; \
@@ -691,7 +679,7 @@ async fn merge_into_a_delta_table() {
         .unwrap();
     assert_eq!(
         changed,
-        count("SELECT count(*) FROM nation WHERE n_nationkey >= 10".into()).await
+        oracle_count(&ctx, "SELECT count(*) FROM nation WHERE n_nationkey >= 10").await
     );
     same(&c, &ctx, all, &format!("{AFTER_MERGE} ORDER BY k")).await;
 
@@ -713,9 +701,10 @@ async fn merge_into_a_delta_table() {
         .unwrap();
     assert_eq!(
         changed,
-        count(format!(
-            "SELECT count(*) FROM ({AFTER_MERGE}) WHERE r = 2 OR r = 4"
-        ))
+        oracle_count(
+            &ctx,
+            &format!("SELECT count(*) FROM ({AFTER_MERGE}) WHERE r = 2 OR r = 4")
+        )
         .await
     );
     same(
