@@ -1098,6 +1098,27 @@ impl Stream for Guarded {
     }
 }
 
+/// `batch`'s columns cast to the types of `schema`'s fields, in order;
+/// columns already of the right type are shared, not copied. Both front
+/// doors use it to send what they announced.
+pub fn cast_columns(
+    batch: &arrow::record_batch::RecordBatch,
+    schema: &arrow::datatypes::Schema,
+) -> Result<Vec<arrow::array::ArrayRef>, arrow::error::ArrowError> {
+    batch
+        .columns()
+        .iter()
+        .zip(schema.fields())
+        .map(|(column, field)| {
+            if column.data_type() == field.data_type() {
+                Ok(Arc::clone(column))
+            } else {
+                arrow::compute::cast(column, field.data_type())
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -67,18 +67,7 @@ fn conform(
     if same {
         return Ok(batch);
     }
-    let columns = batch
-        .columns()
-        .iter()
-        .zip(schema.fields())
-        .map(|(c, f)| {
-            if c.data_type() == f.data_type() {
-                Ok(Arc::clone(c))
-            } else {
-                arrow::compute::cast(c, f.data_type())
-            }
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let columns = crate::session::cast_columns(&batch, schema)?;
     // Nullable: the values decide, not a declaration they may contradict.
     let fields: Vec<arrow::datatypes::Field> = schema
         .fields()
