@@ -426,16 +426,34 @@ fn datafusion_message(e: &DataFusionError) -> String {
 }
 
 /// A call to an executor that failed as a call (connection reset, executor
-/// gone), not with a DataFusion error the executor sent back.
+/// gone), not with a DataFusion error the executor sent back. When one
+/// executor's call to another fails, the error reaches the coordinator
+/// through datafusion-distributed's error encoding as text only (its
+/// generic error type is private): a gRPC status written out, which starts
+/// with `code: '`.
 fn is_executor_failure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
     e.downcast_ref::<tonic::Status>().is_some()
         || e.downcast_ref::<arrow_flight::error::FlightError>()
             .is_some()
+        || e.to_string().starts_with("code: '")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// An error known only by its text, as datafusion-distributed relays
+    /// an executor's errors to the coordinator.
+    #[derive(Debug)]
+    struct Relayed(String);
+
+    impl std::fmt::Display for Relayed {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str(&self.0)
+        }
+    }
+
+    impl std::error::Error for Relayed {}
 
     /// Every variant has a well-formed code, and only real bugs are XX000.
     #[test]
@@ -516,6 +534,14 @@ mod tests {
             (
                 DataFusionError::External(Box::new(tonic::Status::unknown(
                     "h2 protocol error: error reading a body from connection",
+                ))),
+                "58000",
+            ),
+            // The same failure met by an executor reading from the dead one,
+            // relayed to the coordinator as text.
+            (
+                DataFusionError::External(Box::new(Relayed(
+                    tonic::Status::unknown("h2 protocol error: connection reset").to_string(),
                 ))),
                 "58000",
             ),
