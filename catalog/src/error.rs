@@ -62,6 +62,15 @@ pub enum CatalogError {
         "role \"{role}\" cannot be dropped because it owns {objects}: change their owner first"
     )]
     RoleInUse { role: String, objects: String },
+    /// A storage credential that does not exist.
+    #[error("storage credential \"{0}\" does not exist")]
+    CredentialNotFound(String),
+    /// `CREATE STORAGE CREDENTIAL` of one that exists.
+    #[error("storage credential \"{0}\" already exists")]
+    CredentialExists(String),
+    /// `DROP STORAGE CREDENTIAL` of one tables still name.
+    #[error("cannot drop storage credential \"{name}\" because tables use it: {tables}")]
+    CredentialInUse { name: String, tables: String },
     /// A statement the catalog cannot carry out as written.
     #[error("{0}")]
     Invalid(String),

@@ -6,6 +6,7 @@
 //! to DataFusion as the catalog `loch`; the DDL methods of [`LochCatalog`]
 //! change it. Nothing here knows about the network.
 
+pub mod credentials;
 pub mod delta;
 pub mod delta_table;
 pub mod error;
@@ -259,11 +260,12 @@ impl LochCatalog {
         // Read it once now, so a wrong location or format fails the DDL
         // instead of every later query.
         let planner = self.resolver.planner()?;
-        self.resolver.configure_store(&relation)?;
-        if is_delta(relation.format.as_deref()) {
-            delta::open(&relation, planner, None).await?;
+        let resolved = self.store.with_credential(&relation)?;
+        self.resolver.configure_store(&resolved)?;
+        if is_delta(resolved.format.as_deref()) {
+            delta::open(&resolved, planner, None).await?;
         } else {
-            provider::listing_table(&relation, planner).await?;
+            provider::listing_table(&resolved, planner).await?;
         }
         self.store.create_relation(&relation, cmd.or_replace)?;
         self.resolver.forget(schema, name);
@@ -442,6 +444,8 @@ impl LochCatalog {
                 expected: "Delta table",
             });
         }
+        let relation = self.store.with_credential(&relation)?;
+        self.resolver.configure_store(&relation)?;
         delta::load(&relation).await
     }
 

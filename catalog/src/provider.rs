@@ -84,7 +84,8 @@ impl Resolver {
     }
 
     /// Points the store of a cloud table's location at the storage
-    /// settings in its OPTIONS (over the environment's).
+    /// settings in its OPTIONS (over the environment's). `relation` has its
+    /// credential resolved ([`CatalogStore::with_credential`]).
     pub(crate) fn configure_store(&self, relation: &Relation) -> Result<()> {
         let Some(url) = relation.location.as_deref().and_then(delta::as_url) else {
             return Ok(());
@@ -95,6 +96,7 @@ impl Resolver {
 
     /// The table provider of a stored relation.
     pub(crate) async fn provider(&self, relation: &Relation) -> Result<Arc<dyn TableProvider>> {
+        let relation = &self.store.with_credential(relation)?;
         self.configure_store(relation)?;
         match relation.kind {
             RelationKind::View => self.view(relation).await,
@@ -358,6 +360,12 @@ impl SchemaProvider for StoredSchema {
             }));
         }
         let planner = self.resolver.planner().map_err(to_df)?;
+        let relation = self
+            .resolver
+            .store
+            .with_credential(&relation)
+            .map_err(to_df)?;
+        self.resolver.configure_store(&relation).map_err(to_df)?;
         delta::open(&relation, planner, Some(at))
             .await
             .map(Some)

@@ -86,6 +86,8 @@ pub struct Relation {
 pub struct CatalogStore {
     path: PathBuf,
     conn: Mutex<Connection>,
+    /// Seals storage credentials ([`crate::credentials`]); set at start.
+    pub(crate) sealer: std::sync::OnceLock<crate::credentials::Sealer>,
 }
 
 impl CatalogStore {
@@ -96,6 +98,7 @@ impl CatalogStore {
         let store = CatalogStore {
             path,
             conn: Mutex::new(conn),
+            sealer: std::sync::OnceLock::new(),
         };
         store.init()?;
         Ok(store)
@@ -140,6 +143,7 @@ impl CatalogStore {
                  );",
             )?;
             crate::security::create_tables(&tx)?;
+            crate::credentials::create_tables(&tx)?;
             let version: Option<String> = tx
                 .query_row(
                     "SELECT value FROM meta WHERE key = 'schema_version'",

@@ -10,14 +10,16 @@
 //!
 //! Executors hold a registry too. A store they have not seen is fetched
 //! from the coordinator the first time a task touches it (over the signed
-//! cluster channel), so credentials given in a table's OPTIONS work on
-//! every executor without being in the plan or in any log.
+//! cluster channel), and again every [`SETTINGS_TTL`], so credentials given
+//! in a table's OPTIONS or a storage credential work on every executor
+//! without being in the plan or in any log.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::ops::Range;
 use std::sync::{Arc, Mutex, Once, RwLock};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -31,7 +33,6 @@ use object_store::{
     CopyOptions, GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
     PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions,
 };
-use tokio::sync::OnceCell;
 use url::Url;
 
 use crate::error::{CatalogError, Result};
@@ -69,13 +70,14 @@ fn normalize_key(key: &str) -> String {
     key.replace('.', "_")
 }
 
-/// True for a storage setting (credentials, endpoint, region, …) rather than
-/// a format option.
+/// True for a storage setting (credentials, endpoint, region, …, or the
+/// name of a storage credential) rather than a format option.
 pub fn is_storage_option(key: &str) -> bool {
     let key = normalize_key(key);
-    ["aws_", "azure_", "google_", "object_store_"]
-        .iter()
-        .any(|p| key.starts_with(p))
+    key == crate::credentials::CREDENTIAL_OPTION
+        || ["aws_", "azure_", "google_", "object_store_"]
+            .iter()
+            .any(|p| key.starts_with(p))
 }
 
 /// Splits table OPTIONS into storage settings (normalized keys) and the
@@ -99,7 +101,9 @@ pub fn split_options(
 /// `AZURE_STORAGE_ACCOUNT_NAME`, `GOOGLE_SERVICE_ACCOUNT`, …).
 fn environment() -> StoreOptions {
     std::env::vars()
-        .filter(|(k, _)| is_storage_option(k))
+        .filter(|(k, _)| {
+            is_storage_option(k) && normalize_key(k) != crate::credentials::CREDENTIAL_OPTION
+        })
         .map(|(k, v)| (normalize_key(&k), v))
         .collect()
 }
@@ -251,7 +255,7 @@ impl ObjectStoreRegistry for StoreRegistry {
             Some(fetch) => Arc::new(FetchedStore {
                 url: parsed,
                 fetch: Arc::clone(fetch),
-                inner: Arc::new(OnceCell::new()),
+                inner: Arc::new(Mutex::new(None)),
             }),
             None => client(&parsed, &StoreOptions::new())
                 .map_err(|e| DataFusionError::External(Box::new(e)))?,
@@ -324,27 +328,45 @@ impl deltalake::logstore::LogStoreFactory for DeltaLogs {
     }
 }
 
+/// How long an executor uses the settings it fetched for a store before
+/// asking again: a replaced storage credential (a rotated key) reaches the
+/// executors within this time.
+const SETTINGS_TTL: Duration = Duration::from_secs(30);
+
 /// A store an executor learns the settings of from the coordinator on
-/// first use, then keeps. Clones share the one client (the streams it
-/// returns hold a clone).
+/// first use, and asks again for once they are [`SETTINGS_TTL`] old (the
+/// same settings give back the same client). Clones share the client (the
+/// streams it returns hold a clone).
 #[derive(Clone)]
 struct FetchedStore {
     url: Url,
     fetch: FetchOptions,
-    inner: Arc<OnceCell<Arc<dyn ObjectStore>>>,
+    inner: Arc<Mutex<Option<Fetched>>>,
 }
+
+/// A client built from fetched settings, and when they were fetched.
+type Fetched = (Instant, Arc<dyn ObjectStore>);
 
 impl FetchedStore {
     async fn inner(&self) -> object_store::Result<Arc<dyn ObjectStore>> {
-        self.inner
-            .get_or_try_init(|| async {
-                let options = (self.fetch)(store_key(&self.url))
-                    .await
-                    .map_err(|e| generic(e.into()))?;
-                client(&self.url, &options).map_err(|e| generic(Box::new(e)))
-            })
-            .await
-            .cloned()
+        let cached = self.inner.lock().ok().and_then(|c| c.clone());
+        if let Some((at, store)) = &cached
+            && at.elapsed() < SETTINGS_TTL
+        {
+            return Ok(Arc::clone(store));
+        }
+        let options = match ((self.fetch)(store_key(&self.url)).await, cached) {
+            (Ok(options), _) => options,
+            // The coordinator is unreachable for a moment: go on with the
+            // settings there are.
+            (Err(_), Some((_, store))) => return Ok(store),
+            (Err(e), None) => return Err(generic(e.into())),
+        };
+        let store = client(&self.url, &options).map_err(|e| generic(Box::new(e)))?;
+        if let Ok(mut c) = self.inner.lock() {
+            *c = Some((Instant::now(), Arc::clone(&store)));
+        }
+        Ok(store)
     }
 }
 

@@ -481,6 +481,16 @@ pub fn cluster_secret(
     )
 }
 
+/// The key storage credentials are sealed with in the catalog
+/// ([`loch_catalog::credentials`]): `LOCH_STORAGE_KEY` (64 hex digits) when
+/// set, else `<data_dir>/storage-key`, generated and written there 0600 on
+/// first start. Keep it out of backups of `catalog.sqlite`: without it the
+/// credentials there cannot be read.
+pub fn storage_key(data_dir: &Path) -> Result<(String, PasswordSource), AuthError> {
+    let from_env = std::env::var("LOCH_STORAGE_KEY").ok();
+    private_secret(data_dir, "storage-key", "LOCH_STORAGE_KEY", from_env, 32)
+}
+
 /// A secret given by the environment, or kept in a 0600 file of the data
 /// directory, generated as `bytes` random bytes (hex) on first use.
 fn private_secret(

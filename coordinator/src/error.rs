@@ -167,7 +167,9 @@ pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
     match e {
         C::SchemaNotFound(_) => "3F000",
         C::SchemaExists(_) => "42P06",
-        C::SchemaNotEmpty { .. } | C::RoleInUse { .. } => "2BP01",
+        C::SchemaNotEmpty { .. } | C::RoleInUse { .. } | C::CredentialInUse { .. } => "2BP01",
+        C::CredentialNotFound(_) => "42704",
+        C::CredentialExists(_) => "42710",
         C::RelationExists { .. } => "42P07",
         C::RelationNotFound { .. } => "42P01",
         C::WrongKind { .. } | C::PastVersion(_) => "42809",
@@ -209,6 +211,12 @@ fn classify_delta(e: &loch_catalog::deltalake::DeltaTableError) -> &'static str 
             if source.to_string().starts_with("Invalid retention period") =>
         {
             "22023"
+        }
+        // The kernel's storage errors (it keeps object_store's error as a
+        // plain field, so no source chain reaches it): an unreachable or
+        // refusing store is I/O trouble, not corrupt data.
+        D::KernelError(kernel) if kernel.to_string().contains("interacting with object store") => {
+            "58030"
         }
         _ => "XX001",
     }

@@ -10,6 +10,7 @@
 pub mod auth;
 pub mod block;
 pub mod cluster;
+pub mod credentials;
 pub mod databricks;
 pub(crate) mod ddl;
 pub mod error;

@@ -115,6 +115,8 @@ pub enum SecurityCommand {
         on: Option<Target>,
         to: Option<String>,
     },
+    /// `CREATE|DROP STORAGE CREDENTIAL`, `SHOW STORAGE CREDENTIALS`.
+    Credential(crate::credentials::CredentialCommand),
 }
 
 impl SecurityCommand {
@@ -133,6 +135,7 @@ impl SecurityCommand {
             } => "ALTER SCHEMA",
             SecurityCommand::Owner { .. } | SecurityCommand::Policy { .. } => "ALTER TABLE",
             SecurityCommand::ShowGrants { .. } => "SHOW",
+            SecurityCommand::Credential(command) => command.tag(),
         }
     }
 }
@@ -152,7 +155,8 @@ pub fn show_grants_schema() -> SchemaRef {
 pub fn is_security_statement(words: &[Token]) -> bool {
     let w = |i: usize, word: &str| words.get(i).is_some_and(|t| is_word(t, word));
     let role_word = |i: usize| w(i, "ROLE") || w(i, "USER") || w(i, "GROUP");
-    (w(0, "CREATE") && role_word(1))
+    crate::credentials::is_statement(words)
+        || (w(0, "CREATE") && role_word(1))
         || (w(0, "ALTER") && role_word(1))
         || (w(0, "DROP") && role_word(1))
         || w(0, "GRANT")
@@ -177,6 +181,9 @@ fn is_policy_clause(words: &[Token]) -> bool {
 
 /// Parses a statement [`is_security_statement`] recognised.
 pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
+    if crate::credentials::is_statement(words) {
+        return crate::credentials::parse(words).map(SecurityCommand::Credential);
+    }
     let mut p = Tokens {
         tokens: words,
         at: 0,
@@ -1191,6 +1198,9 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
         }
         SecurityCommand::ShowGrants { on, to } => {
             return show_grants(session, &checker, &me, on, to);
+        }
+        SecurityCommand::Credential(command) => {
+            return crate::credentials::run(session, me.superuser, command);
         }
     }
     Ok(Output::Command {

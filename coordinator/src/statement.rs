@@ -359,6 +359,12 @@ pub fn command_schema(command: &Command) -> Option<arrow::datatypes::SchemaRef> 
     if let Command::Security(crate::security::SecurityCommand::ShowGrants { .. }) = command {
         return Some(crate::security::show_grants_schema());
     }
+    if let Command::Security(crate::security::SecurityCommand::Credential(
+        crate::credentials::CredentialCommand::Show,
+    )) = command
+    {
+        return Some(crate::credentials::show_schema());
+    }
     let Command::Show { name } = command else {
         return None;
     };

@@ -1078,6 +1078,157 @@ async fn tables_on_s3_read_write_and_keep_their_secrets() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn storage_credentials_name_the_settings_tables_use() {
+    let moto = StoreServer::moto();
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = LochServer::start_with(dir.path(), SCALE);
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let endpoint = moto.endpoint();
+    let py = s3_python_options(&endpoint);
+    let setup =
+        |args: &[&str]| run_python_script(&server, "object_stores.py", args, "deltalake, boto3");
+    setup(&["bucket", "s3", &endpoint, "vault"]);
+    let nation = server.sample_dir().join("nation");
+    setup(&[
+        "delta-write",
+        "s3://vault/nation",
+        &py,
+        nation.to_str().unwrap(),
+    ]);
+    let c = server.connect().await;
+    let options = s3_options(&endpoint);
+    let all = "SELECT * FROM cred.nation ORDER BY n_nationkey";
+    let oracle_all = "SELECT * FROM nation ORDER BY n_nationkey";
+
+    // A table that names a credential that does not exist is refused.
+    c.batch_execute("CREATE SCHEMA cred").await.unwrap();
+    let table = "CREATE TABLE cred.nation USING DELTA LOCATION 's3://vault/nation' \
+                 OPTIONS ('credential' 'vault')";
+    assert_eq!(sqlstate(&c, table).await, "42704");
+    // Settings that are not object store settings are refused by name.
+    assert_eq!(
+        sqlstate(
+            &c,
+            "CREATE STORAGE CREDENTIAL vault OPTIONS ('aws.secret_key' 'x')"
+        )
+        .await,
+        "22023"
+    );
+    c.batch_execute(&format!(
+        "CREATE STORAGE CREDENTIAL vault OPTIONS ({options})"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(
+        sqlstate(
+            &c,
+            "CREATE STORAGE CREDENTIAL vault OPTIONS ('aws.region' 'x')"
+        )
+        .await,
+        "42710"
+    );
+    c.batch_execute(table).await.unwrap();
+    same(&c, &ctx, all, oracle_all).await;
+    c.batch_execute("INSERT INTO cred.nation VALUES (99, 'LOCH', 0, 'by credential')")
+        .await
+        .unwrap();
+    let read = setup(&["delta-read", "s3://vault/nation", &py]);
+    assert_eq!(read[0]["version"], 1, "the insert committed on S3");
+
+    // Listed by name and setting names; tables still use it, so it stays.
+    let listed = rows(&c, "SHOW STORAGE CREDENTIALS").await;
+    let text = format!("{listed:?}");
+    assert!(text.contains("vault") && text.contains("aws_secret_access_key"));
+    assert!(text.contains("cred.nation"), "{text}");
+    assert_eq!(sqlstate(&c, "DROP STORAGE CREDENTIAL vault").await, "2BP01");
+
+    // Replacing it applies to the tables from the next statement: a dead
+    // endpoint fails the table's queries (and only them), the right one
+    // brings them back.
+    c.batch_execute(
+        "CREATE OR REPLACE STORAGE CREDENTIAL vault OPTIONS \
+         ('aws.endpoint' 'http://127.0.0.1:9', 'aws.allow_http' 'true', \
+          'aws.access_key_id' 'loch', 'aws.secret_access_key' 'x', 'aws.region' 'us-east-1')",
+    )
+    .await
+    .unwrap();
+    assert_eq!(sqlstate(&c, all).await, "58030");
+    assert_eq!(rows(&c, "SELECT count(*) FROM tpch.nation").await.len(), 1);
+    c.batch_execute(&format!(
+        "CREATE OR REPLACE STORAGE CREDENTIAL vault OPTIONS ({options})"
+    ))
+    .await
+    .unwrap();
+    assert_eq!(rows(&c, all).await.len(), 26);
+
+    // Only superusers manage credentials.
+    c.batch_execute("CREATE ROLE keeper LOGIN PASSWORD 'Keeper-pw-1'")
+        .await
+        .unwrap();
+    let (u, connection) = tokio_postgres::connect(
+        &server.conn_str_as("keeper", "Keeper-pw-1"),
+        tokio_postgres::NoTls,
+    )
+    .await
+    .unwrap();
+    tokio::spawn(connection);
+    for sql in [
+        "CREATE STORAGE CREDENTIAL mine OPTIONS ('aws.region' 'x')",
+        "SHOW STORAGE CREDENTIALS",
+        "DROP STORAGE CREDENTIAL vault",
+    ] {
+        assert_eq!(sqlstate(&u, sql).await, "42501", "{sql}");
+    }
+
+    // The secret is sealed: not in the catalog file, a plan, or the log.
+    for sql in [
+        "EXPLAIN SELECT count(*) FROM cred.nation",
+        "SHOW STORAGE CREDENTIALS",
+        "DESCRIBE HISTORY cred.nation",
+    ] {
+        let text = format!("{:?}", c.simple_query(sql).await.unwrap());
+        assert!(!text.contains(S3_SECRET), "{sql} shows the secret");
+    }
+    drop((c, u));
+    let mut stored = Vec::new();
+    for entry in std::fs::read_dir(dir.path()).unwrap() {
+        let path = entry.unwrap().path();
+        if path.to_string_lossy().contains("catalog.sqlite") {
+            stored.extend(std::fs::read(&path).unwrap());
+        }
+    }
+    assert!(!stored.is_empty());
+    assert!(
+        !stored
+            .windows(S3_SECRET.len())
+            .any(|w| w == S3_SECRET.as_bytes()),
+        "the catalog file holds the secret in the clear"
+    );
+    assert!(
+        !server.log().contains(S3_SECRET),
+        "the log shows the secret"
+    );
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let key = std::fs::metadata(dir.path().join("storage-key")).unwrap();
+        assert_eq!(key.permissions().mode() & 0o777, 0o600);
+    }
+
+    // After a restart the key is read back and the table works.
+    drop(server);
+    server = LochServer::start_with(dir.path(), SCALE);
+    let c = server.connect().await;
+    assert_eq!(rows(&c, all).await.len(), 26);
+    c.batch_execute("DROP TABLE cred.nation; DROP STORAGE CREDENTIAL vault")
+        .await
+        .unwrap();
+    assert_eq!(sqlstate(&c, "DROP STORAGE CREDENTIAL vault").await, "42704");
+    c.batch_execute("DROP STORAGE CREDENTIAL IF EXISTS vault")
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn delta_tables_on_azurite() {
     let azurite = StoreServer::azurite();
     let dir = tempfile::tempdir().unwrap();
