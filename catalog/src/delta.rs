@@ -173,6 +173,14 @@ pub(crate) async fn load(relation: &Relation) -> Result<DeltaTable> {
         })
 }
 
+/// Table properties of the managed tables Loch creates.
+///
+/// A checkpoint every 10 commits (Spark's and Databricks' default; delta-rs'
+/// is 100): a reader replays at most 10 JSON commits after the checkpoint.
+/// Measured on a table taking single-row `INSERT`s: 400 of them took 13 s
+/// with 10, 33 s with 100.
+pub const MANAGED_TABLE_PROPERTIES: [(&str, &str); 1] = [("delta.checkpointInterval", "10")];
+
 /// Writes a new Delta table at `url` holding the rows of `input` (none for
 /// `CREATE TABLE t (…)`), in one commit: version 0 has schema and data.
 /// Returns the rows written.
@@ -189,6 +197,7 @@ pub(crate) async fn create(
         .with_session_state(Arc::new(state))
         .with_save_mode(SaveMode::ErrorIfExists)
         .with_table_name(name)
+        .with_configuration(MANAGED_TABLE_PROPERTIES.map(|(k, v)| (k, Some(v))))
         .await?;
     Ok(rows_in_last_commit(&table).await)
 }

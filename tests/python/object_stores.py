@@ -60,7 +60,9 @@ def main():
     if mode == "delta-write":
         files = sorted(glob.glob(f"{sys.argv[4]}/*.parquet"))
         data = pa.concat_tables([pq.read_table(f) for f in files])
-        write_deltalake(url, data, mode="error", storage_options=options)
+        # A checkpoint every 10 commits, as Loch gives its own tables.
+        config = {"delta.checkpointInterval": "10"}
+        write_deltalake(url, data, mode="error", storage_options=options, configuration=config)
     table = DeltaTable(url, storage_options=options)
     print(json.dumps({"version": table.version(), "rows": rows_of(table.to_pyarrow_table())}))
 
