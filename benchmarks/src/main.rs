@@ -34,6 +34,35 @@ enum Commands {
     /// `SELECT * FROM lineitem` into a client: in-process DataFusion, ADBC
     /// Flight SQL into a pyarrow.Table, psycopg over pg wire.
     Scan(ScanArgs),
+    /// TPC-H as managed Delta tables against the same data as Parquet
+    /// files, and `CREATE TABLE AS` of lineitem against the `deltalake`
+    /// package writing it from pyarrow.
+    Delta(DeltaArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct DeltaArgs {
+    /// Scale factor.
+    #[arg(long, default_value_t = 1.0)]
+    sf: f64,
+    /// Where the data set is generated (reused across runs).
+    #[arg(long, default_value = "./bench-data")]
+    data_dir: PathBuf,
+    /// Measured runs (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// The `loch` binary (default: next to this one).
+    #[arg(long, env = "LOCH_BIN")]
+    loch_bin: Option<PathBuf>,
+    /// The Python with deltalake and pyarrow (dev/test's venv by default).
+    #[arg(long, env = "LOCH_PYTHON")]
+    python: Option<PathBuf>,
+    /// Executor processes `loch local` runs.
+    #[arg(long, default_value_t = 2)]
+    executors: usize,
+    /// Where to write the JSON results.
+    #[arg(long, default_value = "delta-results.json")]
+    output: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -141,6 +170,17 @@ fn main() -> ExitCode {
         },
         Commands::Scan(args) => match runtime.block_on(scan(args)) {
             Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("benchmark failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Commands::Delta(args) => match runtime.block_on(delta(args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("some answers differ between the Delta and the Parquet tables");
+                ExitCode::FAILURE
+            }
             Err(e) => {
                 eprintln!("benchmark failed: {e}");
                 ExitCode::FAILURE
@@ -610,6 +650,219 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", args.output.display());
     Ok(())
+}
+
+/// The eight TPC-H tables.
+const TPCH_TABLES: [&str; 8] = [
+    "nation", "region", "part", "supplier", "partsupp", "customer", "orders", "lineitem",
+];
+
+#[derive(Debug, Serialize)]
+struct DeltaQuery {
+    query: usize,
+    parquet_ms: f64,
+    delta_ms: f64,
+    ratio: f64,
+    answers_agree: bool,
+}
+
+#[derive(Debug, Serialize)]
+struct DeltaReport {
+    benchmark: &'static str,
+    scale_factor: f64,
+    runs: usize,
+    executors: usize,
+    lineitem_rows: u64,
+    ctas_lineitem_s: f64,
+    deltalake_read_s: f64,
+    deltalake_write_s: f64,
+    ctas_vs_deltalake_read_and_write: f64,
+    parquet_total_ms: f64,
+    delta_total_ms: f64,
+    total_ratio: f64,
+    queries: Vec<DeltaQuery>,
+}
+
+async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
+    let runs = args.runs.max(1);
+    let sample_dir = loch_catalog::sample::ensure_tpch(&args.data_dir, args.sf)?;
+    let bin = match &args.loch_bin {
+        Some(bin) => bin.clone(),
+        None => sibling_bin()?,
+    };
+    let python = args
+        .python
+        .clone()
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
+        })
+        .ok_or("no Python: pass --python")?;
+    let server = Server::start(&bin, &args.data_dir, args.sf, args.executors)?;
+    let (client, connection) = tokio_postgres::connect(
+        &format!(
+            "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch",
+            server.port
+        ),
+        tokio_postgres::NoTls,
+    )
+    .await?;
+    tokio::spawn(connection);
+
+    // CREATE TABLE AS of every table; lineitem's timed, `runs` times.
+    client
+        .batch_execute("DROP SCHEMA IF EXISTS tpch_delta CASCADE; CREATE SCHEMA tpch_delta")
+        .await?;
+    let mut ctas_times = Vec::new();
+    let mut lineitem_rows = 0;
+    for table in TPCH_TABLES {
+        let repeat = if table == "lineitem" { runs + 1 } else { 1 };
+        for i in 0..repeat {
+            client
+                .batch_execute(&format!("DROP TABLE IF EXISTS tpch_delta.{table}"))
+                .await?;
+            let start = Instant::now();
+            let n = client
+                .execute(
+                    &format!("CREATE TABLE tpch_delta.{table} AS SELECT * FROM tpch.{table}"),
+                    &[],
+                )
+                .await?;
+            let elapsed = start.elapsed();
+            if table == "lineitem" {
+                lineitem_rows = n;
+                if i > 0 {
+                    ctas_times.push(elapsed);
+                }
+            }
+        }
+    }
+    let ctas_s = median(ctas_times) / 1000.0;
+    eprintln!(
+        "CREATE TABLE AS lineitem: {lineitem_rows} rows in {ctas_s:.2} s ({:.2} M rows/s)",
+        lineitem_rows as f64 / ctas_s / 1e6
+    );
+
+    // The deltalake package writing the same rows from pyarrow.
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/delta_write.py");
+    let scratch = args.data_dir.join("delta-write-reference");
+    let out = std::process::Command::new(&python)
+        .arg(&script)
+        .arg(sample_dir.join("lineitem"))
+        .arg(&scratch)
+        .arg(runs.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    let _ = std::fs::remove_dir_all(&scratch);
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()).into());
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    if v["rows"].as_u64() != Some(lineitem_rows) {
+        return Err(format!("deltalake wrote {} rows, Loch {lineitem_rows}", v["rows"]).into());
+    }
+    let py_read = v["read_s"].as_f64().unwrap_or(0.0);
+    let py_write = v["write_s"].as_f64().unwrap_or(0.0);
+    eprintln!("deltalake from pyarrow: read {py_read:.2} s, write {py_write:.2} s");
+
+    // The 22 queries over both, through pg wire, interleaved per query.
+    let mut results = Vec::new();
+    let mut all_agree = true;
+    for n in 1..=22 {
+        let sql = loch_tests::tpch_query(n);
+        let mut answers = Vec::new();
+        let mut times = [Vec::new(), Vec::new()];
+        for (k, schema) in ["tpch", "tpch_delta"].iter().enumerate() {
+            client
+                .batch_execute(&format!("SET search_path = {schema}"))
+                .await?;
+            for i in 0..=runs {
+                let start = Instant::now();
+                let rows = client.query(sql.as_str(), &[]).await?;
+                let elapsed = start.elapsed();
+                if i == 0 {
+                    answers.push(oracle::pg_rows(&rows));
+                } else {
+                    times[k].push(elapsed);
+                }
+            }
+        }
+        let agree = oracle::compare(&answers[0], &answers[1], oracle::is_ordered(&sql));
+        if let Err(e) = &agree {
+            eprintln!("q{n}: answers differ: {e}");
+            all_agree = false;
+        }
+        let [p, d] = times;
+        let (p, d) = (median(p), median(d));
+        eprintln!(
+            "q{n:<2} parquet {p:>9.1} ms   delta {d:>9.1} ms ({:.2})",
+            d / p
+        );
+        results.push(DeltaQuery {
+            query: n,
+            parquet_ms: p,
+            delta_ms: d,
+            ratio: d / p,
+            answers_agree: agree.is_ok(),
+        });
+    }
+    drop(server);
+
+    let parquet_total: f64 = results.iter().map(|r| r.parquet_ms).sum();
+    let delta_total: f64 = results.iter().map(|r| r.delta_ms).sum();
+    println!(
+        "\nTPC-H SF{} through pg wire, {} executors — median of {runs} runs after 1 warm-up\n",
+        args.sf, args.executors
+    );
+    println!(
+        "| query | Parquet files (ms) | managed Delta (ms) | Delta / Parquet | answers agree |"
+    );
+    println!("|---|---:|---:|---:|---|");
+    for r in &results {
+        println!(
+            "| q{} | {:.1} | {:.1} | {:.2} | {} |",
+            r.query,
+            r.parquet_ms,
+            r.delta_ms,
+            r.ratio,
+            if r.answers_agree { "yes" } else { "NO" }
+        );
+    }
+    println!(
+        "| **total** | {parquet_total:.1} | {delta_total:.1} | {:.2} | |",
+        delta_total / parquet_total
+    );
+    let reference = py_read + py_write;
+    println!(
+        "\nlineitem ({lineitem_rows} rows) into a new Delta table:\n\n\
+         | writer | s | M rows/s | vs deltalake from pyarrow (read + write) |\n\
+         |---|---:|---:|---:|\n\
+         | Loch `CREATE TABLE AS SELECT * FROM tpch.lineitem` | {ctas_s:.2} | {:.2} | {:.2} |\n\
+         | deltalake `write_deltalake` from pyarrow, read + write | {reference:.2} | {:.2} | 1.00 |\n\
+         | deltalake `write_deltalake`, write only | {py_write:.2} | {:.2} | {:.2} |",
+        lineitem_rows as f64 / ctas_s / 1e6,
+        ctas_s / reference,
+        lineitem_rows as f64 / reference / 1e6,
+        lineitem_rows as f64 / py_write / 1e6,
+        py_write / reference,
+    );
+    let report = DeltaReport {
+        benchmark: "delta",
+        scale_factor: args.sf,
+        runs,
+        executors: args.executors,
+        lineitem_rows,
+        ctas_lineitem_s: ctas_s,
+        deltalake_read_s: py_read,
+        deltalake_write_s: py_write,
+        ctas_vs_deltalake_read_and_write: ctas_s / reference,
+        parquet_total_ms: parquet_total,
+        delta_total_ms: delta_total,
+        total_ratio: delta_total / parquet_total,
+        queries: results,
+    };
+    std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
+    eprintln!("wrote {}", args.output.display());
+    Ok(all_agree)
 }
 
 impl Drop for Server {

@@ -615,11 +615,7 @@ async fn checkpoint_if_due(mut table: DeltaTable) -> Result<(), deltalake::Delta
     let Some(after) = table.version() else {
         return Ok(());
     };
-    let interval = table
-        .snapshot()?
-        .table_config()
-        .checkpoint_interval()
-        .get();
+    let interval = table.snapshot()?.table_config().checkpoint_interval().get();
     if (after + 1) / interval > (before + 1) / interval {
         deltalake::checkpoints::create_checkpoint(&table, None).await?;
     }
