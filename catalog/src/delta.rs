@@ -182,12 +182,14 @@ pub(crate) async fn load(relation: &Relation) -> Result<DeltaTable> {
 pub const MANAGED_TABLE_PROPERTIES: [(&str, &str); 1] = [("delta.checkpointInterval", "10")];
 
 /// Writes a new Delta table at `url` holding the rows of `input` (none for
-/// `CREATE TABLE t (…)`), in one commit: version 0 has schema and data.
+/// `CREATE TABLE t (…)`), in one commit: version 0 has schema and data,
+/// files under `k=v/` directories of the `partition_by` columns.
 /// Returns the rows written.
 pub(crate) async fn create(
     url: Url,
     name: &str,
     input: LogicalPlan,
+    partition_by: Vec<String>,
     state: SessionState,
 ) -> Result<u64> {
     let table = DeltaTable::try_from_url(url).await?;
@@ -196,6 +198,7 @@ pub(crate) async fn create(
         .with_input_plan(input)
         .with_session_state(Arc::new(state))
         .with_save_mode(SaveMode::ErrorIfExists)
+        .with_partition_columns(partition_by)
         .with_table_name(name)
         .with_configuration(MANAGED_TABLE_PROPERTIES.map(|(k, v)| (k, Some(v))))
         .await?;

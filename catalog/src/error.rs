@@ -71,6 +71,9 @@ pub enum CatalogError {
     /// `DROP STORAGE CREDENTIAL` of one tables still name.
     #[error("cannot drop storage credential \"{name}\" because tables use it: {tables}")]
     CredentialInUse { name: String, tables: String },
+    /// A column the statement names that the table does not have.
+    #[error("{0}")]
+    UnknownColumn(String),
     /// A statement the catalog cannot carry out as written.
     #[error("{0}")]
     Invalid(String),

@@ -273,16 +273,17 @@ impl LochCatalog {
     }
 
     /// `CREATE TABLE t (…)` and `CREATE TABLE t AS SELECT …`: a managed
-    /// Delta table under the warehouse directory, written in one commit,
-    /// then recorded. Returns the rows written, `None` when it existed and
+    /// Delta table under the warehouse directory (partitioned by the
+    /// `partition_by` columns), written in one commit, then recorded.
+    /// Returns the rows written, `None` when it existed and
     /// `IF NOT EXISTS` was given.
     pub async fn create_managed_table(
         &self,
         schema: &str,
         name: &str,
         input: LogicalPlan,
-        if_not_exists: bool,
-        or_replace: bool,
+        partition_by: Vec<String>,
+        (if_not_exists, or_replace): (bool, bool),
         state: SessionState,
     ) -> Result<Option<u64>> {
         self.check_writable_schema(schema)?;
@@ -299,6 +300,14 @@ impl LochCatalog {
                     name: name.to_string(),
                 });
             }
+        }
+        if let Some(missing) = partition_by
+            .iter()
+            .find(|c| !input.schema().has_column_with_unqualified_name(c))
+        {
+            return Err(CatalogError::UnknownColumn(format!(
+                "column \"{missing}\" named in PARTITIONED BY is not a column of {schema}.{name}"
+            )));
         }
         // A fresh directory per table: a crash before the metadata commit
         // leaves an orphan directory no table points to, never a table
@@ -324,13 +333,13 @@ impl LochCatalog {
             format: Some("DELTA".into()),
             location: Some(url.to_string()),
             options: Default::default(),
-            partition_cols: Vec::new(),
+            partition_cols: partition_by.clone(),
             columns: None,
             definition: None,
             default_schema: None,
         };
         let written = async {
-            let rows = delta::create(url, name, input, state).await?;
+            let rows = delta::create(url, name, input, partition_by, state).await?;
             let old = self.store.create_relation(&relation, or_replace)?;
             Ok::<_, CatalogError>((rows, old))
         }

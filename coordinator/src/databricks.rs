@@ -77,8 +77,9 @@ pub enum Piece {
 pub fn rewrite(sql: &str, dialect: &dyn Dialect) -> Option<String> {
     let mut tokens = Tokenizer::new(dialect, sql).tokenize().ok()?;
     let created = create_table(&mut tokens);
+    let partitioned = partitioned_by(&mut tokens);
     let travelled = time_travel(&mut tokens);
-    (created || travelled).then(|| tokens.iter().map(|t| t.to_string()).collect())
+    (created || partitioned || travelled).then(|| tokens.iter().map(|t| t.to_string()).collect())
 }
 
 /// Splits `sql` into statements when one of them is a Delta utility;
@@ -157,6 +158,40 @@ pub(crate) fn ident(word: &Word) -> String {
     } else {
         word.value.to_lowercase()
     }
+}
+
+/// `CREATE TABLE t … PARTITIONED BY (a, b) …` (Databricks' managed table
+/// partitioning) → `… PARTITION BY (a, b) …`, which the parser keeps in
+/// the statement for Loch to take out ([`crate::statement`]). External
+/// tables keep `PARTITIONED BY`: DataFusion reads it there.
+fn partitioned_by(tokens: &mut [Token]) -> bool {
+    let mut changed = false;
+    let mut start = 0;
+    for i in 0..tokens.len() {
+        if matches!(tokens[i], Token::SemiColon) {
+            start = i + 1;
+            continue;
+        }
+        if !is(&tokens[i], Keyword::PARTITIONED)
+            || !tokens
+                .get(next(tokens, i + 1))
+                .is_some_and(|t| is(t, Keyword::BY))
+        {
+            continue;
+        }
+        let words = significant(&tokens[start..i]);
+        let managed = words.first().is_some_and(|t| is(t, Keyword::CREATE))
+            && words.iter().any(|t| is(t, Keyword::TABLE))
+            // (`create_table` may have put `EXTERNAL ` there, space included.)
+            && !words
+                .iter()
+                .any(|t| matches!(t, Token::Word(w) if w.value.trim().eq_ignore_ascii_case("EXTERNAL")));
+        if managed {
+            tokens[i] = Token::make_keyword("PARTITION");
+            changed = true;
+        }
+    }
+    changed
 }
 
 /// `t VERSION AS OF 3` → `"t@v3" AS t`, `t TIMESTAMP AS OF '…'` →
@@ -539,6 +574,26 @@ mod tests {
 
     fn rewrite_sql(sql: &str) -> Option<String> {
         rewrite(sql, &PostgreSqlDialect {})
+    }
+
+    #[test]
+    fn managed_tables_partition_by_columns() {
+        assert_eq!(
+            rewrite_sql("CREATE TABLE t (a INT, d TEXT) USING DELTA PARTITIONED BY (d)").as_deref(),
+            Some("CREATE TABLE t (a INT, d TEXT)     PARTITION BY (d)")
+        );
+        assert_eq!(
+            rewrite_sql("create table t partitioned by (d) as select 1 as a, 'x' as d").as_deref(),
+            Some("create table t PARTITION by (d) as select 1 as a, 'x' as d")
+        );
+        assert_eq!(
+            rewrite_sql("CREATE EXTERNAL TABLE t STORED AS CSV PARTITIONED BY (d) LOCATION '/x'"),
+            None
+        );
+        assert_eq!(
+            rewrite_sql("CREATE TABLE t USING DELTA LOCATION '/x' PARTITIONED BY (d)").as_deref(),
+            Some("CREATE EXTERNAL TABLE t STORED AS DELTA LOCATION '/x' PARTITIONED BY (d)")
+        );
     }
 
     #[test]

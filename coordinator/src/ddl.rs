@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use datafusion::common::TableReference;
-use datafusion::logical_expr::{DdlStatement, LogicalPlan};
+use datafusion::logical_expr::{CreateMemoryTable, DdlStatement, LogicalPlan};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use loch_catalog::{DATABASE_NAME, DropKind, maintenance};
 use loch_executor::engine::undistributed;
@@ -53,34 +53,7 @@ pub(crate) async fn run(
             Err(e) => Err(e),
         },
         DdlStatement::CreateMemoryTable(create) => {
-            if create.temporary {
-                return Some(Err(LochError::NotSupported("temporary tables".into())));
-            }
-            let is_ctas = !matches!(
-                create.input.as_ref(),
-                LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row
-            );
-            match table_name(session, &create.name) {
-                Ok((schema, name)) => match catalog(session)
-                    .create_managed_table(
-                        &schema,
-                        &name,
-                        create.input.as_ref().clone(),
-                        create.if_not_exists,
-                        create.or_replace,
-                        undistributed(session.context().state()),
-                    )
-                    .await
-                {
-                    Ok(rows) => claim(session, &schema, &name).map(|()| match (is_ctas, rows) {
-                        // PostgreSQL answers CREATE TABLE AS with the row count.
-                        (true, Some(rows)) => command("SELECT", Some(rows as usize)),
-                        _ => command("CREATE TABLE", None),
-                    }),
-                    Err(e) => Err(e.into()),
-                },
-                Err(e) => Err(e),
-            }
+            create_managed(session, create, Vec::new()).await
         }
         DdlStatement::CreateView(create) => {
             if create.temporary {
@@ -111,6 +84,39 @@ pub(crate) async fn run(
         _ => return None,
     };
     Some(result)
+}
+
+/// `CREATE TABLE [AS]`: a managed Delta table, partitioned by
+/// `partition_by` (none: not partitioned).
+pub(crate) async fn create_managed(
+    session: &Session,
+    create: &CreateMemoryTable,
+    partition_by: Vec<String>,
+) -> Result<Output, LochError> {
+    if create.temporary {
+        return Err(LochError::NotSupported("temporary tables".into()));
+    }
+    let is_ctas = !matches!(
+        create.input.as_ref(),
+        LogicalPlan::EmptyRelation(empty) if !empty.produce_one_row
+    );
+    let (schema, name) = table_name(session, &create.name)?;
+    let rows = catalog(session)
+        .create_managed_table(
+            &schema,
+            &name,
+            create.input.as_ref().clone(),
+            partition_by,
+            (create.if_not_exists, create.or_replace),
+            undistributed(session.context().state()),
+        )
+        .await?;
+    claim(session, &schema, &name)?;
+    Ok(match (is_ctas, rows) {
+        // PostgreSQL answers CREATE TABLE AS with the row count.
+        (true, Some(rows)) => command("SELECT", Some(rows as usize)),
+        _ => command("CREATE TABLE", None),
+    })
 }
 
 /// Runs a Delta utility (`DESCRIBE HISTORY`, `OPTIMIZE`, `VACUUM`,

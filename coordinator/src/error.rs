@@ -169,6 +169,7 @@ pub fn classify_catalog(e: &loch_catalog::CatalogError) -> &'static str {
         C::SchemaExists(_) => "42P06",
         C::SchemaNotEmpty { .. } | C::RoleInUse { .. } | C::CredentialInUse { .. } => "2BP01",
         C::CredentialNotFound(_) => "42704",
+        C::UnknownColumn(_) => "42703",
         C::CredentialExists(_) => "42710",
         C::RelationExists { .. } => "42P07",
         C::RelationNotFound { .. } => "42P01",

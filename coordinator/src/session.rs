@@ -430,6 +430,22 @@ impl Session {
             }
             Command::Delta(command) => crate::ddl::run_delta(self, command).await,
             Command::Security(command) => crate::security::run(self, command).await,
+            Command::CreatePartitioned {
+                statement,
+                partition_by,
+            } => {
+                let plan = self.plan(*statement).await?;
+                crate::security::authorize(self, &plan)?;
+                let LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(
+                    create,
+                )) = &plan
+                else {
+                    return Err(LochError::NotSupported(
+                        "PARTITIONED BY here: it partitions a new managed table".into(),
+                    ));
+                };
+                crate::ddl::create_managed(self, create, partition_by).await
+            }
             Command::Query(statement) => {
                 let plan = self.plan(*statement).await?;
                 self.execute_with(plan, tag, cancel).await

@@ -59,6 +59,13 @@ pub enum Command {
     Delta(DeltaCommand),
     /// Roles, grants and ownership (`CREATE ROLE`, `GRANT`, `SHOW GRANTS`, …).
     Security(crate::security::SecurityCommand),
+    /// `CREATE TABLE … PARTITIONED BY (cols) [AS …]`: a managed table
+    /// partitioned by those columns; `statement` is the `CREATE TABLE`
+    /// without the clause.
+    CreatePartitioned {
+        statement: Box<DfStatement>,
+        partition_by: Vec<String>,
+    },
     /// Anything else: planned and run by DataFusion.
     Query(Box<DfStatement>),
 }
@@ -92,6 +99,7 @@ impl Command {
             Command::Close(_) => "CLOSE CURSOR".into(),
             Command::Delta(command) => command.tag().into(),
             Command::Security(command) => command.tag().into(),
+            Command::CreatePartitioned { .. } => "CREATE TABLE".into(),
             Command::Query(stmt) => query_tag(stmt),
         }
     }
@@ -225,6 +233,21 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
             DiscardObject::TEMP => Command::Noop("DISCARD TEMP"),
         },
         Statement::UNLISTEN { .. } => Command::Noop("UNLISTEN"),
+        Statement::CreateTable(create) if create.partition_by.is_some() => {
+            let mut create = create.clone();
+            let partition_by = create
+                .partition_by
+                .take()
+                .map(|e| partition_columns(&e))
+                .transpose()?
+                .unwrap_or_default();
+            Command::CreatePartitioned {
+                statement: Box::new(DfStatement::Statement(Box::new(Statement::CreateTable(
+                    create,
+                )))),
+                partition_by,
+            }
+        }
         // Connection pools (Npgsql's reset) go back to the login role.
         Statement::Set(Set::SetSessionAuthorization(param)) => match &param.kind {
             SetSessionAuthorizationParamKind::Default => Command::Set {
@@ -272,6 +295,27 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
         _ => Command::Query(Box::new(statement)),
     };
     Ok(command)
+}
+
+/// The columns of `PARTITIONED BY (a, b)`: names only (Delta partitions
+/// by column values, not by ranges or expressions).
+fn partition_columns(expr: &Expr) -> Result<Vec<String>, LochError> {
+    match expr {
+        Expr::Identifier(ident) => Ok(vec![ident_name(ident)]),
+        Expr::Nested(inner) => partition_columns(inner),
+        Expr::Tuple(items) => items
+            .iter()
+            .map(|item| match item {
+                Expr::Identifier(ident) => Ok(ident_name(ident)),
+                other => Err(LochError::NotSupported(format!(
+                    "PARTITIONED BY {other}: partition by columns, e.g. PARTITIONED BY (day)"
+                ))),
+            })
+            .collect(),
+        other => Err(LochError::NotSupported(format!(
+            "PARTITION BY {other}: Delta tables partition by columns, e.g. PARTITIONED BY (day)"
+        ))),
+    }
 }
 
 /// A name as PostgreSQL folds it: lower case unless quoted.

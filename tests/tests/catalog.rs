@@ -784,6 +784,121 @@ async fn merge_into_a_delta_table() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn partitioned_managed_tables() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let c = server.connect().await;
+    c.batch_execute(
+        "CREATE SCHEMA p; \
+         CREATE TABLE p.orders PARTITIONED BY (o_orderstatus) AS SELECT * FROM tpch.orders; \
+         CREATE TABLE p.events (id INT, day TEXT, v DOUBLE) USING DELTA PARTITIONED BY (day); \
+         INSERT INTO p.events VALUES (1, '2026-11-24', 1.5), (2, '2026-11-25', 2.5), \
+                                     (3, '2026-11-25', 3.5)",
+    )
+    .await
+    .unwrap();
+
+    // The files are under one directory per value, and the log says so
+    // (what every Delta reader goes by).
+    for (table, column, values) in [
+        ("orders", "o_orderstatus", vec!["F", "O", "P"]),
+        ("events", "day", vec!["2026-11-24", "2026-11-25"]),
+    ] {
+        let [table_dir] = managed_dirs(dir.path(), "p", table).try_into().unwrap();
+        for value in values {
+            let part = table_dir.join(format!("{column}={value}"));
+            let parquet = std::fs::read_dir(&part)
+                .unwrap_or_else(|e| panic!("{}: {e}", part.display()))
+                .flatten()
+                .any(|e| e.path().extension().is_some_and(|x| x == "parquet"));
+            assert!(parquet, "no data file under {}", part.display());
+        }
+        let log = std::fs::read_to_string(table_dir.join("_delta_log/00000000000000000000.json"))
+            .unwrap();
+        let metadata = log
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .find_map(|a| a.get("metaData").cloned())
+            .unwrap();
+        assert_eq!(metadata["partitionColumns"], serde_json::json!([column]));
+    }
+
+    // Answers, filters on the partition column, and changes that move rows
+    // between partitions, against the oracle.
+    let by_status =
+        "SELECT o_orderstatus, count(*), sum(o_totalprice) FROM {t} GROUP BY 1 ORDER BY 1";
+    same(
+        &c,
+        &ctx,
+        &by_status.replace("{t}", "p.orders"),
+        &by_status.replace("{t}", "orders"),
+    )
+    .await;
+    same(
+        &c,
+        &ctx,
+        "SELECT count(*) FROM p.orders WHERE o_orderstatus = 'P'",
+        "SELECT count(*) FROM orders WHERE o_orderstatus = 'P'",
+    )
+    .await;
+    c.batch_execute(
+        "UPDATE p.orders SET o_orderstatus = 'X' WHERE o_orderstatus = 'P' AND o_orderkey % 2 = 0; \
+         DELETE FROM p.orders WHERE o_orderstatus = 'F' AND o_orderkey % 3 = 0",
+    )
+    .await
+    .unwrap();
+    same(
+        &c,
+        &ctx,
+        &by_status.replace("{t}", "p.orders"),
+        &by_status.replace(
+            "{t}",
+            "(SELECT CASE WHEN o_orderstatus = 'P' AND o_orderkey % 2 = 0 THEN 'X' \
+             ELSE o_orderstatus END AS o_orderstatus, o_totalprice FROM orders \
+             WHERE NOT (o_orderstatus = 'F' AND o_orderkey % 3 = 0))",
+        ),
+    )
+    .await;
+    assert_eq!(
+        rows(
+            &c,
+            "SELECT day, count(*), sum(v) FROM p.events GROUP BY day ORDER BY day"
+        )
+        .await,
+        vec![
+            vec![
+                Cell::Text("2026-11-24".into()),
+                Cell::Int(1),
+                Cell::Float(1.5)
+            ],
+            vec![
+                Cell::Text("2026-11-25".into()),
+                Cell::Int(2),
+                Cell::Float(6.0)
+            ],
+        ]
+    );
+
+    // Partitioning names columns of the table, and nothing else.
+    for (sql, state) in [
+        ("CREATE TABLE p.bad (a INT) PARTITIONED BY (b)", "42703"),
+        (
+            "CREATE TABLE p.bad PARTITIONED BY (x) AS SELECT 1 AS a",
+            "42703",
+        ),
+        ("CREATE TABLE p.bad (a INT) PARTITION BY RANGE (a)", "0A000"),
+        (
+            "CREATE TABLE p.bad (a INT, b INT) PARTITIONED BY (a + b)",
+            "0A000",
+        ),
+    ] {
+        assert_eq!(sqlstate(&c, sql).await, state, "{sql}");
+    }
+    assert!(managed_dirs(dir.path(), "p", "bad").is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn writers_of_the_same_rows_conflict_with_40001() {
     let dir = tempfile::tempdir().unwrap();
     let server = LochServer::start_opts(dir.path(), SCALE, &["--executors", "0"], &[]);
