@@ -40,20 +40,55 @@ enum Commands {
     Delta(DeltaArgs),
 }
 
+/// What every benchmark runs on.
 #[derive(Debug, clap::Args)]
-struct DeltaArgs {
+struct DataArgs {
     /// Scale factor.
     #[arg(long, default_value_t = 1.0)]
     sf: f64,
     /// Where the data set is generated (reused across runs).
     #[arg(long, default_value = "./bench-data")]
     data_dir: PathBuf,
-    /// Measured runs (after one warm-up); the median is reported.
-    #[arg(long, default_value_t = 3)]
-    runs: usize,
     /// The `loch` binary (default: next to this one).
     #[arg(long, env = "LOCH_BIN")]
     loch_bin: Option<PathBuf>,
+}
+
+impl DataArgs {
+    /// The TPC-H files (generated on first use) and the `loch` binary.
+    fn prepare(&self) -> Result<(PathBuf, PathBuf), BoxError> {
+        eprintln!(
+            "generating / reusing TPC-H SF{} under {}",
+            self.sf,
+            self.data_dir.display()
+        );
+        let sample_dir = loch_catalog::sample::ensure_tpch(&self.data_dir, self.sf)?;
+        let bin = match &self.loch_bin {
+            Some(bin) => bin.clone(),
+            None => sibling_bin()?,
+        };
+        Ok((sample_dir, bin))
+    }
+}
+
+/// The Python the benchmark scripts run with: `--python`, else dev/test's
+/// venv.
+fn python_or_default(python: &Option<PathBuf>) -> Result<PathBuf, BoxError> {
+    python
+        .clone()
+        .or_else(|| {
+            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
+        })
+        .ok_or_else(|| "no Python: pass --python".into())
+}
+
+#[derive(Debug, clap::Args)]
+struct DeltaArgs {
+    #[command(flatten)]
+    data: DataArgs,
+    /// Measured runs (after one warm-up); the median is reported.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
     /// The Python with deltalake and pyarrow (dev/test's venv by default).
     #[arg(long, env = "LOCH_PYTHON")]
     python: Option<PathBuf>,
@@ -67,19 +102,12 @@ struct DeltaArgs {
 
 #[derive(Debug, clap::Args)]
 struct ScanArgs {
-    /// Scale factor.
-    #[arg(long, default_value_t = 1.0)]
-    sf: f64,
-    /// Where the data set is generated (reused across runs).
-    #[arg(long, default_value = "./bench-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Measured runs (after one warm-up); the median is reported. psycopg
     /// runs once: it is an order of magnitude slower.
     #[arg(long, default_value_t = 3)]
     runs: usize,
-    /// The `loch` binary (default: next to this one).
-    #[arg(long, env = "LOCH_BIN")]
-    loch_bin: Option<PathBuf>,
     /// The Python with adbc-driver-flightsql, pyarrow and psycopg (dev/test's
     /// venv by default).
     #[arg(long, env = "LOCH_PYTHON")]
@@ -91,21 +119,14 @@ struct ScanArgs {
 
 #[derive(Debug, clap::Args)]
 struct TpchArgs {
-    /// Scale factor.
-    #[arg(long, default_value_t = 1.0)]
-    sf: f64,
-    /// Where the data set is generated (reused across runs).
-    #[arg(long, default_value = "./bench-data")]
-    data_dir: PathBuf,
+    #[command(flatten)]
+    data: DataArgs,
     /// Measured runs per query (after one warm-up); the median is reported.
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Only these queries (e.g. `--query 1 --query 18`); default all 22.
     #[arg(long)]
     query: Vec<usize>,
-    /// The `loch` binary (default: next to this one).
-    #[arg(long, env = "LOCH_BIN")]
-    loch_bin: Option<PathBuf>,
     /// Where to write the JSON results.
     #[arg(long, default_value = "tpch-results.json")]
     output: PathBuf,
@@ -203,18 +224,8 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     } else {
         args.query.clone()
     };
-    eprintln!(
-        "generating / reusing TPC-H SF{} under {}",
-        args.sf,
-        args.data_dir.display()
-    );
-    let sample_dir = loch_catalog::sample::ensure_tpch(&args.data_dir, args.sf)?;
-
-    let bin = match &args.loch_bin {
-        Some(bin) => bin.clone(),
-        None => sibling_bin()?,
-    };
-    let server = Server::start(&bin, &args.data_dir, args.sf, args.executors)?;
+    let (sample_dir, bin) = args.data.prepare()?;
+    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
     let (client, connection) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch options='-c search_path=tpch'",
@@ -319,7 +330,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     let flight_geomean = geo(|r| r.flight_ratio);
     println!(
         "\nTPC-H SF{} — median of {runs} runs after 1 warm-up\n",
-        args.sf
+        args.data.sf
     );
     println!(
         "| query | DataFusion in-process (ms) | pg wire (ms) | pg wire / DataFusion | Flight SQL (ms) | Flight SQL / DataFusion | rows | answers agree |"
@@ -346,7 +357,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     println!("| geomean | | | {geomean:.2} | | {flight_geomean:.2} | | |");
     let report = Report {
         benchmark: "tpch",
-        scale_factor: args.sf,
+        scale_factor: args.data.sf,
         runs,
         datafusion_total_ms: df_total,
         loch_total_ms: loch_total,
@@ -524,19 +535,9 @@ const SCAN_SQL: &str = "select * from tpch.lineitem";
 async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     use futures::StreamExt;
     let runs = args.runs.max(1);
-    let sample_dir = loch_catalog::sample::ensure_tpch(&args.data_dir, args.sf)?;
-    let bin = match &args.loch_bin {
-        Some(bin) => bin.clone(),
-        None => sibling_bin()?,
-    };
-    let python = args
-        .python
-        .clone()
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
-        })
-        .ok_or("no Python: pass --python")?;
-    let server = Server::start(&bin, &args.data_dir, args.sf, 0)?;
+    let (sample_dir, bin) = args.data.prepare()?;
+    let python = python_or_default(&args.python)?;
+    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, 0)?;
 
     // In-process DataFusion producing the same batches.
     let ctx = oracle::tpch_context(&sample_dir).await;
@@ -615,7 +616,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
 
     println!(
         "\n`{SCAN_SQL}` at SF{} ({rows} rows), median of {runs} runs after 1 warm-up\n",
-        args.sf
+        args.data.sf
     );
     println!(
         "ADBC from Loch / ADBC from the no-work server: {:.2}\n",
@@ -637,7 +638,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     }
     let report = ScanReport {
         benchmark: "scan",
-        scale_factor: args.sf,
+        scale_factor: args.data.sf,
         rows,
         datafusion_rows_per_s: df,
         flight_rust_rows_per_s: flight_rust,
@@ -685,19 +686,9 @@ struct DeltaReport {
 
 async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     let runs = args.runs.max(1);
-    let sample_dir = loch_catalog::sample::ensure_tpch(&args.data_dir, args.sf)?;
-    let bin = match &args.loch_bin {
-        Some(bin) => bin.clone(),
-        None => sibling_bin()?,
-    };
-    let python = args
-        .python
-        .clone()
-        .or_else(|| {
-            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache/loch-venv/bin/python"))
-        })
-        .ok_or("no Python: pass --python")?;
-    let server = Server::start(&bin, &args.data_dir, args.sf, args.executors)?;
+    let (sample_dir, bin) = args.data.prepare()?;
+    let python = python_or_default(&args.python)?;
+    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
     let (client, connection) = tokio_postgres::connect(
         &format!(
             "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch",
@@ -744,7 +735,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
 
     // The deltalake package writing the same rows from pyarrow.
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/delta_write.py");
-    let scratch = args.data_dir.join("delta-write-reference");
+    let scratch = args.data.data_dir.join("delta-write-reference");
     let out = std::process::Command::new(&python)
         .arg(&script)
         .arg(sample_dir.join("lineitem"))
@@ -811,7 +802,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     let delta_total: f64 = results.iter().map(|r| r.delta_ms).sum();
     println!(
         "\nTPC-H SF{} through pg wire, {} executors — median of {runs} runs after 1 warm-up\n",
-        args.sf, args.executors
+        args.data.sf, args.executors
     );
     println!(
         "| query | Parquet files (ms) | managed Delta (ms) | Delta / Parquet | answers agree |"
@@ -847,7 +838,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     );
     let report = DeltaReport {
         benchmark: "delta",
-        scale_factor: args.sf,
+        scale_factor: args.data.sf,
         runs,
         executors: args.executors,
         lineitem_rows,
