@@ -226,15 +226,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
     };
     let (sample_dir, bin) = args.data.prepare()?;
     let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch options='-c search_path=tpch'",
-            server.port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
+    let client = server.pg_client("options='-c search_path=tpch'").await?;
     let mut flight = server.flight_client().await?;
     flight
         .execute("SET search_path = tpch".to_string(), None)
@@ -478,6 +470,20 @@ impl Server {
             .collect()
     }
 
+    /// A pg wire client as the admin, with `extra` connection settings.
+    async fn pg_client(&self, extra: &str) -> Result<tokio_postgres::Client, BoxError> {
+        let (client, connection) = tokio_postgres::connect(
+            &format!(
+                "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch {extra}",
+                self.port
+            ),
+            tokio_postgres::NoTls,
+        )
+        .await?;
+        tokio::spawn(connection);
+        Ok(client)
+    }
+
     fn flight_uri(&self) -> String {
         format!("grpc://127.0.0.1:{}", self.flight_port)
     }
@@ -689,15 +695,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     let (sample_dir, bin) = args.data.prepare()?;
     let python = python_or_default(&args.python)?;
     let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
-    let (client, connection) = tokio_postgres::connect(
-        &format!(
-            "host=127.0.0.1 port={} user=loch password={BENCH_PASSWORD} dbname=loch",
-            server.port
-        ),
-        tokio_postgres::NoTls,
-    )
-    .await?;
-    tokio::spawn(connection);
+    let client = server.pg_client("").await?;
 
     // CREATE TABLE AS of every table; lineitem's timed, `runs` times.
     client

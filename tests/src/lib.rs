@@ -201,6 +201,22 @@ impl LochServer {
         self.connect_with("").await
     }
 
+    /// Connects as `user` (its password), driving the connection in the
+    /// background; the error when the login fails.
+    pub async fn connect_as(
+        &self,
+        user: &str,
+        password: &str,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (client, connection) =
+            tokio_postgres::connect(&self.conn_str_as(user, password), tokio_postgres::NoTls)
+                .await?;
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Ok(client)
+    }
+
     /// Connects with extra connection-string settings (e.g. `options=…`).
     pub async fn connect_with(&self, extra: &str) -> tokio_postgres::Client {
         let (client, connection) = tokio_postgres::connect(

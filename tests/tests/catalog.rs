@@ -766,13 +766,7 @@ async fn merge_into_a_delta_table() {
     )
     .await
     .unwrap();
-    let (u, connection) = tokio_postgres::connect(
-        &server.conn_str_as("merger", "Merger-pw-1"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let u = server.connect_as("merger", "Merger-pw-1").await.unwrap();
     let merge = "MERGE INTO m.t AS t USING m.s AS s ON t.k = s.k \
                  WHEN MATCHED THEN UPDATE SET r = s.r";
     assert_eq!(sqlstate(&u, merge).await, "42501");
@@ -1316,13 +1310,7 @@ async fn storage_credentials_name_the_settings_tables_use() {
     c.batch_execute("CREATE ROLE keeper LOGIN PASSWORD 'Keeper-pw-1'")
         .await
         .unwrap();
-    let (u, connection) = tokio_postgres::connect(
-        &server.conn_str_as("keeper", "Keeper-pw-1"),
-        tokio_postgres::NoTls,
-    )
-    .await
-    .unwrap();
-    tokio::spawn(connection);
+    let u = server.connect_as("keeper", "Keeper-pw-1").await.unwrap();
     for sql in [
         "CREATE STORAGE CREDENTIAL mine OPTIONS ('aws.region' 'x')",
         "SHOW STORAGE CREDENTIALS",

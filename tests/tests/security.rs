@@ -8,20 +8,7 @@ use std::time::{Duration, Instant};
 use loch_tests::oracle::Cell;
 use loch_tests::{LochServer, json_rows, run_python_script};
 use serde_json::Value;
-use tokio_postgres::{Client, NoTls, SimpleQueryMessage};
-
-async fn connect_as(
-    server: &LochServer,
-    user: &str,
-    password: &str,
-) -> Result<Client, tokio_postgres::Error> {
-    let (client, connection) =
-        tokio_postgres::connect(&server.conn_str_as(user, password), NoTls).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(client)
-}
+use tokio_postgres::{Client, SimpleQueryMessage};
 
 /// The SQLSTATE and message of a failed call.
 fn state_of(e: &tokio_postgres::Error) -> (String, String) {
@@ -76,14 +63,13 @@ async fn users_log_in_with_scram_and_passwords_stay_secret() {
     .await;
 
     // A good login, a wrong password, an unknown user, a role without LOGIN.
-    let ann = connect_as(&server, "ann", "Ann-Clear-Text-7")
-        .await
-        .unwrap();
+    let ann = server.connect_as("ann", "Ann-Clear-Text-7").await.unwrap();
     assert_eq!(rows(&ann, "select 1").await, vec![vec![Some("1".into())]]);
-    let wrong = state_of(&connect_as(&server, "ann", "nope").await.err().unwrap());
-    let unknown = state_of(&connect_as(&server, "ghost", "nope").await.err().unwrap());
+    let wrong = state_of(&server.connect_as("ann", "nope").await.err().unwrap());
+    let unknown = state_of(&server.connect_as("ghost", "nope").await.err().unwrap());
     let no_login = state_of(
-        &connect_as(&server, "nologin", "NoLogin-Clear-Text-9")
+        &server
+            .connect_as("nologin", "NoLogin-Clear-Text-9")
             .await
             .err()
             .unwrap(),
@@ -119,11 +105,10 @@ async fn users_log_in_with_scram_and_passwords_stay_secret() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "42");
 
     // CONNECTION LIMIT 1: a second connection is refused while one is open.
-    let first = connect_as(&server, "lim", "Lim-Clear-Text-8")
-        .await
-        .unwrap();
+    let first = server.connect_as("lim", "Lim-Clear-Text-8").await.unwrap();
     let second = state_of(
-        &connect_as(&server, "lim", "Lim-Clear-Text-8")
+        &server
+            .connect_as("lim", "Lim-Clear-Text-8")
             .await
             .err()
             .unwrap(),
@@ -132,7 +117,7 @@ async fn users_log_in_with_scram_and_passwords_stay_secret() {
     drop(first);
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        match connect_as(&server, "lim", "Lim-Clear-Text-8").await {
+        match server.connect_as("lim", "Lim-Clear-Text-8").await {
             Ok(_) => break,
             Err(e) if Instant::now() < deadline => {
                 assert_eq!(state_of(&e).0, "53300");
@@ -151,7 +136,8 @@ async fn users_log_in_with_scram_and_passwords_stay_secret() {
     assert_eq!(denied(&admin, "CREATE ROLE public").await.0, "42939");
     exec(&ann, "ALTER ROLE ann PASSWORD 'Ann-New-Text-10'").await;
     let old = state_of(
-        &connect_as(&server, "ann", "Ann-Clear-Text-7")
+        &server
+            .connect_as("ann", "Ann-Clear-Text-7")
             .await
             .err()
             .unwrap(),
@@ -191,7 +177,7 @@ async fn users_log_in_with_scram_and_passwords_stay_secret() {
     assert!(server.is_alive());
     drop(server);
     let server = LochServer::start(dir.path());
-    let ann = connect_as(&server, "ann", "Ann-New-Text-10").await.unwrap();
+    let ann = server.connect_as("ann", "Ann-New-Text-10").await.unwrap();
     assert_eq!(rows(&ann, "select 2").await, vec![vec![Some("2".into())]]);
     server.connect().await;
 }
@@ -212,7 +198,7 @@ async fn grants_decide_what_each_user_reads_on_pg_wire() {
          GRANT CREATE ON SCHEMA public TO ann",
     )
     .await;
-    let ann = connect_as(&server, "ann", "ann-pw").await.unwrap();
+    let ann = server.connect_as("ann", "ann-pw").await.unwrap();
 
     // Without SELECT on sales.t, every path to its rows is refused.
     for sql in [
@@ -363,7 +349,7 @@ async fn grants_decide_what_each_user_reads_on_pg_wire() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(
-        connect_as(&server, "ann", "ann-pw").await.is_err(),
+        server.connect_as("ann", "ann-pw").await.is_err(),
         "a dropped role cannot log in"
     );
 }
@@ -520,7 +506,7 @@ async fn row_filters_and_column_masks_on_both_protocols() {
         )
     };
     let ann_sees = visible(EUROPE);
-    let ann = connect_as(&server, "ann", "ann-pw").await.unwrap();
+    let ann = server.connect_as("ann", "ann-pw").await.unwrap();
     let checks = [
         (
             "SELECT * FROM crm.customer ORDER BY c_custkey".to_string(),
@@ -609,7 +595,7 @@ async fn row_filters_and_column_masks_on_both_protocols() {
     compare(&expected, &got, true).unwrap();
 
     // bob: not in europe, his own clause.
-    let bob = connect_as(&server, "bob", "bob-pw").await.unwrap();
+    let bob = server.connect_as("bob", "bob-pw").await.unwrap();
     let expected = oracle_rows(
         &server,
         &format!("SELECT * FROM ({}) ORDER BY c_custkey", visible("(24)")),
