@@ -1100,6 +1100,23 @@ async fn concurrent_appends_to_a_managed_table_lose_nothing() {
     );
 }
 
+/// Writes the sample's `tables` as Delta tables `{base}/{table}` with the
+/// `deltalake` package, through `setup` (object_stores.py); `py` holds its
+/// storage options.
+fn write_sample_as_delta(
+    setup: &dyn Fn(&[&str]) -> Vec<serde_json::Value>,
+    server: &LochServer,
+    base: &str,
+    py: &str,
+    tables: &[&str],
+) {
+    for table in tables {
+        let url = format!("{base}/{table}");
+        let files = server.sample_dir().join(table);
+        setup(&["delta-write", &url, py, files.to_str().unwrap()]);
+    }
+}
+
 /// Storage OPTIONS of a table on moto's S3 server.
 fn s3_options(endpoint: &str) -> String {
     format!(
@@ -1133,15 +1150,10 @@ async fn tables_on_s3_read_write_and_keep_their_secrets() {
     let ctx = oracle::tpch_context(&server.sample_dir()).await;
     let endpoint = moto.endpoint();
     let py = s3_python_options(&endpoint);
-    let sample = server.sample_dir();
     let setup =
         |args: &[&str]| run_python_script(&server, "object_stores.py", args, "deltalake, boto3");
     setup(&["bucket", "s3", &endpoint, "lake"]);
-    for table in ["nation", "lineitem"] {
-        let url = format!("s3://lake/{table}");
-        let files = sample.join(table);
-        setup(&["delta-write", &url, &py, files.to_str().unwrap()]);
-    }
+    write_sample_as_delta(&setup, &server, "s3://lake", &py, &["nation", "lineitem"]);
     let c = server.connect().await;
     let options = s3_options(&endpoint);
     c.batch_execute(&format!(
@@ -1233,13 +1245,7 @@ async fn storage_credentials_name_the_settings_tables_use() {
     let setup =
         |args: &[&str]| run_python_script(&server, "object_stores.py", args, "deltalake, boto3");
     setup(&["bucket", "s3", &endpoint, "vault"]);
-    let nation = server.sample_dir().join("nation");
-    setup(&[
-        "delta-write",
-        "s3://vault/nation",
-        &py,
-        nation.to_str().unwrap(),
-    ]);
+    write_sample_as_delta(&setup, &server, "s3://vault", &py, &["nation"]);
     let c = server.connect().await;
     let options = s3_options(&endpoint);
     let all = "SELECT * FROM cred.nation ORDER BY n_nationkey";
@@ -1390,13 +1396,7 @@ async fn delta_tables_on_azurite() {
         )
     };
     setup(&["bucket", "az", &azurite.endpoint(), "lake"]);
-    let nation = server.sample_dir().join("nation");
-    setup(&[
-        "delta-write",
-        "az://lake/nation",
-        &py,
-        nation.to_str().unwrap(),
-    ]);
+    write_sample_as_delta(&setup, &server, "az://lake", &py, &["nation"]);
     let c = server.connect().await;
     c.batch_execute(&format!(
         "CREATE SCHEMA az; \
