@@ -11,11 +11,11 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use datafusion::catalog::TableProvider;
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::LogicalPlan;
-use deltalake::DeltaTable;
-use deltalake::protocol::SaveMode;
+use deltalake::{DeltaTable, DeltaTableError};
 use url::Url;
 
 use crate::delta_table::LochDeltaTable;
+use crate::delta_write::{NewTable, NewTableSink, WriteSpec};
 use crate::error::{CatalogError, Result};
 use crate::store::Relation;
 
@@ -184,7 +184,12 @@ pub const MANAGED_TABLE_PROPERTIES: [(&str, &str); 1] = [("delta.checkpointInter
 /// Writes a new Delta table at `url` holding the rows of `input` (none for
 /// `CREATE TABLE t (…)`), in one commit: version 0 has schema and data,
 /// files under `k=v/` directories of the `partition_by` columns.
-/// Returns the rows written.
+///
+/// The rows are written as an insert into a [`NewTableSink`]: with a
+/// distributed `state` the files are written by the executors that read
+/// the input, and the coordinator commits version 0 with delta-rs'
+/// `CreateBuilder` (the same protocol and metadata delta-rs' own
+/// `CREATE TABLE AS` makes). Returns the rows written.
 pub(crate) async fn create(
     url: Url,
     name: &str,
@@ -192,30 +197,44 @@ pub(crate) async fn create(
     partition_by: Vec<String>,
     state: SessionState,
 ) -> Result<u64> {
-    let table = DeltaTable::try_from_url(url).await?;
-    let table = table
-        .write(Vec::new())
-        .with_input_plan(input)
-        .with_session_state(Arc::new(state))
-        .with_save_mode(SaveMode::ErrorIfExists)
-        .with_partition_columns(partition_by)
-        .with_table_name(name)
-        .with_configuration(MANAGED_TABLE_PROPERTIES.map(|(k, v)| (k, Some(v))))
-        .await?;
-    Ok(rows_in_last_commit(&table).await)
-}
+    use datafusion::logical_expr::LogicalPlanBuilder;
+    use delta_kernel::engine::arrow_conversion::{TryFromArrow, TryFromKernel};
+    use deltalake::kernel::StructType;
 
-/// Rows added by the latest commit (what a `CREATE TABLE AS` or an
-/// `INSERT` reports), from its commit info; 0 when the commit does not say.
-pub(crate) async fn rows_in_last_commit(table: &DeltaTable) -> u64 {
-    use futures::StreamExt;
-    let Some(Ok(commit)) = table.history(Some(1)).next().await else {
-        return 0;
+    let normalized = deltalake::kernel::schema::cast::normalize_for_delta(&Arc::new(
+        input.schema().as_arrow().clone(),
+    ));
+    let columns = StructType::try_from_arrow(normalized.as_ref()).map_err(DeltaTableError::from)?;
+    let schema =
+        arrow::datatypes::Schema::try_from_kernel(&columns).map_err(DeltaTableError::from)?;
+    let spec = WriteSpec::for_new(url.clone(), &schema, &partition_by);
+    let new = NewTable {
+        url,
+        name: name.to_string(),
+        columns: columns.fields().cloned().collect(),
+        partition_columns: partition_by,
+        configuration: MANAGED_TABLE_PROPERTIES
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
     };
-    commit
-        .info
-        .get("operationMetrics")
-        .and_then(|m| m.get("num_added_rows").or_else(|| m.get("numOutputRows")))
-        .and_then(|v| v.as_u64().or_else(|| v.as_str()?.parse().ok()))
-        .unwrap_or(0)
+    let sink = Arc::new(NewTableSink::new(spec, new));
+    let insert = LogicalPlanBuilder::insert_into(
+        input,
+        name,
+        datafusion::datasource::provider_as_source(sink),
+        datafusion::logical_expr::dml::InsertOp::Append,
+    )?
+    .build()?;
+    let plan = state.create_physical_plan(&insert).await?;
+    let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
+    Ok(batches
+        .iter()
+        .filter_map(|b| {
+            b.column_by_name("count")?
+                .as_any()
+                .downcast_ref::<arrow::array::UInt64Array>()
+                .map(|c| c.iter().flatten().sum::<u64>())
+        })
+        .sum())
 }

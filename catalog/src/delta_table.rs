@@ -38,6 +38,8 @@ use datafusion::physical_plan::{
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
 
+use crate::delta_write::{CommitTarget, DeltaCommitExec, DeltaWriteExec, WriteSpec};
+
 /// A Delta table as DataFusion sees it in Loch.
 #[derive(Debug)]
 pub struct LochDeltaTable {
@@ -235,9 +237,24 @@ impl TableProvider for LochDeltaTable {
         insert_op: InsertOp,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         self.writable()?;
+        let lock = append_lock(self.table.table_url().as_str());
+        if insert_op == InsertOp::Append
+            && let Some(spec) = WriteSpec::of(&self.table)
+        {
+            // Loch's writer: files written where the rows are (executors
+            // when the input is distributed), one commit on the coordinator.
+            let partition_by = spec.partition_columns.clone();
+            let write = Arc::new(DeltaWriteExec::new(input, Arc::new(spec)));
+            let target = CommitTarget::Append {
+                table: self.table.clone(),
+                partition_columns: partition_by,
+                lock,
+            };
+            return Ok(Arc::new(DeltaCommitExec::new(write, Arc::new(target))));
+        }
         let sink = self.scan.insert_into(state, input, insert_op).await?;
         Ok(Arc::new(AppendInTurn {
-            lock: append_lock(self.table.table_url().as_str()),
+            lock,
             inner: sink,
             table: self.table.clone(),
         }))
@@ -345,7 +362,7 @@ impl fmt::Debug for DeltaChangeExec {
     }
 }
 
-fn count_schema() -> SchemaRef {
+pub(crate) fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "count",
         DataType::UInt64,

@@ -9,6 +9,7 @@
 pub mod credentials;
 pub mod delta;
 pub mod delta_table;
+pub mod delta_write;
 pub mod error;
 pub mod maintenance;
 pub mod provider;
@@ -535,15 +536,23 @@ pub fn merge_plan(
     delta.merge_plan(state, &dml.table_name, dml.input.as_ref().clone(), op)
 }
 
-/// True when `plan` reads or writes a Delta table (anywhere, subqueries
-/// included).
-pub fn touches_delta(plan: &LogicalPlan) -> bool {
+/// True when `plan` has to run the single-process way, on the coordinator:
+/// it reads a Delta table (delta-rs' scan cannot be sent to executors), or
+/// changes one other than by appending (`UPDATE`, `DELETE`, `MERGE`,
+/// `INSERT OVERWRITE` are delta-rs operations). Anywhere, subqueries
+/// included. An append whose input reads no Delta table may distribute:
+/// its files are written by [`delta_write::DeltaWriteExec`] tasks.
+pub fn keeps_delta_on_coordinator(plan: &LogicalPlan) -> bool {
     use datafusion::common::tree_node::TreeNodeRecursion;
+    use datafusion::logical_expr::WriteOp;
+    use datafusion::logical_expr::dml::InsertOp;
     let mut found = false;
     let _ = plan.apply_with_subqueries(|node| {
         found = match node {
             LogicalPlan::TableScan(scan) => is_delta_source(&scan.source),
-            LogicalPlan::Dml(dml) => is_delta_source(&dml.target),
+            LogicalPlan::Dml(dml) => {
+                is_delta_source(&dml.target) && !matches!(dml.op, WriteOp::Insert(InsertOp::Append))
+            }
             _ => false,
         };
         Ok(if found {

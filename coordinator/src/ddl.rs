@@ -108,7 +108,9 @@ pub(crate) async fn create_managed(
             create.input.as_ref().clone(),
             partition_by,
             (create.if_not_exists, create.or_replace),
-            undistributed(session.context().state()),
+            // The rows are written where the input is read: over the
+            // executors when it can be distributed.
+            session.planning_state(&create.input),
         )
         .await?;
     claim(session, &schema, &name)?;

@@ -622,12 +622,10 @@ impl Session {
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
         let df = if self.engine.is_distributed()
-            && (loch_catalog::touches_delta(&plan)
-                || uses_session_functions(&plan)
+            && (!self.distributable(&plan)
                 || returns_rows && self.ctx.state().optimize(&plan).is_err())
         {
-            // Delta scans (delta-rs' own execution plan) cannot be shipped
-            // to executors yet; and see `undistributed`: DataFusion's
+            // See `distributable`; and `undistributed`: DataFusion's
             // logical subquery rewrite can fail. Either way the statement
             // runs the single-process way, on the coordinator.
             DataFrame::new(undistributed(self.ctx.state()), plan)
@@ -655,6 +653,26 @@ impl Session {
             tag,
             rows: is_dml.then_some(count),
         })
+    }
+
+    /// Whether `plan` may run over the executors: not when it reads Delta
+    /// tables or changes them other than by appending (delta-rs' own
+    /// execution plans cannot be shipped), nor when it calls functions only
+    /// this session knows.
+    fn distributable(&self, plan: &LogicalPlan) -> bool {
+        !loch_catalog::keeps_delta_on_coordinator(plan) && !uses_session_functions(plan)
+    }
+
+    /// The state to plan `plan` with: the session's (distributed when there
+    /// are executors) when [`Self::distributable`], else the single-process
+    /// one.
+    pub(crate) fn planning_state(&self, plan: &LogicalPlan) -> datafusion::execution::SessionState {
+        let state = self.ctx.state();
+        if self.engine.is_distributed() && !self.distributable(plan) {
+            undistributed(state)
+        } else {
+            state
+        }
     }
 
     /// `EXPLAIN` with executors: DataFusion's own EXPLAIN plans with its

@@ -213,6 +213,7 @@ fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> Worker 
             Ok(ctx
                 .builder
                 .with_distributed_channel_resolver(resolver)
+                .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
                 .build())
         }
     })

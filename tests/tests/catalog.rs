@@ -1100,6 +1100,177 @@ async fn concurrent_appends_to_a_managed_table_lose_nothing() {
     );
 }
 
+/// Makes the sample's small tables span tasks on every executor (as
+/// tests/distributed.rs does), so statements really are distributed.
+const FORCE_DISTRIBUTION: &str = "SET distributed.file_scan_config_bytes_per_partition = 65536";
+
+/// Until `system.executors` lists `want` live executors.
+async fn wait_executors(c: &tokio_postgres::Client, want: i64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let sql = "SELECT count(*) FROM system.executors WHERE state = 'alive'";
+    while rows(c, sql).await != vec![vec![Cell::Int(want)]] {
+        assert!(Instant::now() < deadline, "{want} executors never came up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The actions of commit `version` of the table in `table_dir`, one JSON
+/// object each.
+fn commit_actions(table_dir: &Path, version: u64) -> Vec<serde_json::Value> {
+    let file = table_dir.join(format!("_delta_log/{version:020}.json"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// Versions in the log of the table in `table_dir`.
+fn log_versions(table_dir: &Path) -> usize {
+    std::fs::read_dir(table_dir.join("_delta_log"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn large_writes_are_made_by_the_executors_in_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start_with(dir.path(), SCALE);
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let c = server.connect().await;
+    wait_executors(&c, 2).await;
+    c.batch_execute(&format!(
+        "{FORCE_DISTRIBUTION}; CREATE SCHEMA w; \
+         CREATE TABLE w.orders AS SELECT * FROM tpch.orders LIMIT 0; \
+         CREATE TABLE w.items PARTITIONED BY (l_returnflag) AS \
+         SELECT * FROM tpch.lineitem LIMIT 0"
+    ))
+    .await
+    .unwrap();
+
+    // The plan writes the files in the stage the executors run, below the
+    // merge that brings their `add` actions to the one commit.
+    let insert = "INSERT INTO w.items SELECT * FROM tpch.lineitem";
+    let plan = format!(
+        "{:?}",
+        c.simple_query(&format!("EXPLAIN {insert}")).await.unwrap()
+    );
+    let commit = plan
+        .find("DeltaCommitExec")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let merge = plan
+        .find("NetworkCoalesceExec")
+        .unwrap_or_else(|| panic!("{plan}"));
+    let write = plan
+        .find("DeltaWriteExec")
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(commit < merge && merge < write, "{plan}");
+    assert!(plan.contains("Placement over 2 live executor(s)"), "{plan}");
+
+    for (table, insert, count) in [
+        ("items", insert, "SELECT count(*) FROM lineitem"),
+        (
+            "orders",
+            "INSERT INTO w.orders SELECT * FROM tpch.orders",
+            "SELECT count(*) FROM orders",
+        ),
+    ] {
+        let [table_dir] = managed_dirs(dir.path(), "w", table).try_into().unwrap();
+        let expected = oracle_count(&ctx, count).await;
+        assert_eq!(c.execute(insert, &[]).await.unwrap(), expected, "{insert}");
+        // One version, one file per write task at least (two executors),
+        // and the commit says what it added.
+        assert_eq!(log_versions(&table_dir), 2, "{insert}: one commit");
+        let actions = commit_actions(&table_dir, 1);
+        let adds = actions.iter().filter(|a| a.get("add").is_some()).count();
+        assert!(adds >= 2, "{insert}: {adds} files");
+        let info = actions
+            .iter()
+            .find_map(|a| a.get("commitInfo"))
+            .unwrap_or_else(|| panic!("{actions:?}"));
+        assert_eq!(info["operation"], "WRITE");
+        assert_eq!(info["operationMetrics"]["num_added_rows"], expected);
+    }
+
+    // The tables answer like the oracle, partition filters included.
+    let by_flag = "SELECT l_returnflag, l_linestatus, count(*), sum(l_quantity), \
+                   sum(l_extendedprice * (1 - l_discount)) FROM {t} GROUP BY 1, 2 ORDER BY 1, 2";
+    same(
+        &c,
+        &ctx,
+        &by_flag.replace("{t}", "w.items"),
+        &by_flag.replace("{t}", "lineitem"),
+    )
+    .await;
+    same(
+        &c,
+        &ctx,
+        "SELECT count(*), sum(l_quantity) FROM w.items WHERE l_returnflag = 'R'",
+        "SELECT count(*), sum(l_quantity) FROM lineitem WHERE l_returnflag = 'R'",
+    )
+    .await;
+    let [items_dir] = managed_dirs(dir.path(), "w", "items").try_into().unwrap();
+    for flag in ["A", "N", "R"] {
+        assert!(items_dir.join(format!("l_returnflag={flag}")).is_dir());
+    }
+
+    // CREATE TABLE AS writes the same way, and commits version 0 alone:
+    // schema, partitioning and every file.
+    let ctas = "CREATE TABLE w.copy PARTITIONED BY (l_linestatus) AS SELECT * FROM tpch.lineitem";
+    let expected = oracle_count(&ctx, "SELECT count(*) FROM lineitem").await;
+    assert_eq!(c.execute(ctas, &[]).await.unwrap(), expected);
+    let [copy_dir] = managed_dirs(dir.path(), "w", "copy").try_into().unwrap();
+    assert_eq!(log_versions(&copy_dir), 1);
+    let actions = commit_actions(&copy_dir, 0);
+    assert!(actions.iter().filter(|a| a.get("add").is_some()).count() >= 2);
+    let metadata = actions.iter().find_map(|a| a.get("metaData")).unwrap();
+    assert_eq!(
+        metadata["partitionColumns"],
+        serde_json::json!(["l_linestatus"])
+    );
+    let info = actions.iter().find_map(|a| a.get("commitInfo")).unwrap();
+    assert_eq!(info["operationMetrics"]["num_added_rows"], expected);
+    same(
+        &c,
+        &ctx,
+        &by_flag.replace("{t}", "w.copy"),
+        &by_flag.replace("{t}", "lineitem"),
+    )
+    .await;
+
+    // An INSERT that fails in the executors' stage commits nothing, and the
+    // session goes on.
+    let [orders_dir] = managed_dirs(dir.path(), "w", "orders").try_into().unwrap();
+    let failing = "INSERT INTO w.orders SELECT * FROM tpch.orders \
+                   WHERE o_orderkey / (o_orderkey - o_orderkey) > 0";
+    assert_eq!(sqlstate(&c, failing).await, "22012");
+    assert_eq!(log_versions(&orders_dir), 2, "a failed INSERT committed");
+    same(
+        &c,
+        &ctx,
+        "SELECT count(*), sum(o_totalprice) FROM w.orders",
+        "SELECT count(*), sum(o_totalprice) FROM orders",
+    )
+    .await;
+
+    // The deltalake package reads what the executors wrote.
+    let read = run_python_script(
+        &server,
+        "delta_interop.py",
+        &["read", orders_dir.to_str().unwrap()],
+        "deltalake",
+    );
+    assert_eq!(read[0]["version"], 1);
+    oracle::compare(
+        &json_rows(&read[0]),
+        &rows(&c, "SELECT * FROM w.orders ORDER BY o_orderkey").await,
+        true,
+    )
+    .unwrap();
+}
+
 /// Writes the sample's `tables` as Delta tables `{base}/{table}` with the
 /// `deltalake` package, through `setup` (object_stores.py); `py` holds its
 /// storage options.
@@ -1232,6 +1403,44 @@ async fn tables_on_s3_read_write_and_keep_their_secrets() {
         vec![vec![Cell::Int((APPEND_WRITERS * APPEND_INSERTS) as i64)]],
         "the session goes on"
     );
+
+    // A large INSERT is written on S3 by the executors, through their own
+    // clients (the settings come from the coordinator), in one commit.
+    // (Last: the Parquet table above lists the same directory.)
+    c.batch_execute(&format!(
+        "{FORCE_DISTRIBUTION}; \
+         CREATE TABLE s3.items USING DELTA LOCATION 's3://lake/lineitem' OPTIONS ({options})"
+    ))
+    .await
+    .unwrap();
+    let insert = "INSERT INTO s3.items SELECT * FROM tpch.lineitem";
+    let plan = format!(
+        "{:?}",
+        c.simple_query(&format!("EXPLAIN {insert}")).await.unwrap()
+    );
+    assert!(
+        plan.contains("NetworkCoalesceExec") && plan.contains("DeltaWriteExec"),
+        "{plan}"
+    );
+    let expected = oracle_count(&ctx, "SELECT count(*) FROM lineitem").await;
+    assert_eq!(c.execute(insert, &[]).await.unwrap(), expected);
+    same(
+        &c,
+        &ctx,
+        &by_flag.replace("{t}", "s3.items"),
+        &by_flag.replace(
+            "{t}",
+            "(SELECT * FROM lineitem UNION ALL SELECT * FROM lineitem) AS twice",
+        ),
+    )
+    .await;
+    let history = "DESCRIBE HISTORY s3.items";
+    assert_eq!(
+        column_text(&c, history, "version").await,
+        vec!["1".to_string(), "0".to_string()],
+        "one commit for the INSERT"
+    );
+    assert_eq!(column_text(&c, history, "operation").await[0], "WRITE");
 }
 
 #[tokio::test(flavor = "multi_thread")]

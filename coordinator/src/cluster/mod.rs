@@ -43,6 +43,7 @@ pub fn distribution(
             .with_distributed_scale_up_leaf_node_handler(placement::scale_up)
             .with_distributed_route_tasks_handler(placement::route)
             .with_distributed_desired_task_count_handler(placement::single_partition_input)
+            .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
             .with_distributed_planner();
         if same_machine
             && let Err(e) = builder
