@@ -681,6 +681,7 @@ struct DeltaReport {
     executors: usize,
     lineitem_rows: u64,
     ctas_lineitem_s: f64,
+    insert_lineitem_s: f64,
     deltalake_read_s: f64,
     deltalake_write_s: f64,
     ctas_vs_deltalake_read_and_write: f64,
@@ -729,6 +730,40 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     eprintln!(
         "CREATE TABLE AS lineitem: {lineitem_rows} rows in {ctas_s:.2} s ({:.2} M rows/s)",
         lineitem_rows as f64 / ctas_s / 1e6
+    );
+
+    // INSERT … SELECT of lineitem into an empty Delta table: the files are
+    // written by the executors, one commit on the coordinator.
+    let mut insert_times = Vec::new();
+    for i in 0..=runs {
+        client
+            .batch_execute(
+                "DROP TABLE IF EXISTS tpch_delta.lineitem_insert; \
+                 CREATE TABLE tpch_delta.lineitem_insert AS SELECT * FROM tpch.lineitem LIMIT 0",
+            )
+            .await?;
+        let start = Instant::now();
+        let n = client
+            .execute(
+                "INSERT INTO tpch_delta.lineitem_insert SELECT * FROM tpch.lineitem",
+                &[],
+            )
+            .await?;
+        let elapsed = start.elapsed();
+        if n != lineitem_rows {
+            return Err(format!("INSERT wrote {n} rows of {lineitem_rows}").into());
+        }
+        if i > 0 {
+            insert_times.push(elapsed);
+        }
+    }
+    client
+        .batch_execute("DROP TABLE tpch_delta.lineitem_insert")
+        .await?;
+    let insert_s = median(insert_times) / 1000.0;
+    eprintln!(
+        "INSERT INTO … SELECT lineitem: {insert_s:.2} s ({:.2} M rows/s)",
+        lineitem_rows as f64 / insert_s / 1e6
     );
 
     // The deltalake package writing the same rows from pyarrow.
@@ -825,11 +860,14 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
         "\nlineitem ({lineitem_rows} rows) into a new Delta table:\n\n\
          | writer | s | M rows/s | vs deltalake from pyarrow (read + write) |\n\
          |---|---:|---:|---:|\n\
-         | Loch `CREATE TABLE AS SELECT * FROM tpch.lineitem` | {ctas_s:.2} | {:.2} | {:.2} |\n\
+         | Loch `CREATE TABLE AS SELECT * FROM tpch.lineitem` (coordinator writes) | {ctas_s:.2} | {:.2} | {:.2} |\n\
+         | Loch `INSERT INTO … SELECT * FROM tpch.lineitem` (executors write) | {insert_s:.2} | {:.2} | {:.2} |\n\
          | deltalake `write_deltalake` from pyarrow, read + write | {reference:.2} | {:.2} | 1.00 |\n\
          | deltalake `write_deltalake`, write only | {py_write:.2} | {:.2} | {:.2} |",
         lineitem_rows as f64 / ctas_s / 1e6,
         ctas_s / reference,
+        lineitem_rows as f64 / insert_s / 1e6,
+        insert_s / reference,
         lineitem_rows as f64 / reference / 1e6,
         lineitem_rows as f64 / py_write / 1e6,
         py_write / reference,
@@ -841,6 +879,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
         executors: args.executors,
         lineitem_rows,
         ctas_lineitem_s: ctas_s,
+        insert_lineitem_s: insert_s,
         deltalake_read_s: py_read,
         deltalake_write_s: py_write,
         ctas_vs_deltalake_read_and_write: ctas_s / reference,
