@@ -860,8 +860,8 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
         "\nlineitem ({lineitem_rows} rows) into a new Delta table:\n\n\
          | writer | s | M rows/s | vs deltalake from pyarrow (read + write) |\n\
          |---|---:|---:|---:|\n\
-         | Loch `CREATE TABLE AS SELECT * FROM tpch.lineitem` (coordinator writes) | {ctas_s:.2} | {:.2} | {:.2} |\n\
-         | Loch `INSERT INTO … SELECT * FROM tpch.lineitem` (executors write) | {insert_s:.2} | {:.2} | {:.2} |\n\
+         | Loch `CREATE TABLE AS SELECT * FROM tpch.lineitem` | {ctas_s:.2} | {:.2} | {:.2} |\n\
+         | Loch `INSERT INTO … SELECT * FROM tpch.lineitem` | {insert_s:.2} | {:.2} | {:.2} |\n\
          | deltalake `write_deltalake` from pyarrow, read + write | {reference:.2} | {:.2} | 1.00 |\n\
          | deltalake `write_deltalake`, write only | {py_write:.2} | {:.2} | {:.2} |",
         lineitem_rows as f64 / ctas_s / 1e6,

@@ -669,16 +669,11 @@ impl ExecutionPlan for AppendInTurn {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
-            Ok([inner]) => Ok(Arc::new(AppendInTurn {
-                inner,
-                lock: Arc::clone(&self.lock),
-                table: self.table.clone(),
-            })),
-            Err(_) => Err(DataFusionError::Internal(
-                "AppendInTurn has one child".into(),
-            )),
-        }
+        Ok(Arc::new(AppendInTurn {
+            inner: crate::delta_write::one_child("AppendInTurn", children)?,
+            lock: Arc::clone(&self.lock),
+            table: self.table.clone(),
+        }))
     }
 
     fn execute(

@@ -220,12 +220,8 @@ impl ExecutionPlan for DeltaWriteExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(DeltaWriteExec::new(input, Arc::clone(&self.spec)))),
-            Err(_) => Err(DataFusionError::Internal(
-                "DeltaWriteExec has one child".into(),
-            )),
-        }
+        let input = one_child("DeltaWriteExec", children)?;
+        Ok(Arc::new(DeltaWriteExec::new(input, Arc::clone(&self.spec))))
     }
 
     fn execute(
@@ -257,6 +253,17 @@ impl ExecutionPlan for DeltaWriteExec {
             )?)
         });
         Ok(Box::pin(RecordBatchStreamAdapter::new(schema, written)))
+    }
+}
+
+/// The child of a node that has exactly one (its `with_new_children`).
+pub(crate) fn one_child(
+    node: &str,
+    children: Vec<Arc<dyn ExecutionPlan>>,
+) -> DfResult<Arc<dyn ExecutionPlan>> {
+    match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
+        Ok([child]) => Ok(child),
+        Err(_) => Err(DataFusionError::Internal(format!("{node} has one child"))),
     }
 }
 
@@ -412,15 +419,11 @@ impl ExecutionPlan for DeltaCommitExec {
         self: Arc<Self>,
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
-        match <[Arc<dyn ExecutionPlan>; 1]>::try_from(children) {
-            Ok([input]) => Ok(Arc::new(DeltaCommitExec::new(
-                input,
-                Arc::clone(&self.target),
-            ))),
-            Err(_) => Err(DataFusionError::Internal(
-                "DeltaCommitExec has one child".into(),
-            )),
-        }
+        let input = one_child("DeltaCommitExec", children)?;
+        Ok(Arc::new(DeltaCommitExec::new(
+            input,
+            Arc::clone(&self.target),
+        )))
     }
 
     fn execute(
