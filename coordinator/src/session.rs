@@ -623,7 +623,7 @@ impl Session {
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
         let df = if self.engine.is_distributed()
             && (!self.distributable(&plan)
-                || returns_rows && self.ctx.state().optimize(&plan).is_err())
+                || (returns_rows || is_dml) && self.ctx.state().optimize(&plan).is_err())
         {
             // See `distributable`; and `undistributed`: DataFusion's
             // logical subquery rewrite can fail. Either way the statement
@@ -664,11 +664,14 @@ impl Session {
     }
 
     /// The state to plan `plan` with: the session's (distributed when there
-    /// are executors) when [`Self::distributable`], else the single-process
-    /// one.
+    /// are executors) when [`Self::distributable`] and its logical
+    /// optimization succeeds there (see `undistributed`), else the
+    /// single-process one.
     pub(crate) fn planning_state(&self, plan: &LogicalPlan) -> datafusion::execution::SessionState {
         let state = self.ctx.state();
-        if self.engine.is_distributed() && !self.distributable(plan) {
+        if self.engine.is_distributed()
+            && (!self.distributable(plan) || state.optimize(plan).is_err())
+        {
             undistributed(state)
         } else {
             state

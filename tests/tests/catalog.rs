@@ -1240,6 +1240,26 @@ async fn large_writes_are_made_by_the_executors_in_one_commit() {
     )
     .await;
 
+    // Inputs with subqueries, distributed or not, write the right rows.
+    let above_average = "SELECT * FROM {t} WHERE o_totalprice > \
+                         (SELECT avg(o_totalprice) FROM {t} WHERE o_orderstatus = 'F')";
+    c.batch_execute(&format!(
+        "CREATE TABLE w.big AS {}",
+        above_average.replace("{t}", "tpch.orders")
+    ))
+    .await
+    .unwrap();
+    same(
+        &c,
+        &ctx,
+        "SELECT count(*), sum(o_totalprice) FROM w.big",
+        &format!(
+            "SELECT count(*), sum(o_totalprice) FROM ({}) AS big",
+            above_average.replace("{t}", "orders")
+        ),
+    )
+    .await;
+
     // An INSERT that fails in the executors' stage commits nothing, and the
     // session goes on.
     let [orders_dir] = managed_dirs(dir.path(), "w", "orders").try_into().unwrap();
