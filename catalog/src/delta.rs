@@ -228,13 +228,5 @@ pub(crate) async fn create(
     .build()?;
     let plan = state.create_physical_plan(&insert).await?;
     let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-    Ok(batches
-        .iter()
-        .filter_map(|b| {
-            b.column_by_name("count")?
-                .as_any()
-                .downcast_ref::<arrow::array::UInt64Array>()
-                .map(|c| c.iter().flatten().sum::<u64>())
-        })
-        .sum())
+    Ok(batches.iter().map(crate::delta_table::counted).sum())
 }

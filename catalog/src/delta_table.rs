@@ -362,12 +362,23 @@ impl fmt::Debug for DeltaChangeExec {
     }
 }
 
+/// The schema of what a write answers: one `count` row (DataFusion's DML
+/// answer, which Loch's Delta writes and changes answer too).
 pub(crate) fn count_schema() -> SchemaRef {
     Arc::new(Schema::new(vec![Field::new(
         "count",
         DataType::UInt64,
         false,
     )]))
+}
+
+/// The rows a batch of a write's answer ([`count_schema`]) counts; 0 for a
+/// batch without that column.
+pub fn counted(batch: &RecordBatch) -> u64 {
+    batch
+        .column_by_name("count")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map_or(0, |c| c.iter().flatten().sum())
 }
 
 impl DeltaChangeExec {

@@ -606,13 +606,7 @@ impl Session {
             let mut stream = self.guard(stream, cancel);
             let mut count = 0u64;
             while let Some(batch) = stream.next().await {
-                let batch = batch?;
-                if let Some(col) = batch
-                    .column_by_name("count")
-                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
-                {
-                    count += col.iter().flatten().sum::<u64>();
-                }
+                count += loch_catalog::delta_table::counted(&batch?);
             }
             return Ok(Output::Command {
                 tag,
@@ -621,13 +615,11 @@ impl Session {
         }
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
-        let df = if self.engine.is_distributed()
-            && (!self.distributable(&plan)
-                || (returns_rows || is_dml) && self.ctx.state().optimize(&plan).is_err())
-        {
-            // See `distributable`; and `undistributed`: DataFusion's
-            // logical subquery rewrite can fail. Either way the statement
-            // runs the single-process way, on the coordinator.
+        let df = if returns_rows || is_dml {
+            // A query or a DML statement: distributed unless
+            // `planning_state` says it must run on the coordinator.
+            DataFrame::new(self.planning_state(&plan), plan)
+        } else if self.engine.is_distributed() && !self.distributable(&plan) {
             DataFrame::new(undistributed(self.ctx.state()), plan)
         } else {
             self.ctx.execute_logical_plan(plan).await?
@@ -638,20 +630,13 @@ impl Session {
             return Ok(Output::Rows { schema, stream });
         }
         let mut stream = self.guard(self.engine.execute(df), cancel);
-        let mut count = 0usize;
+        let mut count = 0u64;
         while let Some(batch) = stream.next().await {
-            let batch = batch?;
-            if is_dml
-                && let Some(col) = batch
-                    .column_by_name("count")
-                    .and_then(|c| c.as_any().downcast_ref::<arrow::array::UInt64Array>())
-            {
-                count += col.iter().flatten().sum::<u64>() as usize;
-            }
+            count += loch_catalog::delta_table::counted(&batch?);
         }
         Ok(Output::Command {
             tag,
-            rows: is_dml.then_some(count),
+            rows: is_dml.then_some(count as usize),
         })
     }
 
