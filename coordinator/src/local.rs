@@ -189,11 +189,14 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                 Arc::clone(engine.stores()),
                 cluster.secret.clone(),
             )));
-            engine = engine.with_distribution(distribution(
-                Arc::clone(&registry),
-                &cluster.secret,
-                addr.ip().is_loopback(),
-            ));
+            engine = engine.with_distribution(
+                distribution(
+                    Arc::clone(&registry),
+                    &cluster.secret,
+                    addr.ip().is_loopback(),
+                ),
+                Arc::clone(&registry) as Arc<dyn loch_executor::engine::ExecutorCheck>,
+            );
             if cluster.spawn_executors > 0 {
                 let url = format!("http://{addr}");
                 children = Children::spawn(

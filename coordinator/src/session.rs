@@ -626,7 +626,7 @@ impl Session {
         };
         if returns_rows {
             let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let stream = self.guard(self.engine.execute(df), cancel);
+            let stream = self.guard(replanning(&self.engine, df), cancel);
             return Ok(Output::Rows { schema, stream });
         }
         let mut stream = self.guard(self.engine.execute(df), cancel);
@@ -1139,6 +1139,64 @@ pub fn cast_columns(
             }
         })
         .collect()
+}
+
+/// How many times a query is planned again after losing executors.
+const MAX_REPLANS: usize = 2;
+
+/// Runs a query; when it fails calling an executor before it produced a
+/// row, and that executor no longer accepts connections, the query is
+/// planned again over the executors left and run from the start (at most
+/// [`MAX_REPLANS`] times). Rows once sent are never taken back: a failure
+/// after the first row ends the query with the error (58000).
+fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
+    let first = engine.execute(df.clone());
+    let Some(check) = engine.executor_check().cloned() else {
+        return first;
+    };
+    let schema = first.schema();
+    struct Attempt {
+        stream: SendableRecordBatchStream,
+        produced: bool,
+        replans: usize,
+    }
+    let engine = engine.clone();
+    let attempts = futures::stream::unfold(
+        Attempt {
+            stream: first,
+            produced: false,
+            replans: 0,
+        },
+        move |mut at| {
+            let (engine, check, df) = (engine.clone(), Arc::clone(&check), df.clone());
+            async move {
+                loop {
+                    match at.stream.next().await {
+                        Some(Ok(batch)) => {
+                            at.produced |= batch.num_rows() > 0;
+                            return Some((Ok(batch), at));
+                        }
+                        Some(Err(e))
+                            if !at.produced
+                                && at.replans < MAX_REPLANS
+                                && crate::error::classify_datafusion(&e) == "58000"
+                                && check.drop_unreachable().await > 0 =>
+                        {
+                            at.replans += 1;
+                            tracing::warn!(
+                                error = %e,
+                                replans = at.replans,
+                                "executor lost before the first row; planning the query again"
+                            );
+                            at.stream = engine.execute(df.clone());
+                        }
+                        other => return other.map(|item| (item, at)),
+                    }
+                }
+            }
+        },
+    );
+    Box::pin(RecordBatchStreamAdapter::new(schema, attempts))
 }
 
 #[cfg(test)]

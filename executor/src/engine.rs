@@ -36,6 +36,15 @@ pub struct EngineOptions {
 /// coordinator supplies it: worker resolver, placement, signed channels).
 pub type Distribution = Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder + Send + Sync>;
 
+/// What the coordinator does when a query failed calling an executor: find
+/// the executors that no longer answer and stop planning on them, so the
+/// query can be planned again on the others.
+#[async_trait::async_trait]
+pub trait ExecutorCheck: Send + Sync {
+    /// Drops the executors that do not answer; how many it dropped.
+    async fn drop_unreachable(&self) -> usize;
+}
+
 /// The shared engine: runtime (memory pool, object stores, caches) and
 /// catalog. Cheap to clone.
 #[derive(Clone)]
@@ -46,6 +55,7 @@ pub struct Engine {
     catalog: LochCatalog,
     target_partitions: usize,
     distribution: Option<Distribution>,
+    executor_check: Option<Arc<dyn ExecutorCheck>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -104,6 +114,7 @@ impl Engine {
             catalog,
             target_partitions,
             distribution: None,
+            executor_check: None,
         })
     }
 
@@ -112,10 +123,21 @@ impl Engine {
         self.distribution.is_some()
     }
 
-    /// Plans every new session's queries for distributed execution.
-    pub fn with_distribution(mut self, distribution: Distribution) -> Self {
+    /// Plans every new session's queries for distributed execution;
+    /// `check` finds lost executors when a query fails calling one.
+    pub fn with_distribution(
+        mut self,
+        distribution: Distribution,
+        check: Arc<dyn ExecutorCheck>,
+    ) -> Self {
         self.distribution = Some(distribution);
+        self.executor_check = Some(check);
         self
+    }
+
+    /// How lost executors are found (distributed engines only).
+    pub fn executor_check(&self) -> Option<&Arc<dyn ExecutorCheck>> {
+        self.executor_check.as_ref()
     }
 
     /// The object stores tables have configured (what executors ask the

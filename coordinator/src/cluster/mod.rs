@@ -21,9 +21,26 @@ use tokio::process::{Child, Command};
 
 pub use registry::{Registry, RegistryResolver};
 
+/// The largest estimated build side (bytes, rows) a hash join sends whole
+/// to every task of its probe side instead of shuffling both sides.
+///
+/// DataFusion's own thresholds (1 MiB, 128 Ki rows) are tuned for one
+/// process, where a partitioned join's repartition only moves pointers.
+/// Across executors the alternative to a broadcast is sending the probe
+/// side over the network too, and the probe side is the big one (TPC-H's
+/// lineitem). Measured on TPC-H SF1 with 2 executors: q3, q5, q7 and q18
+/// 20–40 % faster with these than with DataFusion's; no query slower by
+/// more than the noise. Sessions can still `SET
+/// datafusion.optimizer.hash_join_single_partition_threshold[_rows]`.
+pub const BROADCAST_BUILD_BYTES: usize = 32 << 20;
+/// See [`BROADCAST_BUILD_BYTES`].
+pub const BROADCAST_BUILD_ROWS: usize = 2_000_000;
+
 /// How every session of a coordinator with executors plans: stages cut by
 /// datafusion-distributed, workers from the registry, scans placed by
 /// [`placement`], every call to an executor signed with the cluster secret.
+///
+/// Hash joins broadcast build sides up to [`BROADCAST_BUILD_BYTES`].
 ///
 /// `same_machine` (a loopback cluster endpoint: every executor runs here)
 /// turns off compression of exchanged batches: over loopback it only costs
@@ -43,14 +60,14 @@ pub fn distribution(
             .with_distributed_scale_up_leaf_node_handler(placement::scale_up)
             .with_distributed_route_tasks_handler(placement::route)
             .with_distributed_desired_task_count_handler(placement::single_partition_input)
+            .with_distributed_desired_task_count_handler(placement::scan_tasks)
             .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
             .with_distributed_planner();
-        if same_machine
-            && let Err(e) = builder
-                .config()
-                .get_or_insert_default()
-                .set_distributed_compression(None)
-        {
+        let config = builder.config().get_or_insert_default();
+        let optimizer = &mut config.options_mut().optimizer;
+        optimizer.hash_join_single_partition_threshold = BROADCAST_BUILD_BYTES;
+        optimizer.hash_join_single_partition_threshold_rows = BROADCAST_BUILD_ROWS;
+        if same_machine && let Err(e) = config.set_distributed_compression(None) {
             tracing::warn!(error = %e, "cannot turn exchange compression off");
         }
         builder

@@ -3,8 +3,10 @@
 //! Executors register with their first heartbeat and stay live while
 //! heartbeats keep coming; one silent for longer than the heartbeat timeout
 //! is `lost` and gets no new work; its next heartbeat makes it `alive`
-//! again. A clean stop removes it at once. Lost entries are forgotten after
-//! [`FORGET_AFTER`].
+//! again. A clean stop removes it at once. One that a query failed to call
+//! and that then refuses a connection is `lost` at once
+//! ([`ExecutorCheck`]), so the query can be planned again without it. Lost
+//! entries are forgotten after [`FORGET_AFTER`].
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -12,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::error::DataFusionError;
 use datafusion_distributed::WorkerResolver;
+use loch_executor::engine::ExecutorCheck;
 use loch_executor::worker::Heartbeat;
 use tokio::sync::watch;
 use url::Url;
@@ -30,6 +33,8 @@ struct Entry {
     last_seen: Instant,
     last_seen_at: SystemTime,
     running_tasks: u64,
+    /// Found unreachable after a failed call; cleared by its next heartbeat.
+    unreachable: bool,
 }
 
 /// One row of `system.executors`.
@@ -67,9 +72,10 @@ impl Registry {
         self.timeout
     }
 
-    /// The one definition of live: heard from within the heartbeat timeout.
+    /// The one definition of live: heard from within the heartbeat timeout,
+    /// and not found unreachable since.
     fn is_alive(&self, entry: &Entry, now: Instant) -> bool {
-        now.duration_since(entry.last_seen) <= self.timeout
+        !entry.unreachable && now.duration_since(entry.last_seen) <= self.timeout
     }
 
     /// Records a heartbeat; the first one registers the executor.
@@ -97,6 +103,7 @@ impl Registry {
                     entry.last_seen = now;
                     entry.last_seen_at = SystemTime::now();
                     entry.running_tasks = beat.running_tasks;
+                    entry.unreachable = false;
                     entry.version = beat.version;
                     entry.pid = beat.pid;
                 }
@@ -119,6 +126,7 @@ impl Registry {
                             last_seen: now,
                             last_seen_at: SystemTime::now(),
                             running_tasks: beat.running_tasks,
+                            unreachable: false,
                         },
                     );
                     changed = true;
@@ -205,6 +213,49 @@ impl Registry {
     }
 }
 
+/// How long a live executor has to accept a connection when a query failed
+/// calling one (a killed process refuses at once).
+const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+#[async_trait::async_trait]
+impl ExecutorCheck for Registry {
+    /// Tries a TCP connection to every live executor; those that refuse or
+    /// do not answer within [`PROBE_TIMEOUT`] are lost from now on (until
+    /// they send a heartbeat again).
+    async fn drop_unreachable(&self) -> usize {
+        let probes = self.live_urls().into_iter().map(|url| async move {
+            let reachable = match (url.host_str(), url.port_or_known_default()) {
+                (Some(host), Some(port)) => matches!(
+                    tokio::time::timeout(
+                        PROBE_TIMEOUT,
+                        tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)),
+                    )
+                    .await,
+                    Ok(Ok(_))
+                ),
+                _ => true,
+            };
+            (url, reachable)
+        });
+        let lost: Vec<Url> = futures::future::join_all(probes)
+            .await
+            .into_iter()
+            .filter_map(|(url, reachable)| (!reachable).then_some(url))
+            .collect();
+        if lost.is_empty() {
+            return 0;
+        }
+        if let Ok(mut entries) = self.entries.write() {
+            for entry in entries.values_mut().filter(|e| lost.contains(&e.url)) {
+                tracing::warn!(url = %entry.url, "executor unreachable; planning without it");
+                entry.unreachable = true;
+            }
+        }
+        self.changes.send_modify(|n| *n += 1);
+        lost.len()
+    }
+}
+
 /// datafusion-distributed asks this where the workers are.
 #[derive(Debug, Clone)]
 pub struct RegistryResolver(pub Arc<Registry>);
@@ -255,6 +306,33 @@ mod tests {
                 .heartbeat(beat("d", 0).tap_url("not a url"))
                 .is_err()
         );
+    }
+
+    #[tokio::test]
+    async fn unreachable_executors_are_dropped_until_they_beat_again() {
+        let registry = Registry::new(Duration::from_secs(60));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let open = listener.local_addr().unwrap().port();
+        // A port nobody listens on: bound, then closed.
+        let closed = {
+            let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            gone.local_addr().unwrap().port()
+        };
+        registry.heartbeat(beat("up", open)).unwrap();
+        registry.heartbeat(beat("down", closed)).unwrap();
+        assert_eq!(registry.drop_unreachable().await, 1);
+        let up = Url::parse(&format!("http://127.0.0.1:{open}")).unwrap();
+        assert_eq!(registry.live_urls(), vec![up]);
+        assert!(
+            registry
+                .snapshot()
+                .iter()
+                .any(|e| e.id == "down" && !e.alive)
+        );
+        // Nothing more to drop; a heartbeat brings the other one back.
+        assert_eq!(registry.drop_unreachable().await, 0);
+        registry.heartbeat(beat("down", closed)).unwrap();
+        assert_eq!(registry.live_urls().len(), 2);
     }
 
     trait TapUrl {
