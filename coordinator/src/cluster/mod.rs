@@ -28,9 +28,9 @@ pub use registry::{Registry, RegistryResolver};
 /// process, where a partitioned join's repartition only moves pointers.
 /// Across executors the alternative to a broadcast is sending the probe
 /// side over the network too, and the probe side is the big one (TPC-H's
-/// lineitem). Measured on TPC-H SF1 with 2 executors: q3, q5, q7 and q18
-/// 20–40 % faster with these than with DataFusion's; no query slower by
-/// more than the noise. Sessions can still `SET
+/// lineitem). Measured on TPC-H SF1 with 2 executors: q3, q5, q7, q18 and
+/// q21 20–40 % faster with these than with DataFusion's; the most any
+/// query lost was q17, about 7 %. Sessions can still `SET
 /// datafusion.optimizer.hash_join_single_partition_threshold[_rows]`.
 pub const BROADCAST_BUILD_BYTES: usize = 32 << 20;
 /// See [`BROADCAST_BUILD_BYTES`].
