@@ -26,7 +26,7 @@ use futures::task::AtomicWaker;
 use futures::{Stream, StreamExt};
 use loch_catalog::DEFAULT_SCHEMA;
 use loch_executor::Engine;
-use loch_executor::engine::undistributed;
+use loch_executor::engine::{ExecutorCheck, undistributed};
 
 use crate::error::LochError;
 use crate::statement::{Command, canonical_name, command_schema};
@@ -1159,39 +1159,41 @@ fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
         stream: SendableRecordBatchStream,
         produced: bool,
         replans: usize,
+        engine: Engine,
+        check: Arc<dyn ExecutorCheck>,
+        df: DataFrame,
     }
-    let engine = engine.clone();
     let attempts = futures::stream::unfold(
         Attempt {
             stream: first,
             produced: false,
             replans: 0,
+            engine: engine.clone(),
+            check,
+            df,
         },
-        move |mut at| {
-            let (engine, check, df) = (engine.clone(), Arc::clone(&check), df.clone());
-            async move {
-                loop {
-                    match at.stream.next().await {
-                        Some(Ok(batch)) => {
-                            at.produced |= batch.num_rows() > 0;
-                            return Some((Ok(batch), at));
-                        }
-                        Some(Err(e))
-                            if !at.produced
-                                && at.replans < MAX_REPLANS
-                                && crate::error::classify_datafusion(&e) == "58000"
-                                && check.drop_unreachable().await > 0 =>
-                        {
-                            at.replans += 1;
-                            tracing::warn!(
-                                error = %e,
-                                replans = at.replans,
-                                "executor lost before the first row; planning the query again"
-                            );
-                            at.stream = engine.execute(df.clone());
-                        }
-                        other => return other.map(|item| (item, at)),
+        |mut at| async move {
+            loop {
+                match at.stream.next().await {
+                    Some(Ok(batch)) => {
+                        at.produced |= batch.num_rows() > 0;
+                        return Some((Ok(batch), at));
                     }
+                    Some(Err(e))
+                        if !at.produced
+                            && at.replans < MAX_REPLANS
+                            && crate::error::classify_datafusion(&e) == "58000"
+                            && at.check.drop_unreachable().await > 0 =>
+                    {
+                        at.replans += 1;
+                        tracing::warn!(
+                            error = %e,
+                            replans = at.replans,
+                            "executor lost before the first row; planning the query again"
+                        );
+                        at.stream = at.engine.execute(at.df.clone());
+                    }
+                    other => return other.map(|item| (item, at)),
                 }
             }
         },
