@@ -1145,27 +1145,45 @@ pub fn cast_columns(
 const MAX_REPLANS: usize = 2;
 
 /// Runs a query; when it fails calling an executor before it produced a
-/// row, and that executor no longer accepts connections, the query is
-/// planned again over the executors left and run from the start (at most
+/// row, and one of the executors it was planned on is gone by then (lost to
+/// the heartbeat timeout, or refusing connections when probed), the query
+/// is planned again over the executors left and run from the start (at most
 /// [`MAX_REPLANS`] times). Rows once sent are never taken back: a failure
 /// after the first row ends the query with the error (58000).
 fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
-    let first = engine.execute(df.clone());
     let Some(check) = engine.executor_check().cloned() else {
-        return first;
+        return engine.execute(df);
     };
+    let planned_on = check.live();
+    let first = engine.execute(df.clone());
     let schema = first.schema();
     struct Attempt {
         stream: SendableRecordBatchStream,
+        /// The live executors when this attempt was planned.
+        planned_on: Vec<String>,
         produced: bool,
         replans: usize,
         engine: Engine,
         check: Arc<dyn ExecutorCheck>,
         df: DataFrame,
     }
+    /// Whether an executor the attempt may have used is gone now.
+    async fn lost_one_of(check: &dyn ExecutorCheck, planned_on: &[String]) -> bool {
+        check.drop_unreachable().await;
+        let live = check.live();
+        let lost = planned_on.iter().any(|id| !live.contains(id));
+        if !lost {
+            tracing::warn!(
+                ?planned_on,
+                "an executor call failed, but every executor still answers; not planning again"
+            );
+        }
+        lost
+    }
     let attempts = futures::stream::unfold(
         Attempt {
             stream: first,
+            planned_on,
             produced: false,
             replans: 0,
             engine: engine.clone(),
@@ -1183,7 +1201,7 @@ fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
                         if !at.produced
                             && at.replans < MAX_REPLANS
                             && crate::error::classify_datafusion(&e) == "58000"
-                            && at.check.drop_unreachable().await > 0 =>
+                            && lost_one_of(at.check.as_ref(), &at.planned_on).await =>
                     {
                         at.replans += 1;
                         tracing::warn!(
@@ -1191,6 +1209,7 @@ fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
                             replans = at.replans,
                             "executor lost before the first row; planning the query again"
                         );
+                        at.planned_on = at.check.live();
                         at.stream = at.engine.execute(at.df.clone());
                     }
                     other => return other.map(|item| (item, at)),

@@ -41,6 +41,8 @@ pub type Distribution = Arc<dyn Fn(SessionStateBuilder) -> SessionStateBuilder +
 /// query can be planned again on the others.
 #[async_trait::async_trait]
 pub trait ExecutorCheck: Send + Sync {
+    /// The ids of the executors planning uses now.
+    fn live(&self) -> Vec<String>;
     /// Drops the executors that do not answer; how many it dropped.
     async fn drop_unreachable(&self) -> usize;
 }

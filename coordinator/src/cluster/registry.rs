@@ -213,34 +213,70 @@ impl Registry {
     }
 }
 
-/// How long a live executor has to accept a connection when a query failed
-/// calling one (a killed process refuses at once).
+/// How long a live executor has to answer when a query failed calling one.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// An HTTP/2 client preface followed by an empty SETTINGS frame.
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+/// The frame type of SETTINGS, the first frame an HTTP/2 server sends.
+const H2_SETTINGS: u8 = 0x04;
+
+/// Whether the executor at `url` answers within [`PROBE_TIMEOUT`]: it must
+/// send its SETTINGS frame after our preface. Accepting the connection is
+/// not enough: the kernel completes handshakes for a process that is being
+/// killed until its listening socket is closed, which can come after the
+/// connections that broke the query.
+async fn answers(url: &Url) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else {
+        return true;
+    };
+    let host = host.trim_matches(['[', ']']);
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect((host, port)).await?;
+        if url.scheme() != "http" {
+            // A TLS endpoint: accepting is all this probe can ask.
+            return Ok(true);
+        }
+        stream.write_all(H2_PREFACE).await?;
+        let mut header = [0u8; 9];
+        stream.read_exact(&mut header).await?;
+        Ok::<_, std::io::Error>(header[3] == H2_SETTINGS)
+    };
+    matches!(
+        tokio::time::timeout(PROBE_TIMEOUT, probe).await,
+        Ok(Ok(true))
+    )
+}
 
 #[async_trait::async_trait]
 impl ExecutorCheck for Registry {
-    /// Tries a TCP connection to every live executor; those that refuse or
-    /// do not answer within [`PROBE_TIMEOUT`] are lost from now on (until
+    fn live(&self) -> Vec<String> {
+        let now = Instant::now();
+        self.entries
+            .read()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter(|(_, e)| self.is_alive(e, now))
+                    .map(|(id, _)| id.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Asks every live executor for an HTTP/2 handshake; those that refuse
+    /// or do not answer within [`PROBE_TIMEOUT`] are lost from now on (until
     /// they send a heartbeat again).
     async fn drop_unreachable(&self) -> usize {
-        let probes = self.live_urls().into_iter().map(|url| async move {
-            let reachable = match (url.host_str(), url.port_or_known_default()) {
-                (Some(host), Some(port)) => matches!(
-                    tokio::time::timeout(
-                        PROBE_TIMEOUT,
-                        tokio::net::TcpStream::connect((host.trim_matches(['[', ']']), port)),
-                    )
-                    .await,
-                    Ok(Ok(_))
-                ),
-                _ => true,
-            };
-            (url, reachable)
-        });
+        let probes = self
+            .live_urls()
+            .into_iter()
+            .map(|url| async move { (answers(&url).await, url) });
         let lost: Vec<Url> = futures::future::join_all(probes)
             .await
             .into_iter()
-            .filter_map(|(url, reachable)| (!reachable).then_some(url))
+            .filter_map(|(reachable, url)| (!reachable).then_some(url))
             .collect();
         if lost.is_empty() {
             return 0;
@@ -311,18 +347,30 @@ mod tests {
     #[tokio::test]
     async fn unreachable_executors_are_dropped_until_they_beat_again() {
         let registry = Registry::new(Duration::from_secs(60));
+        // A gRPC server, as executors run.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let open = listener.local_addr().unwrap().port();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_routes(tonic::service::Routes::default())
+                .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+        );
         // A port nobody listens on: bound, then closed.
         let closed = {
             let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
             gone.local_addr().unwrap().port()
         };
+        // A socket the kernel accepts connections on but nobody answers, as
+        // for a process being killed or a stopped one.
+        let mute = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mute_port = mute.local_addr().unwrap().port();
         registry.heartbeat(beat("up", open)).unwrap();
         registry.heartbeat(beat("down", closed)).unwrap();
-        assert_eq!(registry.drop_unreachable().await, 1);
+        registry.heartbeat(beat("mute", mute_port)).unwrap();
+        assert_eq!(registry.drop_unreachable().await, 2);
         let up = Url::parse(&format!("http://127.0.0.1:{open}")).unwrap();
         assert_eq!(registry.live_urls(), vec![up]);
+        assert_eq!(registry.live(), vec!["up".to_string()]);
         assert!(
             registry
                 .snapshot()
@@ -333,6 +381,7 @@ mod tests {
         assert_eq!(registry.drop_unreachable().await, 0);
         registry.heartbeat(beat("down", closed)).unwrap();
         assert_eq!(registry.live_urls().len(), 2);
+        drop(mute);
     }
 
     trait TapUrl {
