@@ -217,7 +217,11 @@ impl LochFlightSql {
             handle,
         };
         let output = match work {
-            Work::Plan { plan, tag } => fs.session.execute_with(plan, tag, cancel).await,
+            Work::Plan { plan, tag } => {
+                fs.session
+                    .execute_with(super::metadata::wire_plan(plan), tag, cancel)
+                    .await
+            }
             Work::Ready(output) => Ok(output),
         }
         .map_err(|e| status(&e))?;
