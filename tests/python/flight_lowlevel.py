@@ -5,7 +5,8 @@ check.
 
 usage: flight_lowlevel.py URI USER PASSWORD MODE
   MODE tickets  tickets are bound to their session and good for one DoGet
-  MODE sizes    every message of SELECT * FROM tpch.lineitem is small
+  MODE sizes [SQL...]  every message of SELECT * FROM tpch.lineitem is small
+                (after running the SQL statements, e.g. SET, in the session)
   MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
   MODE close    CloseSession ends the session: its token stops working
   MODE expiry   a token stops working once unused for the server's TTL"""
@@ -87,8 +88,10 @@ def tickets(uri, user, password):
     emit("wrong_token", error=error_of(lambda: info_for(a, bad, "select 1")))
 
 
-def sizes(uri, user, password):
+def sizes(uri, user, password, *setup):
     client, options = login(uri, user, password)
+    for sql in setup:
+        info_for(client, options, sql)
     info = info_for(client, options, "select * from tpch.lineitem")
     reader = client.do_get(info.endpoints[0].ticket, options)
     rows, largest, messages = 0, 0, 0
@@ -154,7 +157,8 @@ def expiry(uri, user, password):
 
 def main():
     uri, user, password, mode = sys.argv[1:5]
-    {"tickets": tickets, "sizes": sizes, "cancel": cancel, "close": close, "expiry": expiry}[mode](uri, user, password)
+    modes = {"tickets": tickets, "sizes": sizes, "cancel": cancel, "close": close, "expiry": expiry}
+    modes[mode](uri, user, password, *sys.argv[5:])
 
 
 if __name__ == "__main__":

@@ -378,3 +378,33 @@ pub fn tpch_query(n: usize) -> String {
         .join(format!("q{n}.sql"));
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
+
+/// Polls `system.executors` (never a fixed sleep) until `count_sql`, a
+/// count over it, returns `want`.
+pub async fn wait_count(
+    server: &LochServer,
+    client: &tokio_postgres::Client,
+    count_sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+    want: i64,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let n: i64 = client.query_one(count_sql, params).await.unwrap().get(0);
+        if n == want {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{count_sql}: {n}, waited for {want}\n{}",
+            server.log_tail()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Until `want` executors are alive.
+pub async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, want: i64) {
+    let sql = "SELECT count(*) FROM system.executors WHERE state = 'alive'";
+    wait_count(server, client, sql, &[], want).await;
+}

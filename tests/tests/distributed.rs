@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use loch_executor::cluster::{AUTH_HEADER, ClusterSecret};
 use loch_tests::oracle;
-use loch_tests::{LochServer, loch_bin, tpch_query};
+use loch_tests::{LochServer, loch_bin, tpch_query, wait_alive, wait_count};
 use tonic::metadata::MetadataValue;
 
 /// Bytes per partition that makes datafusion-distributed give every scan of
@@ -42,36 +42,6 @@ async fn alive(client: &tokio_postgres::Client) -> i64 {
         .await
         .unwrap()
         .get(0)
-}
-
-/// Polls `system.executors` (never a fixed sleep) until `count_sql`, a
-/// count over it, returns `want`.
-async fn wait_count(
-    server: &LochServer,
-    client: &tokio_postgres::Client,
-    count_sql: &str,
-    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
-    want: i64,
-) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let n: i64 = client.query_one(count_sql, params).await.unwrap().get(0);
-        if n == want {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{count_sql}: {n}, waited for {want}\n{}",
-            server.log_tail()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Until `want` executors are alive.
-async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, want: i64) {
-    let sql = "SELECT count(*) FROM system.executors WHERE state = 'alive'";
-    wait_count(server, client, sql, &[], want).await;
 }
 
 /// Until the executor with `pid` is listed as lost.

@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use loch_tests::oracle::{self, Cell};
-use loch_tests::{LochServer, json_rows, run_python_script, tpch_query};
+use loch_tests::{LochServer, json_rows, run_python_script, tpch_query, wait_alive};
 use serde_json::Value;
 
 fn server() -> LochServer {
@@ -214,14 +214,34 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     let Cell::Int(count) = expected[0][0] else {
         panic!()
     };
-    let lines = run_python(&server, "flight_lowlevel.py", &["sizes"]);
+    // Scans placed on the executors (both of `loch local`'s), so batches
+    // cross the exchange first.
+    wait_alive(&server, &server.connect().await, 2).await;
+    let lines = run_python(
+        &server,
+        "flight_lowlevel.py",
+        &[
+            "sizes",
+            "SET distributed.file_scan_config_bytes_per_partition = 65536",
+        ],
+    );
     let sizes = check(&lines, "sizes");
     assert_eq!(sizes["rows"], count, "{sizes}");
     let largest = sizes["largest"].as_u64().unwrap();
     // Under gRPC's common 4 MiB default receive limit, let alone 16 MiB.
     assert!(largest > 0 && largest <= 4 * 1024 * 1024, "{sizes}");
-    // Streamed in many messages, not one buffered result.
-    assert!(sizes["messages"].as_u64().unwrap() > 10, "{sizes}");
+    // Streamed in many messages, not one buffered result...
+    let messages = sizes["messages"].as_u64().unwrap();
+    assert!(messages > 10, "{sizes}");
+    // ...but not in slivers either: batches that came from executors are
+    // sent whole (DataFusion's 8192 rows), not cut by an over-count of
+    // their size. Per-message costs dominate a client's time otherwise.
+    let rows = sizes["rows"].as_u64().unwrap();
+    assert!(
+        rows / messages >= 2048,
+        "{} rows per message: {sizes}",
+        rows / messages
+    );
 }
 
 #[tokio::test]

@@ -37,7 +37,7 @@ use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metadata::{to_wire, wire_schema};
+use super::metadata::{to_wire, wire_pieces, wire_schema};
 use super::sessions::{FlightSession, Sessions, Work};
 use super::status::{status, unauthenticated};
 use crate::auth::{LoginFailure, Users};
@@ -232,14 +232,21 @@ impl LochFlightSql {
         };
         let wire = wire_schema(&schema);
         let batch_schema = Arc::clone(&wire);
-        let batches = stream.map(move |batch| {
-            batch
+        let batches = stream.flat_map(move |batch| {
+            let pieces = match batch
                 .map_err(LochError::from)
                 .and_then(|b| to_wire(b, &batch_schema))
-                .map_err(|e| FlightError::Tonic(Box::new(status(&e))))
+            {
+                Ok(batch) => wire_pieces(batch).into_iter().map(Ok).collect(),
+                Err(e) => vec![Err(FlightError::Tonic(Box::new(status(&e))))],
+            };
+            futures::stream::iter(pieces)
         });
         let data = FlightDataEncoderBuilder::new()
             .with_schema(wire)
+            // Batches come cut to size by `wire_pieces`; the encoder's own
+            // cutting over-counts shared buffers (see there).
+            .with_max_flight_data_size(usize::MAX)
             .build(batches)
             .map_err(Status::from);
         Ok(Response::new(Box::pin(Finishing {
