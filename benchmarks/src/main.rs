@@ -115,6 +115,9 @@ struct ScanArgs {
     /// Where to write the JSON results.
     #[arg(long, default_value = "scan-results.json")]
     output: PathBuf,
+    /// Executor processes `loch local` runs (0 = single process).
+    #[arg(long, default_value_t = 0)]
+    executors: usize,
 }
 
 #[derive(Debug, clap::Args)]
@@ -543,7 +546,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     let runs = args.runs.max(1);
     let (sample_dir, bin) = args.data.prepare()?;
     let python = python_or_default(&args.python)?;
-    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, 0)?;
+    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
 
     // In-process DataFusion producing the same batches.
     let ctx = oracle::tpch_context(&sample_dir).await;
@@ -621,8 +624,8 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     drop(server);
 
     println!(
-        "\n`{SCAN_SQL}` at SF{} ({rows} rows), median of {runs} runs after 1 warm-up\n",
-        args.data.sf
+        "\n`{SCAN_SQL}` at SF{} ({rows} rows), {} executors, median of {runs} runs after 1 warm-up\n",
+        args.data.sf, args.executors
     );
     println!(
         "ADBC from Loch / ADBC from the no-work server: {:.2}\n",
