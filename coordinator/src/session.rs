@@ -1146,7 +1146,7 @@ const MAX_REPLANS: usize = 2;
 
 /// Runs a query; when it fails calling an executor before it produced a
 /// row, and one of the executors it was planned on is gone by then (lost to
-/// the heartbeat timeout, or refusing connections when probed), the query
+/// the heartbeat timeout, or not answering when probed), the query
 /// is planned again over the executors left and run from the start (at most
 /// [`MAX_REPLANS`] times). Rows once sent are never taken back: a failure
 /// after the first row ends the query with the error (58000).

@@ -408,3 +408,8 @@ pub async fn wait_alive(server: &LochServer, client: &tokio_postgres::Client, wa
     let sql = "SELECT count(*) FROM system.executors WHERE state = 'alive'";
     wait_count(server, client, sql, &[], want).await;
 }
+
+/// Bytes per partition that makes datafusion-distributed give every scan of
+/// the SF 0.1 sample as many tasks as there are executors, so statements
+/// really run distributed.
+pub const FORCE_DISTRIBUTION: &str = "SET distributed.file_scan_config_bytes_per_partition = 65536";

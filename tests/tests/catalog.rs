@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use loch_tests::oracle::{self, Cell};
 use loch_tests::stores::{AZURITE_ACCOUNT, AZURITE_KEY, StoreServer};
-use loch_tests::{LochServer, json_rows, run_python_script};
+use loch_tests::{FORCE_DISTRIBUTION, LochServer, json_rows, run_python_script};
 
 /// A small sample: these tests are about the catalog, not about scale.
 const SCALE: f64 = 0.01;
@@ -1099,10 +1099,6 @@ async fn concurrent_appends_to_a_managed_table_lose_nothing() {
         started.elapsed()
     );
 }
-
-/// Makes the sample's small tables span tasks on every executor (as
-/// tests/distributed.rs does), so statements really are distributed.
-const FORCE_DISTRIBUTION: &str = "SET distributed.file_scan_config_bytes_per_partition = 65536";
 
 /// Until `system.executors` lists `want` live executors.
 async fn wait_executors(c: &tokio_postgres::Client, want: i64) {

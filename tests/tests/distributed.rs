@@ -18,12 +18,8 @@ use std::time::{Duration, Instant};
 
 use loch_executor::cluster::{AUTH_HEADER, ClusterSecret};
 use loch_tests::oracle;
-use loch_tests::{LochServer, loch_bin, tpch_query, wait_alive, wait_count};
+use loch_tests::{FORCE_DISTRIBUTION, LochServer, loch_bin, tpch_query, wait_alive, wait_count};
 use tonic::metadata::MetadataValue;
-
-/// Bytes per partition that makes datafusion-distributed give every scan of
-/// the SF 0.1 sample as many tasks as there are executors.
-const FORCE_DISTRIBUTION: &str = "SET distributed.file_scan_config_bytes_per_partition = 65536";
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

@@ -220,10 +220,7 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        &[
-            "sizes",
-            "SET distributed.file_scan_config_bytes_per_partition = 65536",
-        ],
+        &["sizes", loch_tests::FORCE_DISTRIBUTION],
     );
     let sizes = check(&lines, "sizes");
     assert_eq!(sizes["rows"], count, "{sizes}");
