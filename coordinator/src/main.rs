@@ -258,6 +258,7 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
         secret,
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms.max(10)),
         coordinator_timeout: Duration::from_secs(args.coordinator_timeout.max(1)),
+        status_of: loch_coordinator::flight::datafusion_status,
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -17,8 +17,9 @@ use arrow::record_batch::RecordBatch;
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::datasource::TableType;
 use datafusion::error::DataFusionError;
-use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::{SendableRecordBatchStream, SessionState};
 use datafusion::logical_expr::{LogicalPlan, WriteOp};
+use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::prelude::{DataFrame, SessionContext};
 use datafusion::sql::parser::Statement as DfStatement;
@@ -640,6 +641,33 @@ impl Session {
         })
     }
 
+    /// A query as it would run over the executors, for Flight SQL's direct
+    /// endpoints: authorized, with its row filters and column masks, and
+    /// planned. `None` unless it is a select, filter or projection over
+    /// tables (nothing that needs its rows in one place) that plans
+    /// distributed here.
+    pub async fn physical_query(
+        &self,
+        plan: LogicalPlan,
+    ) -> Result<Option<(Arc<dyn ExecutionPlan>, SessionState)>, LochError> {
+        if !self.engine.is_distributed() || !row_by_row(&plan) {
+            return Ok(None);
+        }
+        let grants = crate::security::authorize(self, &plan)?;
+        let plan = crate::policy::apply(self, plan, &grants)?;
+        if !row_by_row(&plan) || !self.distributable(&plan) {
+            return Ok(None);
+        }
+        let state = self.planning_state(&plan);
+        let physical = state.create_physical_plan(&plan).await?;
+        Ok(Some((physical, state)))
+    }
+
+    /// The session's `statement_timeout`.
+    pub fn statement_timeout(&self) -> Option<Duration> {
+        self.settings.lock().ok().and_then(|s| s.statement_timeout)
+    }
+
     /// Whether `plan` may run over the executors: not when it reads Delta
     /// tables or changes them other than by appending (delta-rs' own
     /// execution plans cannot be shipped), nor when it calls functions only
@@ -1012,6 +1040,22 @@ pub fn returns_rows(plan: &LogicalPlan) -> bool {
         plan,
         LogicalPlan::Ddl(_) | LogicalPlan::Dml(_) | LogicalPlan::Statement(_)
     )
+}
+
+/// Whether `plan` only reads tables and filters or computes row by row.
+fn row_by_row(plan: &LogicalPlan) -> bool {
+    use datafusion::common::tree_node::TreeNode;
+    !plan
+        .exists(|node| {
+            Ok(!matches!(
+                node,
+                LogicalPlan::Projection(_)
+                    | LogicalPlan::Filter(_)
+                    | LogicalPlan::TableScan(_)
+                    | LogicalPlan::SubqueryAlias(_)
+            ))
+        })
+        .unwrap_or(true)
 }
 
 /// libpq `options`: `-c name=value` pairs (also `--name=value`).

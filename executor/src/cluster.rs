@@ -110,6 +110,29 @@ impl ClusterSecret {
         format!("{payload}.{}", hex::encode(tag.as_ref()))
     }
 
+    /// `payload` followed by its HMAC-SHA256 tag: what the coordinator
+    /// hands out for an executor to check later (direct-endpoint tickets).
+    /// Payloads must start with a tag of their own kind, so one kind of
+    /// sealed data is never taken for another.
+    pub fn seal(&self, payload: &[u8]) -> Vec<u8> {
+        let tag = hmac::sign(&self.key, payload);
+        let mut sealed = Vec::with_capacity(payload.len() + tag.as_ref().len());
+        sealed.extend_from_slice(payload);
+        sealed.extend_from_slice(tag.as_ref());
+        sealed
+    }
+
+    /// The payload of data [`Self::seal`] made with this secret; `None`
+    /// when it was made with another or changed since.
+    pub fn open<'a>(&self, sealed: &'a [u8]) -> Option<&'a [u8]> {
+        let at = sealed
+            .len()
+            .checked_sub(hmac::HMAC_SHA256.digest_algorithm().output_len())?;
+        let (payload, tag) = sealed.split_at(at);
+        hmac::verify(&self.key, payload, tag).ok()?;
+        Some(payload)
+    }
+
     /// A verifier that remembers the nonces it has accepted.
     pub fn verifier(&self) -> Verifier {
         Verifier {

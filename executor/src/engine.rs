@@ -58,6 +58,8 @@ pub struct Engine {
     target_partitions: usize,
     distribution: Option<Distribution>,
     executor_check: Option<Arc<dyn ExecutorCheck>>,
+    /// Seals direct-endpoint tickets ([`crate::direct`]).
+    ticket_secret: Option<crate::cluster::ClusterSecret>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -117,6 +119,7 @@ impl Engine {
             target_partitions,
             distribution: None,
             executor_check: None,
+            ticket_secret: None,
         })
     }
 
@@ -135,6 +138,18 @@ impl Engine {
         self.distribution = Some(distribution);
         self.executor_check = Some(check);
         self
+    }
+
+    /// Lets Flight SQL hand out direct tickets to the executors, sealed with
+    /// the cluster `secret`.
+    pub fn with_ticket_secret(mut self, secret: crate::cluster::ClusterSecret) -> Self {
+        self.ticket_secret = Some(secret);
+        self
+    }
+
+    /// What direct tickets are sealed with (distributed engines only).
+    pub fn ticket_secret(&self) -> Option<&crate::cluster::ClusterSecret> {
+        self.ticket_secret.as_ref()
     }
 
     /// How lost executors are found (distributed engines only).

@@ -10,7 +10,9 @@
 
 pub mod cluster;
 pub mod cpu;
+pub mod direct;
 pub mod engine;
+pub mod wire;
 pub mod worker;
 
 pub use engine::{Engine, EngineOptions};

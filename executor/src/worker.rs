@@ -24,6 +24,7 @@ use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
+use crate::direct::{DirectService, StatusOf};
 use loch_catalog::stores::{StoreOptions, StoreRegistry};
 
 /// DoAction type an executor sends to register and to stay registered.
@@ -64,6 +65,9 @@ pub struct ExecutorOptions {
     pub heartbeat_interval: Duration,
     /// Exit when the coordinator has not answered for this long.
     pub coordinator_timeout: Duration,
+    /// The status a Flight client gets for a query error on a direct
+    /// endpoint ([`crate::direct`]).
+    pub status_of: StatusOf,
 }
 
 /// Why an executor stopped.
@@ -113,7 +117,8 @@ pub async fn run_executor(
     let id = format!("{}-{}", host, local.port());
 
     let coordinator = coordinator_client(&options)?;
-    let worker = new_worker(&options.secret, coordinator.clone());
+    let (worker, runtime) = new_worker(&options.secret, coordinator.clone());
+    let direct = DirectService::new(options.secret.clone(), runtime, options.status_of);
     let running = Arc::new(AtomicU64::new(0));
     let server = InterceptedService::new(
         Counting {
@@ -127,6 +132,9 @@ pub async fn run_executor(
     let serving = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
+            // Clients redeem direct tickets here; it checks each ticket's
+            // seal itself (clients do not hold the cluster secret).
+            .add_service(direct.into_server())
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
@@ -190,8 +198,9 @@ fn spawn_heartbeats(
 }
 
 /// The worker: plans run in a session whose outgoing calls (to other
-/// executors, for shuffles) are signed like the coordinator's.
-fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> Worker {
+/// executors, for shuffles) are signed like the coordinator's. Also its
+/// runtime (object stores), which direct tickets run on too.
+fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> (Worker, Arc<RuntimeEnv>) {
     let resolver = SignedChannelResolver::new(secret.clone());
     let stores = StoreRegistry::with_fetch(Arc::new(move |key: String| {
         let mut client = coordinator.clone();
@@ -207,7 +216,7 @@ fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> Worker 
             Arc::new(RuntimeEnv::default())
         }
     };
-    Worker::from_session_builder(move |ctx: WorkerQueryContext| {
+    let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let resolver = resolver.clone();
         async move {
             Ok(ctx
@@ -217,7 +226,8 @@ fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> Worker 
                 .build())
         }
     })
-    .with_runtime_env(runtime)
+    .with_runtime_env(Arc::clone(&runtime));
+    (worker, runtime)
 }
 
 type CoordinatorClient = FlightServiceClient<Signed<Channel>>;

@@ -7,6 +7,10 @@ usage: flight_lowlevel.py URI USER PASSWORD MODE
   MODE tickets  tickets are bound to their session and good for one DoGet
   MODE sizes [SQL...]  every message of SELECT * FROM tpch.lineitem is small
                 (after running the SQL statements, e.g. SET, in the session)
+  MODE direct OUT SQL [SETUP...]  reads SQL's rows from the endpoints the
+                FlightInfo names (executors, for direct endpoints), writes
+                them to OUT (Arrow IPC file), and tries what a client must
+                not be able to do with a direct ticket
   MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
   MODE close    CloseSession ends the session: its token stops working
   MODE expiry   a token stops working once unused for the server's TTL"""
@@ -88,20 +92,74 @@ def tickets(uri, user, password):
     emit("wrong_token", error=error_of(lambda: info_for(a, bad, "select 1")))
 
 
+def reader_for(client, options, endpoint):
+    """DoGet of an endpoint where it says (its first location), else from
+    the server the FlightInfo came from. Executors take no token: the
+    ticket is the permission."""
+    if endpoint.locations:
+        located = flight.FlightClient(endpoint.locations[0])
+        return located.do_get(endpoint.ticket)
+    return client.do_get(endpoint.ticket, options)
+
+
 def sizes(uri, user, password, *setup):
     client, options = login(uri, user, password)
     for sql in setup:
         info_for(client, options, sql)
     info = info_for(client, options, "select * from tpch.lineitem")
-    reader = client.do_get(info.endpoints[0].ticket, options)
     rows, largest, messages = 0, 0, 0
-    for chunk in reader:
-        if chunk.data is None:
-            continue
-        messages += 1
-        rows += chunk.data.num_rows
-        largest = max(largest, chunk.data.serialize().size)
-    emit("sizes", rows=rows, messages=messages, largest=largest)
+    for endpoint in info.endpoints:
+        for chunk in reader_for(client, options, endpoint):
+            if chunk.data is None:
+                continue
+            messages += 1
+            rows += chunk.data.num_rows
+            largest = max(largest, chunk.data.serialize().size)
+    emit("sizes", rows=rows, messages=messages, largest=largest, endpoints=len(info.endpoints))
+
+
+def direct(uri, user, password, out, sql, *setup):
+    import pyarrow as pa
+
+    client, options = login(uri, user, password)
+    for statement in setup:
+        info_for(client, options, statement)
+    info = info_for(client, options, sql)
+    locations = [e.locations[0].uri.decode() for e in info.endpoints if e.locations]
+    batches = []
+    for endpoint in info.endpoints:
+        batches.extend(reader_for(client, options, endpoint).read_all().to_batches())
+    table = pa.Table.from_batches(batches, schema=info.schema)
+    with pa.OSFile(out, "wb") as sink:
+        with pa.ipc.new_file(sink, table.schema) as writer:
+            writer.write_table(table)
+    emit("direct", endpoints=len(info.endpoints), locations=locations, rows=table.num_rows)
+    if not locations:
+        return
+    first = info.endpoints[0]
+    executor = flight.FlightClient(first.locations[0])
+    # Each ticket runs once...
+    emit("replayed", error=error_of(lambda: executor.do_get(first.ticket).read_all()))
+    # ...only as the coordinator sealed it...
+    raw = bytearray(info_for(client, options, sql).endpoints[0].ticket.ticket)
+    raw[len(raw) // 2] ^= 0x01
+    emit("tampered", error=error_of(lambda: executor.do_get(flight.Ticket(bytes(raw))).read_all()))
+    emit("garbage", error=error_of(lambda: executor.do_get(flight.Ticket(b"LOCHDT1\0" + b"x" * 64)).read_all()))
+    # ...and the coordinator does not take it as one of its own.
+    fresh = info_for(client, options, sql).endpoints[0]
+    emit("to_coordinator", error=error_of(lambda: client.do_get(fresh.ticket, options).read_all()))
+    # Nothing else is served on an executor's Flight port.
+    emit("list_flights", error=error_of(lambda: list(executor.list_flights())))
+    # Through the coordinator when the session asks: the same rows.
+    info_for(client, options, "SET loch.flight_endpoints = 'coordinator'")
+    info = info_for(client, options, sql)
+    rows = sum(reader_for(client, options, e).read_all().num_rows for e in info.endpoints)
+    emit(
+        "through_coordinator",
+        endpoints=len(info.endpoints),
+        located=sum(1 for e in info.endpoints if e.locations),
+        rows=rows,
+    )
 
 
 def cancel_request(info):
@@ -157,7 +215,14 @@ def expiry(uri, user, password):
 
 def main():
     uri, user, password, mode = sys.argv[1:5]
-    modes = {"tickets": tickets, "sizes": sizes, "cancel": cancel, "close": close, "expiry": expiry}
+    modes = {
+        "tickets": tickets,
+        "sizes": sizes,
+        "direct": direct,
+        "cancel": cancel,
+        "close": close,
+        "expiry": expiry,
+    }
     modes[mode](uri, user, password, *sys.argv[5:])
 
 

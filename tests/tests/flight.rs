@@ -241,6 +241,141 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     );
 }
 
+/// A scan the executors run is read straight from them: one endpoint per
+/// scan task, located at its executor, with a ticket only that executor
+/// takes, once, unchanged. Grants, row filters and masks hold there too.
+#[tokio::test]
+async fn flight_reads_scans_straight_from_the_executors() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = LochServer::start(dir.path());
+    let admin = server.connect().await;
+    wait_alive(&server, &admin, 2).await;
+    admin
+        .batch_execute(&format!(
+            "CREATE SCHEMA crm;
+             CREATE EXTERNAL TABLE crm.lineitem STORED AS PARQUET LOCATION '{}/lineitem/';
+             CREATE USER ann PASSWORD 'ann-pw';
+             GRANT USAGE ON SCHEMA crm TO ann;
+             GRANT SELECT ON crm.lineitem TO ann;
+             ALTER TABLE crm.lineitem SET ROW FILTER l_quantity < 10;
+             ALTER TABLE crm.lineitem ALTER COLUMN l_comment SET MASK left(l_comment, 3)",
+            server.sample_dir().display()
+        ))
+        .await
+        .unwrap();
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let out = tempfile::tempdir().unwrap();
+
+    // The admin, through pyarrow.flight.
+    let sql = "select l_orderkey, l_linenumber, l_quantity, l_comment from tpch.lineitem";
+    let path = out.path().join("admin.arrow");
+    let lines = run_python(
+        &server,
+        "flight_lowlevel.py",
+        &[
+            "direct",
+            path.to_str().unwrap(),
+            sql,
+            loch_tests::FORCE_DISTRIBUTION,
+        ],
+    );
+    let direct = check(&lines, "direct");
+    let locations: Vec<&str> = direct["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    let endpoints = direct["endpoints"].as_u64().unwrap() as usize;
+    assert!(endpoints >= 2, "{direct}");
+    assert_eq!(
+        locations.len(),
+        endpoints,
+        "every endpoint located: {direct}"
+    );
+    let mut distinct = locations.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 2, "both executors serve: {direct}");
+    let coordinator_port = server.flight_uri().rsplit(':').next().unwrap().to_string();
+    assert!(
+        locations
+            .iter()
+            .all(|l| l.starts_with("grpc+tcp://127.0.0.1:") && !l.ends_with(&coordinator_port)),
+        "{direct}"
+    );
+    let expected = oracle::run(
+        &ctx,
+        "select l_orderkey, l_linenumber, l_quantity, l_comment from lineitem",
+    )
+    .await;
+    oracle::compare(&expected, &oracle::arrow_rows(&read_ipc(&path)), false)
+        .unwrap_or_else(|e| panic!("direct endpoints: {e}"));
+    for (name, wants) in [
+        ("replayed", "already redeemed"),
+        ("tampered", "changed since it was issued"),
+        ("garbage", "changed since it was issued"),
+    ] {
+        let e = error(check(&lines, name));
+        assert!(
+            e.contains(wants) && e.contains("FlightUnauthorizedError"),
+            "{name}: {e}"
+        );
+    }
+    assert!(!error(check(&lines, "to_coordinator")).is_empty());
+    assert!(error(check(&lines, "list_flights")).contains("only DoGet"));
+    let through = check(&lines, "through_coordinator");
+    assert_eq!(through["endpoints"], 1, "{through}");
+    assert_eq!(through["located"], 0, "{through}");
+    assert_eq!(through["rows"], direct["rows"], "{through}");
+
+    // A reader with a row filter and a mask, through ADBC (which follows
+    // the endpoints' locations by itself).
+    let path = out.path().join("ann.arrow");
+    let lines = run_python_as(
+        &server,
+        "query_adbc.py",
+        "ann",
+        "ann-pw",
+        &[
+            path.to_str().unwrap(),
+            loch_tests::FORCE_DISTRIBUTION,
+            &sql.replace("tpch.", "crm."),
+        ],
+    );
+    let expected = oracle::run(
+        &ctx,
+        "select l_orderkey, l_linenumber, l_quantity, left(l_comment, 3) as l_comment
+         from lineitem where l_quantity < 10",
+    )
+    .await;
+    assert_eq!(check(&lines, "query")["rows"], expected.len());
+    oracle::compare(&expected, &oracle::arrow_rows(&read_ipc(&path)), false)
+        .unwrap_or_else(|e| panic!("ann through ADBC: {e}"));
+    // The same for her through pyarrow, which shows the endpoints were the
+    // executors'.
+    let lines = run_python_as(
+        &server,
+        "flight_lowlevel.py",
+        "ann",
+        "ann-pw",
+        &[
+            "direct",
+            path.to_str().unwrap(),
+            &sql.replace("tpch.", "crm."),
+            loch_tests::FORCE_DISTRIBUTION,
+        ],
+    );
+    let direct = check(&lines, "direct");
+    assert!(direct["endpoints"].as_u64().unwrap() >= 2, "{direct}");
+    assert_eq!(
+        direct["locations"].as_array().unwrap().len() as u64,
+        direct["endpoints"]
+    );
+    oracle::compare(&expected, &oracle::arrow_rows(&read_ipc(&path)), false)
+        .unwrap_or_else(|e| panic!("ann through direct endpoints: {e}"));
+}
+
 #[tokio::test]
 async fn flight_cancel_stops_running_and_pending_queries() {
     let server = server();

@@ -23,17 +23,21 @@
 use std::sync::Arc;
 
 use datafusion::catalog::memory::DataSourceExec;
-use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
 use datafusion::common::{ColumnStatistics, Statistics};
 use datafusion::datasource::listing::PartitionedFile;
 use datafusion::datasource::physical_plan::{FileGroup, FileGroupPartitioner, FileScanConfig};
 use datafusion::error::Result;
+use datafusion::physical_plan::coalesce_partitions::CoalescePartitionsExec;
+use datafusion::physical_plan::execution_plan::{ChildrenPropertiesMode, ReplaceChildrenOptions};
 use datafusion::physical_plan::joins::{CrossJoinExec, HashJoinExec, NestedLoopJoinExec};
+use datafusion::physical_plan::projection::ProjectionExec;
 use datafusion::physical_plan::{Distribution, ExecutionPlan, ExecutionPlanProperties};
 use datafusion_distributed::{
-    DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedConfig, DistributedGetterExt,
-    DistributedLeafExec, NetworkBoundaryExt, RouteTasksEvent, RouteTasksEventResponse,
-    ScaleUpLeafNodeEvent, ScaleUpLeafNodeEventResponse,
+    BroadcastExec, DesiredTaskCountEvent, DesiredTaskCountEventResponse, DistributedConfig,
+    DistributedExec, DistributedGetterExt, DistributedLeafExec, NetworkBoundaryExt,
+    NetworkCoalesceExec, RouteTasksEvent, RouteTasksEventResponse, ScaleUpLeafNodeEvent,
+    ScaleUpLeafNodeEventResponse,
 };
 use url::Url;
 
@@ -88,6 +92,83 @@ pub fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
     };
     let (_, task_urls) = assign(&chunks, &urls, ev.task_count);
     Some(Ok(RouteTasksEventResponse::new(task_urls)))
+}
+
+/// A distributed plan cut for Flight SQL's direct endpoints: one plan per
+/// scan task, and the executor that task is placed on (the same placement
+/// as [`route`]). `None` unless the plan is one stage of scan tasks that
+/// the coordinator only gathers, through operators that work row by row
+/// (projections), so the tasks' rows, read side by side, are the answer.
+pub fn direct_tasks(
+    plan: &Arc<dyn ExecutionPlan>,
+    urls: &[Url],
+) -> Option<Vec<(Url, Arc<dyn ExecutionPlan>)>> {
+    let mut node = Arc::clone(*plan.downcast_ref::<DistributedExec>()?.children().first()?);
+    // The coordinator's part above the gather: kept on every task's plan.
+    let mut head = Vec::new();
+    while !node.is_network_boundary() {
+        let row_by_row = node.is::<ProjectionExec>()
+            || node.is::<CoalescePartitionsExec>()
+            || node.name() == "CoalesceBatchesExec";
+        if !row_by_row || node.fetch().is_some() || node.children().len() != 1 {
+            return None;
+        }
+        head.push(Arc::clone(&node));
+        node = Arc::clone(*node.children().first()?);
+    }
+    if !node.is::<NetworkCoalesceExec>() || node.fetch().is_some() {
+        return None;
+    }
+    let stage = node.as_network_boundary()?.input_stage();
+    let tasks = stage.task_count();
+    let local = stage.local_plan()?;
+    let chunks = leaf_chunks(local, tasks)?;
+    if urls.is_empty() {
+        return None;
+    }
+    let (_, task_urls) = assign(&chunks, urls, tasks);
+    let mut out = Vec::with_capacity(tasks);
+    for (task, url) in task_urls.into_iter().enumerate() {
+        let mut plan = Arc::clone(local)
+            .transform_down(|node| {
+                Ok(match node.downcast_ref::<DistributedLeafExec>() {
+                    Some(leaf) => leaf
+                        .variants()
+                        .get(task)
+                        .map(|variant| {
+                            Transformed::new(Arc::clone(variant), true, TreeNodeRecursion::Jump)
+                        })
+                        .unwrap_or(Transformed::no(node)),
+                    None => Transformed::no(node),
+                })
+            })
+            .ok()?
+            .data;
+        // Anything else of datafusion-distributed's needs a worker's task
+        // context: such plans stay on the usual path.
+        let standalone = !plan
+            .exists(|node| {
+                Ok(node.is_network_boundary()
+                    || node.is::<DistributedLeafExec>()
+                    || node.is::<DistributedExec>()
+                    || node.is::<BroadcastExec>()
+                    || matches!(node.name(), "ChildrenIsolatorUnionExec" | "SamplerExec"))
+            })
+            .unwrap_or(true);
+        if !standalone {
+            return None;
+        }
+        for above in head.iter().rev() {
+            plan = Arc::clone(above)
+                .replace_children(
+                    vec![plan],
+                    ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+                )
+                .ok()?;
+        }
+        out.push((url, plan));
+    }
+    Some(out)
 }
 
 /// For `EXPLAIN`: each stage of a distributed plan, its task count, and the

@@ -18,7 +18,7 @@ use tonic::transport::server::TcpIncoming;
 
 pub use service::LochFlightSql;
 pub use sessions::Sessions;
-pub use status::code_for;
+pub use status::{code_for, datafusion_status};
 
 /// Largest single message Loch accepts from a client (DoPut); the rows one
 /// bind may carry are capped separately.

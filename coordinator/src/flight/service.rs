@@ -31,8 +31,10 @@ use arrow_flight::{
 use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
+use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use loch_executor::Engine;
+use loch_executor::direct::{DirectTicket, encode_plan};
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
@@ -128,13 +130,21 @@ impl LochFlightSql {
         let prepared = bind_one(prepared, params).map_err(|e| status(&e))?;
         let schema = prepared.result_schema();
         let work = match (&prepared.plan, schema) {
-            (Some(plan), Some(schema)) => (
-                Work::Plan {
-                    plan: plan.clone(),
-                    tag: prepared.command.tag(),
-                },
-                schema,
-            ),
+            (Some(plan), Some(schema)) => {
+                if let Some(info) = self
+                    .direct_info(fs, plan.clone(), &schema, descriptor.clone())
+                    .await?
+                {
+                    return Ok(info);
+                }
+                (
+                    Work::Plan {
+                        plan: plan.clone(),
+                        tag: prepared.command.tag(),
+                    },
+                    schema,
+                )
+            }
             (None, Some(schema)) => {
                 let output = fs
                     .session
@@ -157,6 +167,74 @@ impl LochFlightSql {
         let (work, schema) = work;
         let handle = fs.add_query(work).map_err(|e| status(&e))?;
         self.query_info(&schema, handle, descriptor)
+    }
+
+    /// A FlightInfo pointing the client at the executors, one endpoint per
+    /// scan task, when the session wants direct endpoints and the query
+    /// can be read that way (see [`crate::cluster::placement::direct_tasks`]);
+    /// `None` to stream it through the coordinator.
+    async fn direct_info(
+        &self,
+        fs: &FlightSession,
+        plan: LogicalPlan,
+        schema: &Schema,
+        descriptor: FlightDescriptor,
+    ) -> Result<Option<FlightInfo>, Status> {
+        let Some(secret) = self.engine.ticket_secret() else {
+            return Ok(None);
+        };
+        if !wants_direct(&fs.session.setting(ENDPOINTS_SETTING)) {
+            return Ok(None);
+        }
+        let Some((physical, state)) = fs
+            .session
+            .physical_query(super::metadata::wire_plan(plan))
+            .await
+            .map_err(|e| status(&e))?
+        else {
+            return Ok(None);
+        };
+        // Executors send the plan's own batches: its types must already be
+        // the ones Loch sends.
+        let wire = wire_schema(schema);
+        let sent = physical.schema();
+        let same_types = sent.fields().len() == wire.fields().len()
+            && sent
+                .fields()
+                .iter()
+                .zip(wire.fields())
+                .all(|(a, b)| a.data_type() == b.data_type());
+        if !same_types {
+            return Ok(None);
+        }
+        let urls = datafusion_distributed::DistributedGetterExt::get_distributed_worker_resolver(
+            state.config(),
+        )
+        .and_then(|r| r.get_urls())
+        .unwrap_or_default();
+        let Some(tasks) = crate::cluster::placement::direct_tasks(&physical, &urls) else {
+            return Ok(None);
+        };
+        let internal = |e: String| status(&LochError::Internal(e));
+        let timeout = fs.session.statement_timeout();
+        let mut info = FlightInfo::new()
+            .try_with_schema(&sent)
+            .map_err(|e| internal(e.to_string()))?
+            .with_descriptor(descriptor)
+            .with_total_records(-1)
+            .with_ordered(false);
+        for (url, plan) in tasks {
+            let bytes = encode_plan(plan, state.config()).map_err(|e| status(&e.into()))?;
+            let ticket = DirectTicket::new(bytes, timeout)
+                .map_err(|e| internal(e.to_string()))?
+                .seal(secret);
+            info = info.with_endpoint(
+                FlightEndpoint::new()
+                    .with_ticket(Ticket::new(ticket))
+                    .with_location(flight_location(&url)),
+            );
+        }
+        Ok(Some(info))
     }
 
     /// Runs a statement that answers with a count (DDL and DML) once per
@@ -278,7 +356,40 @@ impl LochFlightSql {
     }
 }
 
-/// The bearer token of a call.
+/// The session setting that chooses where a distributed query's rows come
+/// from: `direct` (the executors, when the query allows) or `coordinator`.
+pub const ENDPOINTS_SETTING: &str = "loch.flight_endpoints";
+
+/// Whether a session whose [`ENDPOINTS_SETTING`] is `value` gets direct
+/// endpoints.
+fn wants_direct(value: &str) -> bool {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "direct" => true,
+        "coordinator" => false,
+        _ => DIRECT_BY_DEFAULT,
+    }
+}
+
+/// Direct endpoints unless a session asks otherwise (measured: see
+/// benchmarks/README.md, "Direct endpoints").
+const DIRECT_BY_DEFAULT: bool = true;
+
+/// The Flight location of an executor's URL (`http://h:p` →
+/// `grpc+tcp://h:p`).
+fn flight_location(url: &url::Url) -> String {
+    let scheme = if url.scheme() == "https" {
+        "grpc+tls"
+    } else {
+        "grpc+tcp"
+    };
+    let host = url.host_str().unwrap_or("localhost");
+    match url.port_or_known_default() {
+        Some(port) => format!("{scheme}://{host}:{port}"),
+        None => format!("{scheme}://{host}"),
+    }
+}
+
+/// The bearer token of a call./// The bearer token of a call.
 fn bearer_token<T>(request: &Request<T>) -> Result<&str, Status> {
     let header = request
         .metadata()

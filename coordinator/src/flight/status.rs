@@ -41,6 +41,12 @@ pub fn status(error: &LochError) -> Status {
     status
 }
 
+/// The status for a query error an executor hit serving a direct ticket:
+/// the same SQLSTATE and code as from the coordinator.
+pub fn datafusion_status(error: datafusion::error::DataFusionError) -> Status {
+    status(&LochError::from(error))
+}
+
 /// A refused login or token.
 pub fn unauthenticated(message: &str) -> Status {
     Status::unauthenticated(message.to_string())

@@ -1,0 +1,108 @@
+//! Result batches as Loch sends them to Flight clients, from the
+//! coordinator and (for direct endpoints) from executors.
+
+use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+
+/// Most bytes of Arrow data Loch puts in one Flight message: arrow-flight's
+/// own target, far under the 16 MiB clients accept by default.
+pub const MAX_MESSAGE_BYTES: usize = 2 * 1024 * 1024;
+
+/// The bytes `array`'s rows take in an IPC message, dictionaries counted
+/// as sent (their values in every row).
+fn wire_bytes(array: &dyn Array) -> usize {
+    if let Some(dictionary) = array.as_any_dictionary_opt() {
+        let values = dictionary.values();
+        let per_value = wire_bytes(values.as_ref()) / values.len().max(1);
+        return array.len() * (per_value + 1);
+    }
+    array
+        .to_data()
+        .get_slice_memory_size()
+        .unwrap_or_else(|_| array.get_buffer_memory_size())
+}
+
+/// `batch` cut into row ranges of at most about [`MAX_MESSAGE_BYTES`] each,
+/// counting the bytes of its rows. arrow-flight's encoder counts whole
+/// buffers instead, and a batch decoded from an executor's message shares
+/// that message's one buffer among all its columns: the count is then many
+/// times too high, and 8192-row batches went out as 550-row slivers, each
+/// costing the client as much as a full one.
+pub fn wire_pieces(batch: RecordBatch) -> Vec<RecordBatch> {
+    let bytes: usize = batch.columns().iter().map(|c| wire_bytes(c.as_ref())).sum();
+    let rows = batch.num_rows();
+    let pieces = bytes.div_ceil(MAX_MESSAGE_BYTES).clamp(1, rows.max(1));
+    if pieces == 1 {
+        return vec![batch];
+    }
+    let per_piece = rows.div_ceil(pieces);
+    (0..rows)
+        .step_by(per_piece)
+        .map(|offset| batch.slice(offset, per_piece.min(rows - offset)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn batches_from_one_shared_buffer_are_cut_by_their_rows() {
+        use datafusion::arrow::array::{Int64Array, StringArray};
+        use datafusion::arrow::ipc::reader::StreamReader;
+        use datafusion::arrow::ipc::writer::StreamWriter;
+        let rows = 100_000;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new("s", DataType::Utf8, false),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(Int64Array::from_iter_values(0..rows)),
+                Arc::new(StringArray::from_iter_values(
+                    (0..rows).map(|i| format!("value {i}")),
+                )),
+            ],
+        )
+        .unwrap();
+        // Through IPC, as batches arrive from executors: every column's
+        // buffers are slices of the one message body.
+        let mut bytes = Vec::new();
+        let mut writer = StreamWriter::try_new(&mut bytes, &schema).unwrap();
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        drop(writer);
+        let decoded = StreamReader::try_new(bytes.as_slice(), None)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let real: usize = decoded
+            .columns()
+            .iter()
+            .map(|c| wire_bytes(c.as_ref()))
+            .sum();
+        assert!(real < 2 * MAX_MESSAGE_BYTES, "{real} bytes");
+        let pieces = wire_pieces(decoded.clone());
+        assert_eq!(pieces.len(), real.div_ceil(MAX_MESSAGE_BYTES));
+        assert_eq!(
+            pieces.iter().map(|p| p.num_rows()).sum::<usize>(),
+            rows as usize
+        );
+        assert_eq!(
+            datafusion::arrow::compute::concat_batches(&schema, &pieces).unwrap(),
+            batch
+        );
+        for piece in &pieces {
+            let size: usize = piece.columns().iter().map(|c| wire_bytes(c.as_ref())).sum();
+            assert!(size <= MAX_MESSAGE_BYTES + 1024, "{size} bytes");
+        }
+        // Small batches go whole; so does an empty one.
+        assert_eq!(wire_pieces(decoded.slice(0, 10)).len(), 1);
+        assert_eq!(wire_pieces(decoded.slice(0, 0)).len(), 1);
+    }
+}
