@@ -1,7 +1,8 @@
 """`SELECT * FROM lineitem` into Python: ADBC Flight SQL into a
 pyarrow.Table from Loch and from a reference Flight server that does no
 work per query (flight_reference.py: the ceiling of this client on this
-machine), median of RUNS after a warm-up each; then psycopg 3 over pg wire
+machine), median of RUNS after a warm-up each, from Loch both from direct
+endpoints and through the coordinator; then psycopg 3 over pg wire
 (one run). Prints one JSON object.
 
 usage: scan.py FLIGHT_URI PG_PORT PASSWORD SQL RUNS [LINEITEM_DIR]"""
@@ -19,12 +20,15 @@ import psycopg
 import pyarrow as pa
 
 
-def adbc_scan(uri, db_kwargs, sql, runs, prepare=True):
-    """Rows and rows/s of `sql` into a pyarrow.Table. `prepare=False` skips
-    the DB-API's prepared statement (the reference server has none): the
-    same DoGet path, one round trip less."""
+def adbc_scan(uri, db_kwargs, sql, runs, prepare=True, setup=()):
+    """Rows and rows/s of `sql` into a pyarrow.Table, in a session that first
+    ran `setup`. `prepare=False` skips the DB-API's prepared statement (the
+    reference server has none): the same DoGet path, one round trip less."""
     times, rows = [], 0
     with flight_sql.connect(uri, db_kwargs=db_kwargs) as conn:
+        for statement in setup:
+            with conn.cursor() as cur:
+                cur.execute(statement)
         for i in range(runs + 1):
             start = time.perf_counter()
             with conn.cursor() as cur:
@@ -71,6 +75,15 @@ def main():
     login = {"username": "loch", "password": password}
     result = {"adbc": adbc_scan(uri, login, sql, runs)}
     print(f"adbc: {result['adbc']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
+    # A distributed query's rows through the coordinator instead of from the
+    # executors' direct endpoints (the same path with no executors).
+    result["adbc_coordinator"] = adbc_scan(
+        uri, login, sql, runs, setup=["SET loch.flight_endpoints = 'coordinator'"]
+    )
+    print(
+        f"adbc through the coordinator: {result['adbc_coordinator']['rows_per_s'] / 1e6:.2f} M rows/s",
+        file=sys.stderr,
+    )
     if lineitem_dir:
         result["adbc_reference"] = reference_scan(lineitem_dir, sql, runs)
         print(

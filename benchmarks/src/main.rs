@@ -511,17 +511,75 @@ impl Server {
 
 type FlightClient = FlightSqlServiceClient<tonic::transport::Channel>;
 
-/// Runs `sql` over Flight SQL and collects its batches.
+/// Runs `sql` over Flight SQL and collects its batches, reading all
+/// endpoints at once, each where its location says (executors, for direct
+/// endpoints), as ADBC does.
 async fn flight_query(client: &mut FlightClient, sql: &str) -> Result<Vec<RecordBatch>, BoxError> {
     let info = client.execute(sql.to_string(), None).await?;
-    let mut batches = Vec::new();
-    for endpoint in info.endpoint {
-        let ticket = endpoint.ticket.ok_or("endpoint without a ticket")?;
-        let mut got: Vec<RecordBatch> = client.do_get(ticket).await?.try_collect().await?;
-        batches.append(&mut got);
-    }
-    Ok(batches)
+    let reads = info.endpoint.into_iter().map(|endpoint| {
+        let mut client = client.clone();
+        async move {
+            let ticket = endpoint.ticket.ok_or("endpoint without a ticket")?;
+            let batches: Vec<RecordBatch> = match endpoint.location.first() {
+                Some(location) => {
+                    let url = location
+                        .uri
+                        .replacen("grpc+tcp://", "http://", 1)
+                        .replacen("grpc://", "http://", 1);
+                    let channel = tonic::transport::Channel::from_shared(url)?
+                        .initial_stream_window_size(Some(8 << 20))
+                        .initial_connection_window_size(Some(16 << 20))
+                        .connect()
+                        .await?;
+                    let mut located =
+                        arrow_flight::flight_service_client::FlightServiceClient::new(channel)
+                            .max_decoding_message_size(64 << 20);
+                    let data = located.do_get(ticket).await?.into_inner();
+                    arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
+                        data.map_err(arrow_flight::error::FlightError::from),
+                    )
+                    .try_collect()
+                    .await?
+                }
+                None => client.do_get(ticket).await?.try_collect().await?,
+            };
+            Ok::<_, BoxError>(batches)
+        }
+    });
+    let parts = futures::future::try_join_all(reads).await?;
+    Ok(parts.into_iter().flatten().collect())
 }
+
+/// Rows/s of `runs` Flight SQL scans after a warm-up, in a session that
+/// first ran `setup`; checks the row count.
+async fn flight_scan(
+    server: &Server,
+    setup: &[&str],
+    rows: usize,
+    runs: usize,
+) -> Result<f64, BoxError> {
+    let mut client = server.flight_client().await?;
+    for sql in setup {
+        flight_query(&mut client, sql).await?;
+    }
+    let mut times = Vec::new();
+    for i in 0..=runs {
+        let start = Instant::now();
+        let batches = flight_query(&mut client, SCAN_SQL).await?;
+        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
+        if n != rows {
+            return Err(format!("Flight SQL returned {n} rows, DataFusion {rows}").into());
+        }
+        if i > 0 {
+            times.push(start.elapsed());
+        }
+    }
+    Ok(rows as f64 / (median(times) / 1000.0))
+}
+
+/// Streams a distributed query's rows through the coordinator instead of
+/// from the executors' direct endpoints.
+const THROUGH_COORDINATOR: &str = "SET loch.flight_endpoints = 'coordinator'";
 
 #[derive(Debug, Serialize)]
 struct ScanReport {
@@ -530,7 +588,11 @@ struct ScanReport {
     rows: usize,
     datafusion_rows_per_s: f64,
     flight_rust_rows_per_s: f64,
+    /// With `loch.flight_endpoints = 'coordinator'` (the same path as
+    /// direct when there are no executors).
+    flight_rust_coordinator_rows_per_s: f64,
     adbc_rows_per_s: f64,
+    adbc_coordinator_rows_per_s: f64,
     psycopg_rows_per_s: f64,
     adbc_vs_datafusion: f64,
     /// ADBC from a Flight server that does no work per query: the client's
@@ -574,24 +636,17 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         df / 1e6
     );
 
-    // Loch over Flight SQL, Rust client (arrow-flight).
-    let mut client = server.flight_client().await?;
-    let mut rust_times = Vec::new();
-    for i in 0..=runs {
-        let start = Instant::now();
-        let batches = flight_query(&mut client, SCAN_SQL).await?;
-        let n: usize = batches.iter().map(|b| b.num_rows()).sum();
-        if n != rows {
-            return Err(format!("Flight SQL returned {n} rows, DataFusion {rows}").into());
-        }
-        if i > 0 {
-            rust_times.push(start.elapsed());
-        }
-    }
-    let flight_rust = rows as f64 / (median(rust_times) / 1000.0);
+    // Loch over Flight SQL, Rust client (arrow-flight): direct endpoints
+    // (the default), then through the coordinator.
+    let flight_rust = flight_scan(&server, &[], rows, runs).await?;
     eprintln!(
         "flight sql (rust client): {:.2} M rows/s",
         flight_rust / 1e6
+    );
+    let flight_rust_coordinator = flight_scan(&server, &[THROUGH_COORDINATOR], rows, runs).await?;
+    eprintln!(
+        "flight sql (rust client, through the coordinator): {:.2} M rows/s",
+        flight_rust_coordinator / 1e6
     );
 
     // ADBC into a pyarrow.Table, and psycopg over pg wire.
@@ -612,13 +667,14 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         return Err(format!("{} failed", script.display()).into());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    for client in ["adbc", "adbc_reference", "psycopg"] {
+    for client in ["adbc", "adbc_coordinator", "adbc_reference", "psycopg"] {
         let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
         if n != rows {
             return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
         }
     }
     let adbc = v["adbc"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    let adbc_coordinator = v["adbc_coordinator"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let psycopg = v["psycopg"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let reference = v["adbc_reference"]["rows_per_s"].as_f64().unwrap_or(0.0);
     drop(server);
@@ -628,15 +684,27 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         args.data.sf, args.executors
     );
     println!(
-        "ADBC from Loch / ADBC from the no-work server: {:.2}\n",
+        "ADBC from Loch / ADBC from the no-work server: {:.2}",
         adbc / reference
+    );
+    println!(
+        "ADBC direct endpoints / through the coordinator: {:.2}\n",
+        adbc / adbc_coordinator
     );
     println!("| client | M rows/s | vs in-process DataFusion |");
     println!("|---|---:|---:|");
     for (name, r) in [
         ("DataFusion in-process (stream of batches)", df),
         ("Loch Flight SQL, Rust arrow-flight client", flight_rust),
+        (
+            "Loch Flight SQL, Rust arrow-flight client, through the coordinator",
+            flight_rust_coordinator,
+        ),
         ("Loch Flight SQL, Python ADBC → pyarrow.Table", adbc),
+        (
+            "Loch Flight SQL, Python ADBC → pyarrow.Table, through the coordinator",
+            adbc_coordinator,
+        ),
         (
             "no-work Flight server (pyarrow, batches in memory), ADBC → pyarrow.Table",
             reference,
@@ -651,7 +719,9 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         rows,
         datafusion_rows_per_s: df,
         flight_rust_rows_per_s: flight_rust,
+        flight_rust_coordinator_rows_per_s: flight_rust_coordinator,
         adbc_rows_per_s: adbc,
+        adbc_coordinator_rows_per_s: adbc_coordinator,
         psycopg_rows_per_s: psycopg,
         adbc_vs_datafusion: adbc / df,
         adbc_reference_rows_per_s: reference,
