@@ -134,7 +134,10 @@ pub async fn run_executor(
             .add_service(server)
             // Clients redeem direct tickets here; it checks each ticket's
             // seal itself (clients do not hold the cluster secret).
-            .add_service(direct.into_server())
+            .add_service(Counting {
+                inner: direct.into_server(),
+                running: Arc::clone(&running),
+            })
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stop_rx.await;
             }),
@@ -323,8 +326,9 @@ async fn heartbeats(
 }
 
 /// Counts the tasks an executor runs: each task is one open
-/// `CoordinatorChannel` call from the coordinator, from its request until its
-/// response stream is dropped.
+/// `CoordinatorChannel` call from the coordinator, or `DoGet` of a direct
+/// ticket from a client, from its request until its response stream is
+/// dropped.
 #[derive(Clone)]
 struct Counting<S> {
     inner: S,
@@ -349,7 +353,8 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let task = request.uri().path().ends_with("/CoordinatorChannel");
+        let path = request.uri().path();
+        let task = path.ends_with("/CoordinatorChannel") || path.ends_with("/DoGet");
         let guard = task.then(|| TaskGuard::new(Arc::clone(&self.running)));
         let response = self.inner.call(request);
         Box::pin(async move {

@@ -389,7 +389,7 @@ fn flight_location(url: &url::Url) -> String {
     }
 }
 
-/// The bearer token of a call./// The bearer token of a call.
+/// The bearer token of a call.
 fn bearer_token<T>(request: &Request<T>) -> Result<&str, Status> {
     let header = request
         .metadata()
