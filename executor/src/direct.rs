@@ -12,7 +12,7 @@
 //! (grants, row filters and column masks are inside the plan) before it
 //! sealed it. So an executor runs only plans its coordinator sealed, each
 //! once, before the ticket expires ([`TICKET_TTL`]); a changed or forged
-//! ticket fails the HMAC check and runs nothing. Every other Flight call on
+//! ticket fails the HMAC check and runs nothing (UNAUTHENTICATED). Every other Flight call on
 //! this service is refused.
 
 use std::pin::Pin;
@@ -204,10 +204,12 @@ impl DirectService {
     }
 }
 
+/// A refused ticket is UNAUTHENTICATED, like any call to an executor
+/// without a valid cluster credential.
 fn refused(e: TicketError) -> Status {
     match e {
         TicketError::NoRandom => Status::internal(e.to_string()),
-        _ => Status::permission_denied(format!("direct ticket refused: {e}")),
+        _ => Status::unauthenticated(format!("direct ticket refused: {e}")),
     }
 }
 
@@ -421,7 +423,7 @@ mod tests {
         let sealed = DirectTicket::new(bytes, None).unwrap().seal(&secret);
         assert!(service.start(&sealed).is_ok());
         let again = service.start(&sealed).err().unwrap();
-        assert_eq!(again.code(), tonic::Code::PermissionDenied);
+        assert_eq!(again.code(), tonic::Code::Unauthenticated);
         assert!(again.message().contains("already redeemed"));
     }
 }

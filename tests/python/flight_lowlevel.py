@@ -11,6 +11,8 @@ usage: flight_lowlevel.py URI USER PASSWORD MODE
                 FlightInfo names (executors, for direct endpoints), writes
                 them to OUT (Arrow IPC file), and tries what a client must
                 not be able to do with a direct ticket
+  MODE abandon SQL [SETUP...]  starts reading every endpoint of SQL, then
+                goes away: the executors' running tasks must fall back
   MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
   MODE close    CloseSession ends the session: its token stops working
   MODE expiry   a token stops working once unused for the server's TTL"""
@@ -162,6 +164,37 @@ def direct(uri, user, password, out, sql, *setup):
     )
 
 
+def running_tasks(client, options):
+    info = info_for(client, options, "select sum(running_tasks) from system.executors")
+    return reader_for(client, options, info.endpoints[0]).read_all().column(0)[0].as_py()
+
+
+def abandon(uri, user, password, sql, *setup):
+    client, options = login(uri, user, password)
+    for statement in setup:
+        info_for(client, options, statement)
+    info = info_for(client, options, sql)
+    located = [flight.FlightClient(e.locations[0]) for e in info.endpoints if e.locations]
+    readers = [c.do_get(e.ticket) for c, e in zip(located, info.endpoints)]
+    for reader in readers:
+        reader.read_chunk()
+    # Heartbeats carry the count: wait for them to show the streams.
+    deadline = time.time() + 30
+    during = running_tasks(client, options)
+    while during < len(readers) and time.time() < deadline:
+        time.sleep(0.2)
+        during = running_tasks(client, options)
+    for reader in readers:
+        reader.cancel()
+    for c in located:
+        c.close()
+    after = running_tasks(client, options)
+    while after and time.time() < deadline + 30:
+        time.sleep(0.2)
+        after = running_tasks(client, options)
+    emit("abandon", endpoints=len(readers), during=during, after=after)
+
+
 def cancel_request(info):
     # CancelFlightInfoRequest { FlightInfo info = 1; }
     return flight.Action("CancelFlightInfo", field(1, info.serialize()))
@@ -219,6 +252,7 @@ def main():
         "tickets": tickets,
         "sizes": sizes,
         "direct": direct,
+        "abandon": abandon,
         "cancel": cancel,
         "close": close,
         "expiry": expiry,

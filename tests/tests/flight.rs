@@ -318,7 +318,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
     ] {
         let e = error(check(&lines, name));
         assert!(
-            e.contains(wants) && e.contains("FlightUnauthorizedError"),
+            e.contains(wants) && e.contains("FlightUnauthenticatedError"),
             "{name}: {e}"
         );
     }
@@ -328,6 +328,20 @@ async fn flight_reads_scans_straight_from_the_executors() {
     assert_eq!(through["endpoints"], 1, "{through}");
     assert_eq!(through["located"], 0, "{through}");
     assert_eq!(through["rows"], direct["rows"], "{through}");
+
+    // A client that goes away mid-stream leaves nothing running.
+    let lines = run_python(
+        &server,
+        "flight_lowlevel.py",
+        &["abandon", sql, loch_tests::FORCE_DISTRIBUTION],
+    );
+    let abandon = check(&lines, "abandon");
+    assert!(abandon["endpoints"].as_u64().unwrap() >= 2, "{abandon}");
+    assert!(
+        abandon["during"].as_i64().unwrap() >= abandon["endpoints"].as_i64().unwrap(),
+        "the streams count as running tasks: {abandon}"
+    );
+    assert_eq!(abandon["after"], 0, "{abandon}");
 
     // A reader with a row filter and a mask, through ADBC (which follows
     // the endpoints' locations by itself).
