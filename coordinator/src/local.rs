@@ -189,16 +189,20 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                 Arc::clone(engine.stores()),
                 cluster.secret.clone(),
             )));
-            engine = engine
-                .with_distribution(
-                    distribution(
-                        Arc::clone(&registry),
-                        &cluster.secret,
-                        addr.ip().is_loopback(),
-                    ),
-                    Arc::clone(&registry) as Arc<dyn loch_executor::engine::ExecutorCheck>,
-                )
-                .with_ticket_secret(cluster.secret.clone());
+            engine = engine.with_distribution(
+                distribution(
+                    Arc::clone(&registry),
+                    &cluster.secret,
+                    addr.ip().is_loopback(),
+                ),
+                Arc::clone(&registry) as Arc<dyn loch_executor::engine::ExecutorCheck>,
+            );
+            // Direct endpoints only where clients talk plain gRPC anyway:
+            // executors serve no TLS, and rows must not leave in clear
+            // when the Flight SQL port encrypts them.
+            if tls.is_none() {
+                engine = engine.with_ticket_secret(cluster.secret.clone());
+            }
             if cluster.spawn_executors > 0 {
                 let url = format!("http://{addr}");
                 children = Children::spawn(

@@ -1,7 +1,7 @@
 """TLS with real drivers: psycopg (libpq) and the ADBC Flight SQL driver.
 Prints one JSON line per check; the Rust test decides what each should be.
 
-usage: tls_clients.py PG_PORT FLIGHT_PORT CA_PEM OTHER_CA_PEM SQL
+usage: tls_clients.py PG_PORT FLIGHT_PORT CA_PEM OTHER_CA_PEM SQL SCAN_SQL...
 The password comes from PGPASSWORD. CA_PEM is the CA that signed the
 server's certificate, OTHER_CA_PEM one that did not."""
 
@@ -42,8 +42,26 @@ def flight_check(check, uri, sql, **options):
         emit(check, error=f"{type(e).__name__}: {e}")
 
 
+def flight_endpoints(check, uri, ca_pem, *statements):
+    """Where the FlightInfo of the last statement points, after the others
+    ran in the same session (pyarrow.flight, which shows the endpoints)."""
+    import pyarrow.flight as flight
+
+    from flight_lowlevel import statement_query
+
+    client = flight.FlightClient(uri, tls_root_certs=ca_pem)
+    header = client.authenticate_basic_token("loch", os.environ["PGPASSWORD"])
+    options = flight.FlightCallOptions(headers=[header])
+    for sql in statements:
+        descriptor = flight.FlightDescriptor.for_command(statement_query(sql))
+        info = client.get_flight_info(descriptor, options)
+    emit(check, endpoints=len(info.endpoints), located=sum(1 for e in info.endpoints if e.locations))
+
+
 def main():
     pg_port, flight_port, ca, other_ca, sql = sys.argv[1:6]
+    # A scan forced onto the executors (statements after SQL).
+    scan = sys.argv[6:]
     pg_port = int(pg_port)
 
     psycopg_check(
@@ -61,6 +79,7 @@ def main():
     flight_check("adbc_tls", tls_uri, sql, **{roots: ca_pem})
     flight_check("adbc_wrong_ca", tls_uri, sql, **{roots: other_pem})
     flight_check("adbc_clear_text", f"grpc://127.0.0.1:{flight_port}", sql)
+    flight_endpoints("tls_endpoints", tls_uri, ca_pem, *scan)
     sys.stdout.flush()
     os._exit(0)
 

@@ -127,6 +127,8 @@ async fn tls_on_both_protocols_with_verified_certificates() {
             ca.display().to_string(),
             other_ca.display().to_string(),
             SQL.to_string(),
+            loch_tests::FORCE_DISTRIBUTION.to_string(),
+            "select * from tpch.lineitem".to_string(),
         ],
         "psycopg and adbc-driver-flightsql",
     );
@@ -148,6 +150,11 @@ async fn tls_on_both_protocols_with_verified_certificates() {
     // gRPC in clear text to a TLS port does not get through (UNAVAILABLE, 14).
     let adbc_clear = error_of(check(&lines, "adbc_clear_text"));
     assert!(adbc_clear.contains("(Unavailable;"), "{adbc_clear}");
+    // Executors serve no TLS: with TLS on, a scan they run still streams
+    // through the coordinator (one endpoint, no location), never in clear.
+    let endpoints = check(&lines, "tls_endpoints");
+    assert_eq!(endpoints["endpoints"], 1, "{endpoints}");
+    assert_eq!(endpoints["located"], 0, "{endpoints}");
     drop(server);
 
     // Restarted without --tls-required: clear text is accepted again, TLS
