@@ -74,6 +74,8 @@ pub enum TicketError {
     Expired,
     #[error("the ticket was already redeemed: run the query again")]
     Redeemed,
+    #[error("the query was cancelled")]
+    Cancelled,
     #[error("no random numbers from the system")]
     NoRandom,
 }
@@ -152,7 +154,8 @@ pub fn encode_plan(
 pub struct DirectService {
     secret: ClusterSecret,
     runtime: Arc<RuntimeEnv>,
-    redeemed: moka::sync::Cache<[u8; NONCE_BYTES], ()>,
+    /// Tickets redeemed or cancelled, by nonce, until after they expire.
+    tickets: moka::sync::Cache<[u8; NONCE_BYTES], Arc<TicketState>>,
     status_of: StatusOf,
 }
 
@@ -163,7 +166,7 @@ impl DirectService {
         DirectService {
             secret,
             runtime,
-            redeemed: moka::sync::Cache::builder()
+            tickets: moka::sync::Cache::builder()
                 .max_capacity(1_000_000)
                 .time_to_live(TICKET_TTL + Duration::from_secs(60))
                 .build(),
@@ -179,10 +182,21 @@ impl DirectService {
     }
 
     /// Checks a ticket and starts its plan.
-    fn start(&self, bytes: &[u8]) -> Result<(DirectTicket, SendableRecordBatchStream), Status> {
+    fn start(
+        &self,
+        bytes: &[u8],
+    ) -> Result<(DirectTicket, Arc<TicketState>, SendableRecordBatchStream), Status> {
         let ticket = DirectTicket::open(&self.secret, bytes).map_err(refused)?;
         // Remembered until after it would have expired anyway.
-        if !self.redeemed.entry(ticket.nonce).or_insert(()).is_fresh() {
+        let entry = self
+            .tickets
+            .entry(ticket.nonce)
+            .or_insert_with(|| Arc::new(TicketState::default()));
+        let ticket_state = Arc::clone(entry.value());
+        if ticket_state.is_cancelled() {
+            return Err(cancelled());
+        }
+        if !entry.is_fresh() {
             return Err(refused(TicketError::Redeemed));
         }
         let state = SessionStateBuilder::new()
@@ -200,8 +214,75 @@ impl DirectService {
         )
         .map_err(self.status_of)?;
         let stream = execute_stream(plan, task).map_err(self.status_of)?;
-        Ok((ticket, stream))
+        Ok((ticket, ticket_state, stream))
     }
+
+    /// Cancels the ticket in `bytes`: its stream ends with CANCELLED, or it
+    /// never runs. Whoever holds a ticket may cancel it (the coordinator
+    /// does, for `CancelFlightInfo`).
+    fn cancel(&self, bytes: &[u8]) -> Result<(), Status> {
+        let ticket = match DirectTicket::open(&self.secret, bytes) {
+            Ok(ticket) => ticket,
+            // It cannot run any more anyway.
+            Err(TicketError::Expired) => return Ok(()),
+            Err(e) => return Err(refused(e)),
+        };
+        self.tickets
+            .entry(ticket.nonce)
+            .or_insert_with(|| Arc::new(TicketState::default()))
+            .value()
+            .cancel();
+        Ok(())
+    }
+}
+
+/// A redeemed or cancelled ticket.
+#[derive(Debug, Default)]
+pub struct TicketState {
+    cancelled: std::sync::atomic::AtomicBool,
+    wake: tokio::sync::Notify,
+}
+
+impl TicketState {
+    fn cancel(&self) {
+        self.cancelled
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        self.wake.notify_waiters();
+    }
+
+    fn is_cancelled(&self) -> bool {
+        self.cancelled.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Resolves once the ticket is cancelled.
+    async fn cancelled(&self) {
+        loop {
+            let woken = self.wake.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            woken.await;
+        }
+    }
+}
+
+/// DoAction type that cancels a direct ticket (body: the ticket).
+pub const CANCEL_ACTION: &str = "loch.direct.cancel";
+
+/// The status of a cancelled direct stream (PostgreSQL's 57014).
+fn cancelled() -> Status {
+    sqlstate_status(
+        Status::cancelled("canceling statement due to user request (SQLSTATE 57014)"),
+        "57014",
+    )
+}
+
+fn sqlstate_status(mut status: Status, sqlstate: &'static str) -> Status {
+    status.metadata_mut().insert(
+        "x-loch-sqlstate",
+        tonic::metadata::MetadataValue::from_static(sqlstate),
+    );
+    status
 }
 
 /// A refused ticket is UNAUTHENTICATED, like any call to an executor
@@ -242,7 +323,7 @@ impl FlightService for DirectService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let (ticket, stream) = self.start(&request.get_ref().ticket)?;
+        let (ticket, state, stream) = self.start(&request.get_ref().ticket)?;
         let schema = stream.schema();
         let status_of = self.status_of;
         let batches: BoxStream<'static, Result<_, FlightError>> = stream
@@ -254,10 +335,7 @@ impl FlightService for DirectService {
                 futures::stream::iter(pieces)
             })
             .boxed();
-        let batches = match ticket.timeout {
-            Some(limit) => within(batches, limit),
-            None => batches,
-        };
+        let batches = guarded(batches, ticket.timeout, state);
         let data = FlightDataEncoderBuilder::new()
             .with_schema(schema)
             // `wire_pieces` cut the batches; see there.
@@ -318,9 +396,17 @@ impl FlightService for DirectService {
 
     async fn do_action(
         &self,
-        _: Request<Action>,
+        request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
-        only_do_get()
+        let action = request.get_ref();
+        if action.r#type != CANCEL_ACTION {
+            return only_do_get();
+        }
+        self.cancel(&action.body)?;
+        let done = arrow_flight::Result {
+            body: b"cancelled".to_vec().into(),
+        };
+        Ok(Response::new(Box::pin(futures::stream::iter([Ok(done)]))))
     }
 
     async fn list_actions(
@@ -331,27 +417,35 @@ impl FlightService for DirectService {
     }
 }
 
-/// `batches` ending with a 57014 error (PostgreSQL's "statement timeout")
-/// when they are not done within `limit`.
-fn within<T: Send + 'static>(
+/// `batches` ending with a 57014 error when the ticket is cancelled, or
+/// when they are not done within `limit` (`statement_timeout`).
+fn guarded<T: Send + 'static>(
     batches: BoxStream<'static, Result<T, FlightError>>,
-    limit: Duration,
+    limit: Option<Duration>,
+    state: Arc<TicketState>,
 ) -> BoxStream<'static, Result<T, FlightError>> {
-    let deadline = Box::pin(tokio::time::sleep(limit));
-    futures::stream::unfold(Some((batches, deadline)), |state| async move {
-        let (mut batches, mut deadline) = state?;
-        tokio::select! {
-            item = batches.next() => item.map(|item| (item, Some((batches, deadline)))),
-            () = &mut deadline => {
-                let mut status = Status::cancelled(
-                    "canceling statement due to statement timeout (SQLSTATE 57014)",
-                );
-                status.metadata_mut().insert(
-                    "x-loch-sqlstate",
-                    tonic::metadata::MetadataValue::from_static("57014"),
-                );
-                Some((Err(FlightError::Tonic(Box::new(status))), None))
-            }
+    let deadline: Pin<Box<dyn Future<Output = ()> + Send>> = match limit {
+        Some(limit) => Box::pin(tokio::time::sleep(limit)),
+        None => Box::pin(futures::future::pending()),
+    };
+    futures::stream::unfold(Some((batches, deadline)), move |running| {
+        let state = Arc::clone(&state);
+        async move {
+            let (mut batches, mut deadline) = running?;
+            let stop = tokio::select! {
+                biased;
+                () = state.cancelled() => cancelled(),
+                () = &mut deadline => sqlstate_status(
+                    Status::cancelled(
+                        "canceling statement due to statement timeout (SQLSTATE 57014)",
+                    ),
+                    "57014",
+                ),
+                item = batches.next() => {
+                    return item.map(|item| (item, Some((batches, deadline))));
+                }
+            };
+            Some((Err(FlightError::Tonic(Box::new(stop))), None))
         }
     })
     .boxed()
@@ -405,6 +499,57 @@ mod tests {
         assert_eq!(
             DirectTicket::open(&secret, &ticket.seal(&secret)),
             Err(TicketError::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_or_timed_out_stream_ends_with_57014() {
+        let never = || futures::stream::pending::<Result<(), FlightError>>().boxed();
+        let state = Arc::new(TicketState::default());
+        let mut stream = guarded(never(), None, Arc::clone(&state));
+        let waiting = tokio::spawn(async move { stream.next().await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        state.cancel();
+        let ended = waiting.await.unwrap();
+        let Some(Err(FlightError::Tonic(status))) = ended else {
+            panic!("{ended:?}")
+        };
+        assert_eq!(status.code(), tonic::Code::Cancelled);
+        assert!(status.message().contains("user request"));
+
+        let mut stream = guarded(
+            never(),
+            Some(Duration::from_millis(20)),
+            Arc::new(TicketState::default()),
+        );
+        let Some(Err(FlightError::Tonic(status))) = stream.next().await else {
+            panic!()
+        };
+        assert!(status.message().contains("statement timeout"));
+        assert!(stream.next().await.is_none());
+    }
+
+    #[test]
+    fn a_cancelled_ticket_never_runs() {
+        let secret = ClusterSecret::generate().unwrap();
+        let service = DirectService::new(secret.clone(), Arc::new(RuntimeEnv::default()), |e| {
+            Status::internal(e.to_string())
+        });
+        let plan: Arc<dyn ExecutionPlan> =
+            Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
+                datafusion::arrow::datatypes::Schema::empty(),
+            )));
+        let bytes = encode_plan(plan, &datafusion::prelude::SessionConfig::new()).unwrap();
+        let sealed = DirectTicket::new(bytes, None).unwrap().seal(&secret);
+        service.cancel(&sealed).unwrap();
+        let refused = service.start(&sealed).err().unwrap();
+        assert_eq!(refused.code(), tonic::Code::Cancelled);
+        // Only tickets of this cluster can be cancelled.
+        let mut forged = sealed.clone();
+        forged[20] ^= 1;
+        assert_eq!(
+            service.cancel(&forged).unwrap_err().code(),
+            tonic::Code::Unauthenticated
         );
     }
 

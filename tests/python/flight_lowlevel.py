@@ -11,6 +11,8 @@ usage: flight_lowlevel.py URI USER PASSWORD MODE
                 FlightInfo names (executors, for direct endpoints), writes
                 them to OUT (Arrow IPC file), and tries what a client must
                 not be able to do with a direct ticket
+  MODE cancel_direct SQL [SETUP...]  CancelFlightInfo stops a query read
+                from direct endpoints, running and not yet started
   MODE abandon SQL [SETUP...]  starts reading every endpoint of SQL, then
                 goes away: the executors' running tasks must fall back
   MODE cancel   CancelFlightInfo stops a streaming query and an unfetched one
@@ -230,6 +232,38 @@ def cancel(uri, user, password):
     emit("after_cancel", rows=table.num_rows)
 
 
+def cancel_direct(uri, user, password, sql, *setup):
+    client, options = login(uri, user, password)
+    for statement in setup:
+        info_for(client, options, statement)
+    info = info_for(client, options, sql)
+    first, rest = info.endpoints[0], info.endpoints[1:]
+    reader = reader_for(client, options, first)
+    rows = reader.read_chunk().data.num_rows
+    results = list(client.do_action(cancel_request(info), options))
+    body = results[0].body.to_pybytes() if results else b""
+    cancel_status = body[1] if len(body) == 2 and body[0] == 0x08 else None
+    error = None
+    try:
+        while True:
+            rows += reader.read_chunk().data.num_rows
+    except StopIteration:
+        pass
+    except flight.FlightError as e:
+        error = f"{type(e).__name__}: {e}"
+    emit(
+        "cancel_direct_running",
+        rows=rows,
+        error=error,
+        cancel_status=cancel_status,
+        located=sum(1 for e in info.endpoints if e.locations),
+    )
+    pending = error_of(lambda: reader_for(client, options, rest[0]).read_all()) if rest else None
+    emit("cancel_direct_pending", error=pending)
+    table = client.do_get(info_for(client, options, "select 1 as x").endpoints[0].ticket, options).read_all()
+    emit("after_cancel_direct", rows=table.num_rows)
+
+
 def close(uri, user, password):
     client, options = login(uri, user, password)
     before = error_of(lambda: info_for(client, options, "select 1"))
@@ -253,6 +287,7 @@ def main():
         "sizes": sizes,
         "direct": direct,
         "abandon": abandon,
+        "cancel_direct": cancel_direct,
         "cancel": cancel,
         "close": close,
         "expiry": expiry,

@@ -333,7 +333,13 @@ async fn flight_reads_scans_straight_from_the_executors() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        &["abandon", sql, loch_tests::FORCE_DISTRIBUTION],
+        // Every column: more than gRPC's buffers hold, so the streams
+        // are still running when the client goes.
+        &[
+            "abandon",
+            "select * from tpch.lineitem",
+            loch_tests::FORCE_DISTRIBUTION,
+        ],
     );
     let abandon = check(&lines, "abandon");
     assert!(abandon["endpoints"].as_u64().unwrap() >= 2, "{abandon}");
@@ -342,6 +348,29 @@ async fn flight_reads_scans_straight_from_the_executors() {
         "the streams count as running tasks: {abandon}"
     );
     assert_eq!(abandon["after"], 0, "{abandon}");
+
+    // CancelFlightInfo reaches the executors: the running stream ends with
+    // 57014, the endpoint not read yet never runs.
+    let lines = run_python(
+        &server,
+        "flight_lowlevel.py",
+        &[
+            "cancel_direct",
+            "select * from tpch.lineitem",
+            loch_tests::FORCE_DISTRIBUTION,
+        ],
+    );
+    let running = check(&lines, "cancel_direct_running");
+    assert!(running["located"].as_u64().unwrap() >= 2, "{running}");
+    assert_eq!(running["cancel_status"], 1, "CANCELLED: {running}");
+    let e = error(running);
+    assert!(
+        e.contains("FlightCancelledError") && e.contains("57014"),
+        "{running}"
+    );
+    let pending = error(check(&lines, "cancel_direct_pending"));
+    assert!(pending.contains("57014"), "{pending}");
+    assert_eq!(check(&lines, "after_cancel_direct")["rows"], 1);
 
     // A reader with a row filter and a mask, through ADBC (which follows
     // the endpoints' locations by itself).

@@ -342,17 +342,32 @@ impl LochFlightSql {
         Response::new(Box::pin(data))
     }
 
-    fn cancel_tickets(&self, fs: &FlightSession, info: &FlightInfo) -> bool {
+    /// Cancels the queries of `info`'s tickets: the session's own, and
+    /// direct tickets at their executors. Whether any was cancelled.
+    async fn cancel_tickets(&self, fs: &FlightSession, info: &FlightInfo) -> bool {
         let mut found = false;
+        let mut direct = Vec::new();
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
             };
             if let Some(handle) = statement_handle(&ticket.ticket) {
                 found |= fs.cancel_query(&handle);
+            } else if let (Some(secret), Some(location)) =
+                (self.engine.ticket_secret(), endpoint.location.first())
+            {
+                // Only tickets this cluster sealed, sent only to executors
+                // it knows: a client cannot make the coordinator call out
+                // anywhere else.
+                if DirectTicket::open(secret, &ticket.ticket).is_ok()
+                    && executor_locations(fs).contains(&location.uri)
+                {
+                    direct.push(cancel_direct(location.uri.clone(), ticket.ticket.clone()));
+                }
             }
         }
-        found
+        let cancelled = futures::future::join_all(direct).await;
+        found || cancelled.into_iter().any(|done| done)
     }
 }
 
@@ -387,6 +402,43 @@ fn flight_location(url: &url::Url) -> String {
         Some(port) => format!("{scheme}://{host}:{port}"),
         None => format!("{scheme}://{host}"),
     }
+}
+
+/// The Flight locations of the executors live now.
+fn executor_locations(fs: &FlightSession) -> Vec<String> {
+    let state = fs.session.context().state();
+    datafusion_distributed::DistributedGetterExt::get_distributed_worker_resolver(state.config())
+        .and_then(|r| r.get_urls())
+        .unwrap_or_default()
+        .iter()
+        .map(flight_location)
+        .collect()
+}
+
+/// Asks the executor at `location` to cancel a direct ticket; whether it
+/// confirmed within a few seconds.
+async fn cancel_direct(location: String, ticket: bytes::Bytes) -> bool {
+    let call = async {
+        let url = location.replacen("grpc+tcp://", "http://", 1);
+        let channel = tonic::transport::Endpoint::from_shared(url)
+            .ok()?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .connect()
+            .await
+            .ok()?;
+        let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
+        let mut answers = client
+            .do_action(Action::new(loch_executor::direct::CANCEL_ACTION, ticket))
+            .await
+            .ok()?
+            .into_inner();
+        answers.message().await.ok().flatten()
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(3), call)
+        .await
+        .ok()
+        .flatten()
+        .is_some()
 }
 
 /// The bearer token of a call.
@@ -927,7 +979,7 @@ impl FlightSqlService for LochFlightSql {
         let fs = self.session(&request)?;
         let info = FlightInfo::decode(query.info)
             .map_err(|e| status(&LochError::InvalidParameter(format!("bad FlightInfo: {e}"))))?;
-        let result = if self.cancel_tickets(&fs, &info) {
+        let result = if self.cancel_tickets(&fs, &info).await {
             CANCELLED
         } else {
             NOT_CANCELLABLE
@@ -948,11 +1000,10 @@ impl FlightSqlService for LochFlightSql {
                         "bad CancelFlightInfoRequest: {e}"
                     )))
                 })?;
-            let found = cancel
-                .info
-                .as_ref()
-                .map(|info| self.cancel_tickets(&fs, info))
-                .unwrap_or(false);
+            let found = match &cancel.info {
+                Some(info) => self.cancel_tickets(&fs, info).await,
+                None => false,
+            };
             let result = CancelFlightInfoResult {
                 status: if found {
                     CancelStatus::Cancelled as i32
