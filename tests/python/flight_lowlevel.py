@@ -202,18 +202,13 @@ def cancel_request(info):
     return flight.Action("CancelFlightInfo", field(1, info.serialize()))
 
 
-def cancel(uri, user, password):
-    client, options = login(uri, user, password)
-    # A query that streams far more than fits in the pipeline's buffers.
-    sql = "select a.* from tpch.lineitem a join tpch.lineitem b on a.l_orderkey = b.l_orderkey"
-    info = info_for(client, options, sql)
-    reader = client.do_get(info.endpoints[0].ticket, options)
-    first = reader.read_chunk()
+def cancel_and_drain(client, options, info, reader, rows):
+    """Sends CancelFlightInfo for `info`, then reads what `reader` still
+    gives: (rows in all, the error it ended with, the cancel status)."""
     results = list(client.do_action(cancel_request(info), options))
     # CancelFlightInfoResult { CancelStatus status = 1; } -> bytes 0x08 <status>
     body = results[0].body.to_pybytes() if results else b""
     cancel_status = body[1] if len(body) == 2 and body[0] == 0x08 else None
-    rows = first.data.num_rows
     error = None
     try:
         while True:
@@ -222,6 +217,17 @@ def cancel(uri, user, password):
         pass
     except flight.FlightError as e:
         error = f"{type(e).__name__}: {e}"
+    return rows, error, cancel_status
+
+
+def cancel(uri, user, password):
+    client, options = login(uri, user, password)
+    # A query that streams far more than fits in the pipeline's buffers.
+    sql = "select a.* from tpch.lineitem a join tpch.lineitem b on a.l_orderkey = b.l_orderkey"
+    info = info_for(client, options, sql)
+    reader = client.do_get(info.endpoints[0].ticket, options)
+    first = reader.read_chunk()
+    rows, error, cancel_status = cancel_and_drain(client, options, info, reader, first.data.num_rows)
     emit("cancel_running", rows=rows, error=error, cancel_status=cancel_status)
     # Cancelled before its DoGet: the ticket no longer runs anything.
     info = info_for(client, options, sql)
@@ -239,18 +245,7 @@ def cancel_direct(uri, user, password, sql, *setup):
     info = info_for(client, options, sql)
     first, rest = info.endpoints[0], info.endpoints[1:]
     reader = reader_for(client, options, first)
-    rows = reader.read_chunk().data.num_rows
-    results = list(client.do_action(cancel_request(info), options))
-    body = results[0].body.to_pybytes() if results else b""
-    cancel_status = body[1] if len(body) == 2 and body[0] == 0x08 else None
-    error = None
-    try:
-        while True:
-            rows += reader.read_chunk().data.num_rows
-    except StopIteration:
-        pass
-    except flight.FlightError as e:
-        error = f"{type(e).__name__}: {e}"
+    rows, error, cancel_status = cancel_and_drain(client, options, info, reader, reader.read_chunk().data.num_rows)
     emit(
         "cancel_direct_running",
         rows=rows,

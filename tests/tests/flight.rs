@@ -241,6 +241,11 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     );
 }
 
+/// A scan whose endpoints carry far more than a client's and the server's
+/// gRPC buffers hold (about 100 MB each at scale 0.1), so a stream is still
+/// running when the client stops reading.
+const WIDE_SCAN: &str = "select *, repeat(l_comment, 8) as wide from tpch.lineitem";
+
 /// A scan the executors run is read straight from them: one endpoint per
 /// scan task, located at its executor, with a ticket only that executor
 /// takes, once, unchanged. Grants, row filters and masks hold there too.
@@ -333,18 +338,14 @@ async fn flight_reads_scans_straight_from_the_executors() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        // Every column: more than gRPC's buffers hold, so the streams
-        // are still running when the client goes.
-        &[
-            "abandon",
-            "select * from tpch.lineitem",
-            loch_tests::FORCE_DISTRIBUTION,
-        ],
+        &["abandon", WIDE_SCAN, loch_tests::FORCE_DISTRIBUTION],
     );
     let abandon = check(&lines, "abandon");
     assert!(abandon["endpoints"].as_u64().unwrap() >= 2, "{abandon}");
+    // At least one stream is still running and counted (a client may
+    // buffer a whole endpoint's rows: CI once saw 1 of 2 still running).
     assert!(
-        abandon["during"].as_i64().unwrap() >= abandon["endpoints"].as_i64().unwrap(),
+        abandon["during"].as_i64().unwrap() >= 1,
         "the streams count as running tasks: {abandon}"
     );
     assert_eq!(abandon["after"], 0, "{abandon}");
@@ -354,11 +355,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        &[
-            "cancel_direct",
-            "select * from tpch.lineitem",
-            loch_tests::FORCE_DISTRIBUTION,
-        ],
+        &["cancel_direct", WIDE_SCAN, loch_tests::FORCE_DISTRIBUTION],
     );
     let running = check(&lines, "cancel_direct_running");
     assert!(running["located"].as_u64().unwrap() >= 2, "{running}");
