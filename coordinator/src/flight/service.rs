@@ -347,6 +347,7 @@ impl LochFlightSql {
     async fn cancel_tickets(&self, fs: &FlightSession, info: &FlightInfo) -> bool {
         let mut found = false;
         let mut direct = Vec::new();
+        let mut executors: Option<Vec<String>> = None;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
@@ -360,7 +361,9 @@ impl LochFlightSql {
                 // it knows: a client cannot make the coordinator call out
                 // anywhere else.
                 if DirectTicket::open(secret, &ticket.ticket).is_ok()
-                    && executor_locations(fs).contains(&location.uri)
+                    && executors
+                        .get_or_insert_with(|| executor_locations(fs))
+                        .contains(&location.uri)
                 {
                     direct.push(cancel_direct(location.uri.clone(), ticket.ticket.clone()));
                 }
