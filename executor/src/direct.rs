@@ -19,8 +19,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use arrow_flight::encode::FlightDataEncoderBuilder;
-use arrow_flight::error::FlightError;
 use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
 use arrow_flight::{
     Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
@@ -35,13 +33,13 @@ use datafusion_proto::bytes::{
     physical_plan_from_bytes_with_proto_converter, physical_plan_to_bytes_with_proto_converter,
 };
 use datafusion_proto::physical_plan::DeduplicatingProtoConverter;
+use futures::StreamExt;
 use futures::stream::BoxStream;
-use futures::{StreamExt, TryStreamExt};
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::cluster::ClusterSecret;
-use crate::wire::wire_pieces;
+use crate::wire::flight_data;
 
 /// How long a direct ticket can be redeemed after the coordinator made it.
 pub const TICKET_TTL: Duration = Duration::from_secs(600);
@@ -149,6 +147,21 @@ pub fn encode_plan(
     .map(|bytes| bytes.to_vec())
 }
 
+/// The plan of a direct ticket, decoded with the codecs of `task`'s
+/// session (the twin of [`encode_plan`]).
+fn decode_plan(
+    bytes: &[u8],
+    task: &datafusion::execution::TaskContext,
+) -> Result<Arc<dyn ExecutionPlan>, DataFusionError> {
+    let codec = DistributedCodec::new_combined_with_user(task.session_config());
+    physical_plan_from_bytes_with_proto_converter(
+        bytes,
+        task,
+        &codec,
+        &DeduplicatingProtoConverter::default(),
+    )
+}
+
 /// The executor's Flight service for direct tickets.
 #[derive(Clone)]
 pub struct DirectService {
@@ -205,14 +218,7 @@ impl DirectService {
             .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
             .build();
         let task = state.task_ctx();
-        let codec = DistributedCodec::new_combined_with_user(task.session_config());
-        let plan = physical_plan_from_bytes_with_proto_converter(
-            &ticket.plan,
-            &task,
-            &codec,
-            &DeduplicatingProtoConverter::default(),
-        )
-        .map_err(self.status_of)?;
+        let plan = decode_plan(&ticket.plan, &task).map_err(self.status_of)?;
         let stream = execute_stream(plan, task).map_err(self.status_of)?;
         Ok((ticket, ticket_state, stream))
     }
@@ -326,23 +332,12 @@ impl FlightService for DirectService {
         let (ticket, state, stream) = self.start(&request.get_ref().ticket)?;
         let schema = stream.schema();
         let status_of = self.status_of;
-        let batches: BoxStream<'static, Result<_, FlightError>> = stream
-            .flat_map(move |batch| {
-                let pieces: Vec<Result<_, FlightError>> = match batch {
-                    Ok(batch) => wire_pieces(batch).into_iter().map(Ok).collect(),
-                    Err(e) => vec![Err(FlightError::Tonic(Box::new(status_of(e))))],
-                };
-                futures::stream::iter(pieces)
-            })
-            .boxed();
-        let batches = guarded(batches, ticket.timeout, state);
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(schema)
-            // `wire_pieces` cut the batches; see there.
-            .with_max_flight_data_size(usize::MAX)
-            .build(batches)
-            .map_err(Status::from);
-        Ok(Response::new(Box::pin(data)))
+        let batches = guarded(
+            stream.map(move |batch| batch.map_err(status_of)).boxed(),
+            ticket.timeout,
+            state,
+        );
+        Ok(Response::new(flight_data(schema, batches)))
     }
 
     async fn handshake(
@@ -420,10 +415,10 @@ impl FlightService for DirectService {
 /// `batches` ending with a 57014 error when the ticket is cancelled, or
 /// when they are not done within `limit` (`statement_timeout`).
 fn guarded<T: Send + 'static>(
-    batches: BoxStream<'static, Result<T, FlightError>>,
+    batches: BoxStream<'static, Result<T, Status>>,
     limit: Option<Duration>,
     state: Arc<TicketState>,
-) -> BoxStream<'static, Result<T, FlightError>> {
+) -> BoxStream<'static, Result<T, Status>> {
     let deadline: Pin<Box<dyn Future<Output = ()> + Send>> = match limit {
         Some(limit) => Box::pin(tokio::time::sleep(limit)),
         None => Box::pin(futures::future::pending()),
@@ -445,7 +440,7 @@ fn guarded<T: Send + 'static>(
                     return item.map(|item| (item, Some((batches, deadline))));
                 }
             };
-            Some((Err(FlightError::Tonic(Box::new(stop))), None))
+            Some((Err(stop), None))
         }
     })
     .boxed()
@@ -504,14 +499,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_cancelled_or_timed_out_stream_ends_with_57014() {
-        let never = || futures::stream::pending::<Result<(), FlightError>>().boxed();
+        let never = || futures::stream::pending::<Result<(), Status>>().boxed();
         let state = Arc::new(TicketState::default());
         let mut stream = guarded(never(), None, Arc::clone(&state));
         let waiting = tokio::spawn(async move { stream.next().await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         state.cancel();
         let ended = waiting.await.unwrap();
-        let Some(Err(FlightError::Tonic(status))) = ended else {
+        let Some(Err(status)) = ended else {
             panic!("{ended:?}")
         };
         assert_eq!(status.code(), tonic::Code::Cancelled);
@@ -522,7 +517,7 @@ mod tests {
             Some(Duration::from_millis(20)),
             Arc::new(TicketState::default()),
         );
-        let Some(Err(FlightError::Tonic(status))) = stream.next().await else {
+        let Some(Err(status)) = stream.next().await else {
             panic!()
         };
         assert!(status.message().contains("statement timeout"));

@@ -1,7 +1,14 @@
 //! Result batches as Loch sends them to Flight clients, from the
 //! coordinator and (for direct endpoints) from executors.
 
+use arrow_flight::FlightData;
+use arrow_flight::encode::FlightDataEncoderBuilder;
+use arrow_flight::error::FlightError;
 use datafusion::arrow::array::{Array, AsArray, RecordBatch};
+use datafusion::arrow::datatypes::SchemaRef;
+use futures::stream::BoxStream;
+use futures::{Stream, StreamExt, TryStreamExt};
+use tonic::Status;
 
 /// Most bytes of Arrow data Loch puts in one Flight message: arrow-flight's
 /// own target, far under the 16 MiB clients accept by default.
@@ -39,6 +46,29 @@ pub fn wire_pieces(batch: RecordBatch) -> Vec<RecordBatch> {
         .step_by(per_piece)
         .map(|offset| batch.slice(offset, per_piece.min(rows - offset)))
         .collect()
+}
+
+/// Result batches of `schema` as the Flight data Loch sends: each cut by
+/// [`wire_pieces`], then encoded without the encoder's own cutting (which
+/// over-counts shared buffers, see there). An error ends the stream as its
+/// status.
+pub fn flight_data(
+    schema: SchemaRef,
+    batches: impl Stream<Item = Result<RecordBatch, Status>> + Send + 'static,
+) -> BoxStream<'static, Result<FlightData, Status>> {
+    let pieces = batches.flat_map(|batch| {
+        let pieces: Vec<Result<RecordBatch, FlightError>> = match batch {
+            Ok(batch) => wire_pieces(batch).into_iter().map(Ok).collect(),
+            Err(status) => vec![Err(FlightError::Tonic(Box::new(status)))],
+        };
+        futures::stream::iter(pieces)
+    });
+    FlightDataEncoderBuilder::new()
+        .with_schema(schema)
+        .with_max_flight_data_size(usize::MAX)
+        .build(pieces)
+        .map_err(Status::from)
+        .boxed()
 }
 
 #[cfg(test)]

@@ -18,8 +18,6 @@ use datafusion::logical_expr::{Expr, LogicalPlan, LogicalPlanBuilder, cast};
 
 use crate::error::LochError;
 
-pub use loch_executor::wire::wire_pieces;
-
 /// The server's answers to `GetSqlInfo`.
 pub fn sql_info() -> Result<SqlInfoData, LochError> {
     let mut b = SqlInfoDataBuilder::new();

@@ -35,11 +35,12 @@ use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use loch_executor::Engine;
 use loch_executor::direct::{DirectTicket, encode_plan};
+use loch_executor::wire::flight_data;
 use prost::Message;
 use tonic::metadata::MetadataValue;
 use tonic::{Request, Response, Status, Streaming};
 
-use super::metadata::{to_wire, wire_pieces, wire_schema};
+use super::metadata::{to_wire, wire_schema};
 use super::sessions::{FlightSession, Sessions, Work};
 use super::status::{status, unauthenticated};
 use crate::auth::{LoginFailure, Users};
@@ -310,25 +311,14 @@ impl LochFlightSql {
         };
         let wire = wire_schema(&schema);
         let batch_schema = Arc::clone(&wire);
-        let batches = stream.flat_map(move |batch| {
-            let pieces = match batch
+        let batches = stream.map(move |batch| {
+            batch
                 .map_err(LochError::from)
                 .and_then(|b| to_wire(b, &batch_schema))
-            {
-                Ok(batch) => wire_pieces(batch).into_iter().map(Ok).collect(),
-                Err(e) => vec![Err(FlightError::Tonic(Box::new(status(&e))))],
-            };
-            futures::stream::iter(pieces)
+                .map_err(|e| status(&e))
         });
-        let data = FlightDataEncoderBuilder::new()
-            .with_schema(wire)
-            // Batches come cut to size by `wire_pieces`; the encoder's own
-            // cutting over-counts shared buffers (see there).
-            .with_max_flight_data_size(usize::MAX)
-            .build(batches)
-            .map_err(Status::from);
         Ok(Response::new(Box::pin(Finishing {
-            inner: Box::pin(data),
+            inner: flight_data(wire, batches),
             _guard: guard,
         })))
     }
