@@ -241,6 +241,11 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     );
 }
 
+/// Scans cut into 16 chunks (8 partitions × 2 tasks), so both executors
+/// are home to some: with fewer, rendezvous placement could home them all
+/// on one (1 in 8 runs with 4), and the other task would get no endpoint.
+const SPREAD: &str = "SET datafusion.execution.target_partitions = 8";
+
 /// A scan whose endpoints carry far more than a client's and the server's
 /// gRPC buffers hold (about 100 MB each at scale 0.1), so a stream is still
 /// running when the client stops reading.
@@ -282,6 +287,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
             path.to_str().unwrap(),
             sql,
             loch_tests::FORCE_DISTRIBUTION,
+            SPREAD,
         ],
     );
     let direct = check(&lines, "direct");
@@ -338,7 +344,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        &["abandon", WIDE_SCAN, loch_tests::FORCE_DISTRIBUTION],
+        &["abandon", WIDE_SCAN, loch_tests::FORCE_DISTRIBUTION, SPREAD],
     );
     let abandon = check(&lines, "abandon");
     assert!(abandon["endpoints"].as_u64().unwrap() >= 2, "{abandon}");
@@ -355,7 +361,12 @@ async fn flight_reads_scans_straight_from_the_executors() {
     let lines = run_python(
         &server,
         "flight_lowlevel.py",
-        &["cancel_direct", WIDE_SCAN, loch_tests::FORCE_DISTRIBUTION],
+        &[
+            "cancel_direct",
+            WIDE_SCAN,
+            loch_tests::FORCE_DISTRIBUTION,
+            SPREAD,
+        ],
     );
     let running = check(&lines, "cancel_direct_running");
     assert!(running["located"].as_u64().unwrap() >= 2, "{running}");
@@ -380,6 +391,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
         &[
             path.to_str().unwrap(),
             loch_tests::FORCE_DISTRIBUTION,
+            SPREAD,
             &sql.replace("tpch.", "crm."),
         ],
     );
@@ -404,6 +416,7 @@ async fn flight_reads_scans_straight_from_the_executors() {
             path.to_str().unwrap(),
             &sql.replace("tpch.", "crm."),
             loch_tests::FORCE_DISTRIBUTION,
+            SPREAD,
         ],
     );
     let direct = check(&lines, "direct");

@@ -99,6 +99,7 @@ pub fn route(ev: RouteTasksEvent) -> Option<Result<RouteTasksEventResponse>> {
 /// as [`route`]). `None` unless the plan is one stage of scan tasks that
 /// the coordinator only gathers, through operators that work row by row
 /// (projections), so the tasks' rows, read side by side, are the answer.
+/// Tasks whose scans got no files are left out.
 pub fn direct_tasks(
     plan: &Arc<dyn ExecutionPlan>,
     urls: &[Url],
@@ -157,6 +158,18 @@ pub fn direct_tasks(
             .unwrap_or(true);
         if !standalone {
             return None;
+        }
+        // A task placement gave no file reads nothing: no endpoint for it
+        // (an empty stream costs the client a connection and a call).
+        let reads_nothing = !plan
+            .exists(|node| {
+                Ok(node.children().is_empty()
+                    && file_scan(node)
+                        .is_none_or(|scan| scan.file_groups.iter().any(|g| !g.is_empty())))
+            })
+            .unwrap_or(true);
+        if reads_nothing {
+            continue;
         }
         for above in head.iter().rev() {
             plan = Arc::clone(above)
