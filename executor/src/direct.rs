@@ -14,6 +14,13 @@
 //! once, before the ticket expires ([`TICKET_TTL`]); a changed or forged
 //! ticket fails the HMAC check and runs nothing (UNAUTHENTICATED). Every other Flight call on
 //! this service is refused.
+//!
+//! Each endpoint also lists the coordinator (Flight's "reuse connection"
+//! location) after the executor: a client that cannot reach the executor
+//! redeems the ticket there instead. The coordinator first claims the
+//! ticket at its executor ([`CLAIM_ACTION`]), so a ticket the executor
+//! already ran does not run again; when the executor cannot be reached,
+//! the coordinator runs the task itself with the same [`DirectService`].
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -35,6 +42,7 @@ use datafusion_proto::bytes::{
 use datafusion_proto::physical_plan::DeduplicatingProtoConverter;
 use futures::StreamExt;
 use futures::stream::BoxStream;
+use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
 use tonic::{Request, Response, Status, Streaming};
 
@@ -44,21 +52,27 @@ use crate::wire::flight_data;
 /// How long a direct ticket can be redeemed after the coordinator made it.
 pub const TICKET_TTL: Duration = Duration::from_secs(600);
 /// What a direct ticket's payload starts with (and its version).
-const MAGIC: &[u8; 8] = b"LOCHDT1\0";
+const MAGIC: &[u8; 8] = b"LOCHDT2\0";
 const NONCE_BYTES: usize = 16;
-const HEADER_BYTES: usize = MAGIC.len() + 8 + 8 + NONCE_BYTES;
+/// Magic, expiry, timeout, nonce and the length of the home location.
+const HEADER_BYTES: usize = MAGIC.len() + 8 + 8 + NONCE_BYTES + 2;
+/// The `type_url` of the protobuf `Any` a sealed ticket travels in, so a
+/// Flight SQL server (the coordinator) routes it to its fallback `DoGet`.
+pub const TICKET_TYPE: &str = "type.googleapis.com/loch.DirectTicket";
 
 /// How the executor turns a query error into the status a client gets
 /// (the coordinator's SQLSTATE mapping, passed in by the binary).
 pub type StatusOf = fn(DataFusionError) -> Status;
 
 /// What a direct ticket says: run `plan` once, before `expires_ms`, within
-/// `timeout` (the session's `statement_timeout`).
+/// `timeout` (the session's `statement_timeout`), at `home`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DirectTicket {
     pub expires_ms: u64,
     pub timeout: Option<Duration>,
     pub nonce: [u8; NONCE_BYTES],
+    /// The Flight location of the executor the task was placed on.
+    pub home: String,
     /// The task's physical plan, as datafusion-proto bytes.
     pub plan: Vec<u8>,
 }
@@ -79,8 +93,13 @@ pub enum TicketError {
 }
 
 impl DirectTicket {
-    /// A ticket for `plan`, valid for [`TICKET_TTL`] from now.
-    pub fn new(plan: Vec<u8>, timeout: Option<Duration>) -> Result<Self, TicketError> {
+    /// A ticket for `plan` placed at `home`, valid for [`TICKET_TTL`] from
+    /// now.
+    pub fn new(
+        plan: Vec<u8>,
+        timeout: Option<Duration>,
+        home: impl Into<String>,
+    ) -> Result<Self, TicketError> {
         let mut nonce = [0u8; NONCE_BYTES];
         SystemRandom::new()
             .fill(&mut nonce)
@@ -89,25 +108,39 @@ impl DirectTicket {
             expires_ms: unix_ms().saturating_add(TICKET_TTL.as_millis() as u64),
             timeout,
             nonce,
+            home: home.into(),
             plan,
         })
     }
 
-    /// The ticket's bytes, sealed with `secret`.
+    /// The ticket's bytes, sealed with `secret` (inside a protobuf `Any` of
+    /// type [`TICKET_TYPE`]).
     pub fn seal(&self, secret: &ClusterSecret) -> Vec<u8> {
-        let mut payload = Vec::with_capacity(HEADER_BYTES + self.plan.len());
+        let home = self.home.as_bytes();
+        let home = &home[..home.len().min(usize::from(u16::MAX))];
+        let mut payload = Vec::with_capacity(HEADER_BYTES + home.len() + self.plan.len());
         payload.extend_from_slice(MAGIC);
         payload.extend_from_slice(&self.expires_ms.to_le_bytes());
         let timeout = self.timeout.map_or(0, |t| t.as_millis().max(1) as u64);
         payload.extend_from_slice(&timeout.to_le_bytes());
         payload.extend_from_slice(&self.nonce);
+        payload.extend_from_slice(&(home.len() as u16).to_le_bytes());
+        payload.extend_from_slice(home);
         payload.extend_from_slice(&self.plan);
-        secret.seal(&payload)
+        arrow_flight::sql::Any {
+            type_url: TICKET_TYPE.to_string(),
+            value: secret.seal(&payload).into(),
+        }
+        .encode_to_vec()
     }
 
     /// The ticket in `bytes` if `secret` sealed it and it has not expired.
     pub fn open(secret: &ClusterSecret, bytes: &[u8]) -> Result<Self, TicketError> {
-        let payload = secret.open(bytes).ok_or(TicketError::Forged)?;
+        let any = arrow_flight::sql::Any::decode(bytes).map_err(|_| TicketError::Forged)?;
+        if any.type_url != TICKET_TYPE {
+            return Err(TicketError::Forged);
+        }
+        let payload = secret.open(&any.value).ok_or(TicketError::Forged)?;
         if payload.len() < HEADER_BYTES || !payload.starts_with(MAGIC) {
             return Err(TicketError::Forged);
         }
@@ -119,7 +152,16 @@ impl DirectTicket {
         let expires_ms = u64_at(MAGIC.len());
         let timeout_ms = u64_at(MAGIC.len() + 8);
         let mut nonce = [0u8; NONCE_BYTES];
-        nonce.copy_from_slice(&payload[MAGIC.len() + 16..HEADER_BYTES]);
+        nonce.copy_from_slice(&payload[MAGIC.len() + 16..MAGIC.len() + 16 + NONCE_BYTES]);
+        let home_len = usize::from(u16::from_le_bytes([
+            payload[HEADER_BYTES - 2],
+            payload[HEADER_BYTES - 1],
+        ]));
+        let rest = &payload[HEADER_BYTES..];
+        if rest.len() < home_len {
+            return Err(TicketError::Forged);
+        }
+        let home = std::str::from_utf8(&rest[..home_len]).map_err(|_| TicketError::Forged)?;
         if unix_ms() > expires_ms {
             return Err(TicketError::Expired);
         }
@@ -127,7 +169,8 @@ impl DirectTicket {
             expires_ms,
             timeout: (timeout_ms > 0).then(|| Duration::from_millis(timeout_ms)),
             nonce,
-            plan: payload[HEADER_BYTES..].to_vec(),
+            home: home.to_string(),
+            plan: rest[home_len..].to_vec(),
         })
     }
 }
@@ -194,6 +237,25 @@ impl DirectService {
             .max_encoding_message_size(usize::MAX)
     }
 
+    /// Checks a ticket and streams its plan's rows as Flight data (what
+    /// `DoGet` of the ticket answers, on an executor or the coordinator).
+    pub fn redeem(&self, bytes: &[u8]) -> Result<Stream<FlightData>, Status> {
+        let (ticket, state, stream) = self.start(bytes)?;
+        let schema = stream.schema();
+        let status_of = self.status_of;
+        let batches = guarded(
+            stream.map(move |batch| batch.map_err(status_of)).boxed(),
+            ticket.timeout,
+            state,
+        );
+        Ok(flight_data(schema, batches))
+    }
+
+    /// Whether this service has already redeemed or cancelled `ticket`.
+    pub fn knows(&self, ticket: &DirectTicket) -> bool {
+        self.tickets.contains_key(&ticket.nonce)
+    }
+
     /// Checks a ticket and starts its plan.
     fn start(
         &self,
@@ -226,7 +288,7 @@ impl DirectService {
     /// Cancels the ticket in `bytes`: its stream ends with CANCELLED, or it
     /// never runs. Whoever holds a ticket may cancel it (the coordinator
     /// does, for `CancelFlightInfo`).
-    fn cancel(&self, bytes: &[u8]) -> Result<(), Status> {
+    pub fn cancel(&self, bytes: &[u8]) -> Result<(), Status> {
         let ticket = match DirectTicket::open(&self.secret, bytes) {
             Ok(ticket) => ticket,
             // It cannot run any more anyway.
@@ -239,6 +301,18 @@ impl DirectService {
             .value()
             .cancel();
         Ok(())
+    }
+
+    /// Takes the ticket in `bytes` for someone else to run: whether it was
+    /// still free (never redeemed nor cancelled here); it never runs here
+    /// afterwards.
+    fn claim(&self, bytes: &[u8]) -> Result<bool, Status> {
+        let ticket = DirectTicket::open(&self.secret, bytes).map_err(refused)?;
+        Ok(self
+            .tickets
+            .entry(ticket.nonce)
+            .or_insert_with(|| Arc::new(TicketState::default()))
+            .is_fresh())
     }
 }
 
@@ -274,6 +348,12 @@ impl TicketState {
 
 /// DoAction type that cancels a direct ticket (body: the ticket).
 pub const CANCEL_ACTION: &str = "loch.direct.cancel";
+/// DoAction type that claims a direct ticket (body: the ticket); answers
+/// [`CLAIMED`] when it was free, [`TAKEN`] when it had run or been
+/// cancelled.
+pub const CLAIM_ACTION: &str = "loch.direct.claim";
+pub const CLAIMED: &[u8] = b"claimed";
+pub const TAKEN: &[u8] = b"taken";
 
 /// The status of a cancelled direct stream (PostgreSQL's 57014).
 fn cancelled() -> Status {
@@ -307,7 +387,8 @@ fn unix_ms() -> u64 {
         .unwrap_or(0)
 }
 
-type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
+/// A stream of Flight messages, as the service's calls answer.
+pub type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
 
 fn only_do_get<T>() -> Result<T, Status> {
     Err(Status::unimplemented(
@@ -329,15 +410,7 @@ impl FlightService for DirectService {
         &self,
         request: Request<Ticket>,
     ) -> Result<Response<Self::DoGetStream>, Status> {
-        let (ticket, state, stream) = self.start(&request.get_ref().ticket)?;
-        let schema = stream.schema();
-        let status_of = self.status_of;
-        let batches = guarded(
-            stream.map(move |batch| batch.map_err(status_of)).boxed(),
-            ticket.timeout,
-            state,
-        );
-        Ok(Response::new(flight_data(schema, batches)))
+        self.redeem(&request.get_ref().ticket).map(Response::new)
     }
 
     async fn handshake(
@@ -394,12 +467,22 @@ impl FlightService for DirectService {
         request: Request<Action>,
     ) -> Result<Response<Self::DoActionStream>, Status> {
         let action = request.get_ref();
-        if action.r#type != CANCEL_ACTION {
-            return only_do_get();
-        }
-        self.cancel(&action.body)?;
+        let body: &'static [u8] = match action.r#type.as_str() {
+            CANCEL_ACTION => {
+                self.cancel(&action.body)?;
+                b"cancelled"
+            }
+            CLAIM_ACTION => {
+                if self.claim(&action.body)? {
+                    CLAIMED
+                } else {
+                    TAKEN
+                }
+            }
+            _ => return only_do_get(),
+        };
         let done = arrow_flight::Result {
-            body: b"cancelled".to_vec().into(),
+            body: body.to_vec().into(),
         };
         Ok(Response::new(Box::pin(futures::stream::iter([Ok(done)]))))
     }
@@ -453,7 +536,12 @@ mod tests {
     #[test]
     fn tickets_open_only_as_sealed() {
         let secret = ClusterSecret::generate().unwrap();
-        let ticket = DirectTicket::new(b"a plan".to_vec(), Some(Duration::from_secs(3))).unwrap();
+        let ticket = DirectTicket::new(
+            b"a plan".to_vec(),
+            Some(Duration::from_secs(3)),
+            "grpc+tcp://127.0.0.1:1",
+        )
+        .unwrap();
         let sealed = ticket.seal(&secret);
         assert_eq!(DirectTicket::open(&secret, &sealed), Ok(ticket.clone()));
         // Another cluster's secret, any changed byte, or a cut ticket: forged.
@@ -476,12 +564,19 @@ mod tests {
             Err(TicketError::Forged)
         );
         assert_eq!(DirectTicket::open(&secret, b""), Err(TicketError::Forged));
-        // Sealed data of another kind (no magic) is not a ticket.
+        // Sealed data of another kind (no magic) is not a ticket, nor is
+        // a ticket that is not in its `Any`.
+        let other_kind = arrow_flight::sql::Any {
+            type_url: TICKET_TYPE.to_string(),
+            value: secret.seal(b"something else entirely, long enough").into(),
+        };
         assert_eq!(
-            DirectTicket::open(
-                &secret,
-                &secret.seal(b"something else entirely, long enough")
-            ),
+            DirectTicket::open(&secret, &other_kind.encode_to_vec()),
+            Err(TicketError::Forged)
+        );
+        let unwrapped = arrow_flight::sql::Any::decode(sealed.as_slice()).unwrap();
+        assert_eq!(
+            DirectTicket::open(&secret, &unwrapped.value),
             Err(TicketError::Forged)
         );
     }
@@ -489,7 +584,7 @@ mod tests {
     #[test]
     fn expired_tickets_are_refused() {
         let secret = ClusterSecret::generate().unwrap();
-        let mut ticket = DirectTicket::new(Vec::new(), None).unwrap();
+        let mut ticket = DirectTicket::new(Vec::new(), None, "").unwrap();
         ticket.expires_ms = unix_ms() - 1;
         assert_eq!(
             DirectTicket::open(&secret, &ticket.seal(&secret)),
@@ -535,7 +630,9 @@ mod tests {
                 datafusion::arrow::datatypes::Schema::empty(),
             )));
         let bytes = encode_plan(plan, &datafusion::prelude::SessionConfig::new()).unwrap();
-        let sealed = DirectTicket::new(bytes, None).unwrap().seal(&secret);
+        let sealed = DirectTicket::new(bytes, None, "grpc+tcp://127.0.0.1:1")
+            .unwrap()
+            .seal(&secret);
         service.cancel(&sealed).unwrap();
         let refused = service.start(&sealed).err().unwrap();
         assert_eq!(refused.code(), tonic::Code::Cancelled);
@@ -560,10 +657,36 @@ mod tests {
             )));
         let config = datafusion::prelude::SessionConfig::new();
         let bytes = encode_plan(plan, &config).unwrap();
-        let sealed = DirectTicket::new(bytes, None).unwrap().seal(&secret);
+        let sealed = DirectTicket::new(bytes, None, "grpc+tcp://127.0.0.1:1")
+            .unwrap()
+            .seal(&secret);
         assert!(service.start(&sealed).is_ok());
         let again = service.start(&sealed).err().unwrap();
         assert_eq!(again.code(), tonic::Code::Unauthenticated);
         assert!(again.message().contains("already redeemed"));
+        // Run here: the coordinator cannot claim it any more.
+        assert!(!service.claim(&sealed).unwrap());
+
+        // Claimed first: it never runs here, and is claimed only once.
+        let claimed = DirectTicket::new(encode_plan(empty(), &config).unwrap(), None, "x")
+            .unwrap()
+            .seal(&secret);
+        assert!(service.claim(&claimed).unwrap());
+        assert!(!service.claim(&claimed).unwrap());
+        let refused = service.start(&claimed).err().unwrap();
+        assert!(refused.message().contains("already redeemed"));
+        let forged = DirectTicket::new(Vec::new(), None, "x")
+            .unwrap()
+            .seal(&ClusterSecret::generate().unwrap());
+        assert_eq!(
+            service.claim(&forged).unwrap_err().code(),
+            tonic::Code::Unauthenticated
+        );
+    }
+
+    fn empty() -> Arc<dyn ExecutionPlan> {
+        Arc::new(datafusion::physical_plan::empty::EmptyExec::new(Arc::new(
+            datafusion::arrow::datatypes::Schema::empty(),
+        )))
     }
 }

@@ -152,6 +152,11 @@ impl Engine {
         self.ticket_secret.as_ref()
     }
 
+    /// The shared runtime: memory pool, object stores and caches.
+    pub fn runtime(&self) -> &Arc<RuntimeEnv> {
+        &self.runtime
+    }
+
     /// How lost executors are found (distributed engines only).
     pub fn executor_check(&self) -> Option<&Arc<dyn ExecutorCheck>> {
         self.executor_check.as_ref()

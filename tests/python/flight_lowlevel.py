@@ -96,6 +96,10 @@ def tickets(uri, user, password):
     emit("wrong_token", error=error_of(lambda: info_for(a, bad, "select 1")))
 
 
+# Flight's location for "the server this FlightInfo came from".
+REUSE = "arrow-flight-reuse-connection://?"
+
+
 def reader_for(client, options, endpoint):
     """DoGet of an endpoint where it says (its first location), else from
     the server the FlightInfo came from. Executors take no token: the
@@ -137,21 +141,33 @@ def direct(uri, user, password, out, sql, *setup):
     with pa.OSFile(out, "wb") as sink:
         with pa.ipc.new_file(sink, table.schema) as writer:
             writer.write_table(table)
-    emit("direct", endpoints=len(info.endpoints), locations=locations, rows=table.num_rows)
+    fallbacks = sum(1 for e in info.endpoints if [l.uri.decode() for l in e.locations][1:] == [REUSE])
+    emit("direct", endpoints=len(info.endpoints), locations=locations, fallbacks=fallbacks, rows=table.num_rows)
     if not locations:
         return
     first = info.endpoints[0]
     executor = flight.FlightClient(first.locations[0])
     # Each ticket runs once...
     emit("replayed", error=error_of(lambda: executor.do_get(first.ticket).read_all()))
+    # ...also when brought to the coordinator, which asks the executor first...
+    emit("replayed_at_coordinator", error=error_of(lambda: client.do_get(first.ticket, options).read_all()))
     # ...only as the coordinator sealed it...
     raw = bytearray(info_for(client, options, sql).endpoints[0].ticket.ticket)
     raw[len(raw) // 2] ^= 0x01
     emit("tampered", error=error_of(lambda: executor.do_get(flight.Ticket(bytes(raw))).read_all()))
-    emit("garbage", error=error_of(lambda: executor.do_get(flight.Ticket(b"LOCHDT1\0" + b"x" * 64)).read_all()))
-    # ...and the coordinator does not take it as one of its own.
+    emit("garbage", error=error_of(lambda: executor.do_get(flight.Ticket(b"LOCHDT2\0" + b"x" * 64)).read_all()))
+    # A fresh ticket the client brings to the coordinator (its fallback
+    # location) runs there, once, and no longer at its executor.
     fresh = info_for(client, options, sql).endpoints[0]
-    emit("to_coordinator", error=error_of(lambda: client.do_get(fresh.ticket, options).read_all()))
+    at_coordinator = client.do_get(fresh.ticket, options).read_all().num_rows
+    same_task = info_for(client, options, sql).endpoints[0]
+    emit(
+        "to_coordinator",
+        rows=at_coordinator,
+        at_executor=reader_for(client, options, same_task).read_all().num_rows,
+        then_executor=error_of(lambda: flight.FlightClient(fresh.locations[0]).do_get(fresh.ticket).read_all()),
+        again=error_of(lambda: client.do_get(fresh.ticket, options).read_all()),
+    )
     # Nothing else is served on an executor's Flight port.
     emit("list_flights", error=error_of(lambda: list(executor.list_flights())))
     # Through the coordinator when the session asks: the same rows.

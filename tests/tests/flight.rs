@@ -333,7 +333,27 @@ async fn flight_reads_scans_straight_from_the_executors() {
             "{name}: {e}"
         );
     }
-    assert!(!error(check(&lines, "to_coordinator")).is_empty());
+    let replayed = error(check(&lines, "replayed_at_coordinator"));
+    assert!(replayed.contains("already redeemed"), "{replayed}");
+    // Every endpoint names the coordinator after its executor; a ticket
+    // brought there runs there once, and then nowhere else.
+    assert_eq!(direct["fallbacks"], direct["endpoints"], "{direct}");
+    let to_coordinator = check(&lines, "to_coordinator");
+    assert!(
+        to_coordinator["rows"].as_u64().unwrap() > 0,
+        "{to_coordinator}"
+    );
+    assert_eq!(
+        to_coordinator["rows"], to_coordinator["at_executor"],
+        "{to_coordinator}"
+    );
+    for refusal in ["then_executor", "again"] {
+        let e = to_coordinator[refusal].as_str().unwrap_or_default();
+        assert!(
+            e.contains("already redeemed"),
+            "{refusal}: {to_coordinator}"
+        );
+    }
     assert!(error(check(&lines, "list_flights")).contains("only DoGet"));
     let through = check(&lines, "through_coordinator");
     assert_eq!(through["endpoints"], 1, "{through}");
@@ -427,6 +447,96 @@ async fn flight_reads_scans_straight_from_the_executors() {
     );
     oracle::compare(&expected, &oracle::arrow_rows(&read_ipc(&path)), false)
         .unwrap_or_else(|e| panic!("ann through direct endpoints: {e}"));
+}
+
+/// A direct endpoint whose executor died after planning is served by the
+/// coordinator: ADBC tries the endpoint's next location by itself, and the
+/// coordinator runs the task the dead executor was given.
+#[tokio::test]
+async fn flight_direct_endpoints_fall_back_to_the_coordinator() {
+    let dir = loch_tests::shared_data_dir(env!("CARGO_TARGET_TMPDIR"));
+    drop(server());
+    // A heartbeat timeout long enough that the coordinator still plans on
+    // the killed executor: the client finds it gone, not the coordinator.
+    let server = LochServer::start_opts(
+        &dir,
+        loch_tests::TEST_SCALE,
+        &["--executors", "2", "--heartbeat-timeout-ms", "300000"],
+        &[],
+    );
+    let admin = server.connect().await;
+    wait_alive(&server, &admin, 2).await;
+    let victim: i64 = admin
+        .query_one(
+            "SELECT pid FROM system.executors ORDER BY address LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &victim.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    // Dead (a zombie until the coordinator reaps it, or gone).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::fs::read_to_string(format!("/proc/{victim}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "executor {victim} still running"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let alive: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM system.executors WHERE state = 'alive'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(alive, 2, "the coordinator has not noticed yet");
+
+    let sql = "select l_orderkey, l_linenumber, l_quantity, l_comment from tpch.lineitem";
+    let out = tempfile::tempdir().unwrap();
+    let path = out.path().join("fallback.arrow");
+    let lines = run_python(
+        &server,
+        "query_adbc.py",
+        &[
+            path.to_str().unwrap(),
+            loch_tests::FORCE_DISTRIBUTION,
+            SPREAD,
+            sql,
+        ],
+    );
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let expected = oracle::run(
+        &ctx,
+        "select l_orderkey, l_linenumber, l_quantity, l_comment from lineitem",
+    )
+    .await;
+    assert_eq!(check(&lines, "query")["rows"], expected.len());
+    oracle::compare(&expected, &oracle::arrow_rows(&read_ipc(&path)), false)
+        .unwrap_or_else(|e| panic!("after losing an executor: {e}"));
+    assert!(
+        server
+            .log()
+            .contains("direct ticket run on the coordinator: its executor is out of reach"),
+        "the dead executor's endpoints were not redeemed on the coordinator:\n{}",
+        server.log_tail()
+    );
 }
 
 #[tokio::test]

@@ -34,7 +34,7 @@ use datafusion::datasource::TableType;
 use datafusion::logical_expr::LogicalPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use loch_executor::Engine;
-use loch_executor::direct::{DirectTicket, encode_plan};
+use loch_executor::direct::{DirectService, DirectTicket, TicketError, encode_plan};
 use loch_executor::wire::flight_data;
 use prost::Message;
 use tonic::metadata::MetadataValue;
@@ -56,13 +56,25 @@ pub struct LochFlightSql {
     sessions: Arc<Sessions>,
     sql_info: SqlInfoData,
     xdbc_info: XdbcTypeInfoData,
+    /// Runs direct tickets a client brings back to the coordinator
+    /// because their executor is out of reach (engines with direct
+    /// endpoints only).
+    direct: Option<DirectService>,
 }
 
 impl LochFlightSql {
     /// A service running sessions on `engine` for the users of the
     /// catalog, with tokens kept in `sessions`.
     pub fn new(engine: Engine, users: Users, sessions: Arc<Sessions>) -> Result<Self, LochError> {
+        let direct = engine.ticket_secret().map(|secret| {
+            DirectService::new(
+                secret.clone(),
+                Arc::clone(engine.runtime()),
+                super::status::datafusion_status,
+            )
+        });
         Ok(LochFlightSql {
+            direct,
             engine,
             users,
             sessions,
@@ -226,13 +238,16 @@ impl LochFlightSql {
             .with_ordered(false);
         for (url, plan) in tasks {
             let bytes = encode_plan(plan, state.config()).map_err(|e| status(&e.into()))?;
-            let ticket = DirectTicket::new(bytes, timeout)
+            let home = flight_location(&url);
+            let ticket = DirectTicket::new(bytes, timeout, home.clone())
                 .map_err(|e| internal(e.to_string()))?
                 .seal(secret);
+            // The executor first; the coordinator when it cannot be reached.
             info = info.with_endpoint(
                 FlightEndpoint::new()
                     .with_ticket(Ticket::new(ticket))
-                    .with_location(flight_location(&url)),
+                    .with_location(home)
+                    .with_location(REUSE_CONNECTION),
             );
         }
         Ok(Some(info))
@@ -333,34 +348,69 @@ impl LochFlightSql {
     }
 
     /// Cancels the queries of `info`'s tickets: the session's own, and
-    /// direct tickets at their executors. Whether any was cancelled.
+    /// direct tickets here and at their executors. Whether any was
+    /// cancelled.
     async fn cancel_tickets(&self, fs: &FlightSession, info: &FlightInfo) -> bool {
         let mut found = false;
         let mut direct = Vec::new();
-        let mut executors: Option<Vec<String>> = None;
         for endpoint in &info.endpoint {
             let Some(ticket) = &endpoint.ticket else {
                 continue;
             };
             if let Some(handle) = statement_handle(&ticket.ticket) {
                 found |= fs.cancel_query(&handle);
-            } else if let (Some(secret), Some(location)) =
-                (self.engine.ticket_secret(), endpoint.location.first())
+            } else if let (Some(secret), Some(service)) =
+                (self.engine.ticket_secret(), &self.direct)
             {
-                // Only tickets this cluster sealed, sent only to executors
-                // it knows: a client cannot make the coordinator call out
-                // anywhere else.
-                if DirectTicket::open(secret, &ticket.ticket).is_ok()
-                    && executors
-                        .get_or_insert_with(|| executor_locations(fs))
-                        .contains(&location.uri)
-                {
-                    direct.push(cancel_direct(location.uri.clone(), ticket.ticket.clone()));
+                // Only tickets this cluster sealed, sent only to the
+                // executor the ticket names: a client cannot make the
+                // coordinator call out anywhere else.
+                if let Ok(opened) = DirectTicket::open(secret, &ticket.ticket) {
+                    found |= service.cancel(&ticket.ticket).is_ok();
+                    direct.push(direct_action(
+                        opened.home,
+                        loch_executor::direct::CANCEL_ACTION,
+                        ticket.ticket.clone(),
+                    ));
                 }
             }
         }
-        let cancelled = futures::future::join_all(direct).await;
-        found || cancelled.into_iter().any(|done| done)
+        let answers = futures::future::join_all(direct).await;
+        found || answers.iter().any(|answer| matches!(answer, Ok(Some(_))))
+    }
+
+    /// Runs a direct ticket a client brought to the coordinator: claimed
+    /// at its executor first, so a ticket that ran there does not run
+    /// again; run here when the executor took it or cannot be reached.
+    async fn redeem_direct(&self, raw: &[u8]) -> Result<Response<DoGetStream>, Status> {
+        let (Some(secret), Some(service)) = (self.engine.ticket_secret(), &self.direct) else {
+            return Err(unauthenticated("direct tickets are not served here"));
+        };
+        let refused = |e: TicketError| unauthenticated(&format!("direct ticket refused: {e}"));
+        let ticket = DirectTicket::open(secret, raw).map_err(refused)?;
+        if service.knows(&ticket) {
+            return Err(refused(TicketError::Redeemed));
+        }
+        let claim = direct_action(
+            ticket.home.clone(),
+            loch_executor::direct::CLAIM_ACTION,
+            bytes::Bytes::copy_from_slice(raw),
+        )
+        .await;
+        match claim {
+            Ok(Some(answer)) if answer.as_ref() == loch_executor::direct::CLAIMED => {
+                tracing::info!(executor = %ticket.home, "direct ticket run on the coordinator");
+            }
+            Ok(_) => return Err(refused(TicketError::Redeemed)),
+            Err(e) => {
+                tracing::warn!(
+                    executor = %ticket.home,
+                    error = %e,
+                    "direct ticket run on the coordinator: its executor is out of reach"
+                );
+            }
+        }
+        service.redeem(raw).map(Response::new)
     }
 }
 
@@ -397,41 +447,42 @@ fn flight_location(url: &url::Url) -> String {
     }
 }
 
-/// The Flight locations of the executors live now.
-fn executor_locations(fs: &FlightSession) -> Vec<String> {
-    let state = fs.session.context().state();
-    datafusion_distributed::DistributedGetterExt::get_distributed_worker_resolver(state.config())
-        .and_then(|r| r.get_urls())
-        .unwrap_or_default()
-        .iter()
-        .map(flight_location)
-        .collect()
-}
+/// The Flight location that sends a client back to the server it got
+/// the FlightInfo from (Flight's "reuse connection").
+const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
 
-/// Asks the executor at `location` to cancel a direct ticket; whether it
-/// confirmed within a few seconds.
-async fn cancel_direct(location: String, ticket: bytes::Bytes) -> bool {
+/// Sends the DoAction `kind` about a direct ticket to the executor at
+/// `location`: its answer (`None` if it gave none), or why it could not
+/// be reached within a few seconds. An executor that refuses the call
+/// answers `Ok(None)`.
+async fn direct_action(
+    location: String,
+    kind: &'static str,
+    ticket: bytes::Bytes,
+) -> Result<Option<bytes::Bytes>, String> {
     let call = async {
         let url = location.replacen("grpc+tcp://", "http://", 1);
         let channel = tonic::transport::Endpoint::from_shared(url)
-            .ok()?
+            .map_err(|e| e.to_string())?
             .connect_timeout(std::time::Duration::from_secs(2))
             .connect()
             .await
-            .ok()?;
+            .map_err(|e| e.to_string())?;
         let mut client = arrow_flight::flight_service_client::FlightServiceClient::new(channel);
-        let mut answers = client
-            .do_action(Action::new(loch_executor::direct::CANCEL_ACTION, ticket))
-            .await
-            .ok()?
-            .into_inner();
-        answers.message().await.ok().flatten()
+        let answers = match client.do_action(Action::new(kind, ticket)).await {
+            Ok(answers) => answers,
+            Err(e) if e.code() == tonic::Code::Unavailable => return Err(e.to_string()),
+            Err(_) => return Ok(None),
+        };
+        match answers.into_inner().message().await {
+            Ok(answer) => Ok(answer.map(|a| a.body)),
+            Err(e) if e.code() == tonic::Code::Unavailable => Err(e.to_string()),
+            Err(_) => Ok(None),
+        }
     };
     tokio::time::timeout(std::time::Duration::from_secs(3), call)
         .await
-        .ok()
-        .flatten()
-        .is_some()
+        .unwrap_or_else(|_| Err("no answer within 3 s".to_string()))
 }
 
 /// The bearer token of a call.
@@ -767,6 +818,18 @@ impl FlightSqlService for LochFlightSql {
         let handle = String::from_utf8(ticket.statement_handle.to_vec())
             .map_err(|_| status(&LochError::UnknownTicket))?;
         self.stream_query(fs, handle).await
+    }
+
+    async fn do_get_fallback(
+        &self,
+        request: Request<Ticket>,
+        message: arrow_flight::sql::Any,
+    ) -> Result<Response<DoGetStream>, Status> {
+        if message.type_url != loch_executor::direct::TICKET_TYPE {
+            return Err(status(&LochError::UnknownTicket));
+        }
+        self.session(&request)?;
+        self.redeem_direct(&request.get_ref().ticket).await
     }
 
     async fn do_get_catalogs(
