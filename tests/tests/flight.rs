@@ -241,9 +241,8 @@ async fn flight_messages_stay_small_on_a_full_lineitem_scan() {
     );
 }
 
-/// Scans cut into 16 chunks (8 partitions × 2 tasks), so both executors
-/// are home to some: with fewer, rendezvous placement could home them all
-/// on one (1 in 8 runs with 4), and the other task would get no endpoint.
+/// Scans cut into 16 chunks (8 partitions × 2 tasks), so each executor
+/// is home to several and every endpoint streams a good share.
 const SPREAD: &str = "SET datafusion.execution.target_partitions = 8";
 
 /// A scan whose endpoints carry far more than a client's and the server's

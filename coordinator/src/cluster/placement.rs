@@ -370,9 +370,9 @@ fn assign(
     let task_urls: Vec<Url> = (0..task_count)
         .map(|i| urls[ranked[i % ranked.len()]].clone())
         .collect();
+    let homes = bounded_homes(chunks, &keys, &urls, &ranked);
     let mut per_task: Vec<Vec<PartitionedFile>> = vec![Vec::new(); task_count];
-    for (chunk, key) in chunks.iter().zip(&keys) {
-        let home = best(*key, &urls, |i| ranked.contains(&i));
+    for ((chunk, key), home) in chunks.iter().zip(&keys).zip(homes) {
         // Tasks on that executor: i, i + ranked.len(), …; spread by the key.
         let slot = ranked.iter().position(|r| *r == home).unwrap_or(0);
         let on_home: Vec<usize> = (slot..task_count).step_by(ranked.len()).collect();
@@ -380,6 +380,77 @@ fn assign(
         per_task[task].push(chunk.clone());
     }
     (per_task, task_urls)
+}
+
+/// How far above an even share of the bytes an executor's chunks may go
+/// before some move to another executor.
+const LOAD_SLACK: f64 = 0.1;
+
+/// The executor (among `allowed`, indexes into `urls`) of each chunk:
+/// its rendezvous home, unless that executor would get more than
+/// (1 + [`LOAD_SLACK`]) × an even share of the bytes. Then the chunks it
+/// is least attached to (lowest score) move, one by one, to their best
+/// executor with room, or else to the lightest when that evens the load
+/// out. With many chunks almost none move, so placement stays as stable
+/// as plain rendezvous; with few (a table of 8 files over 2 executors),
+/// the plain split is often 6:2 and the slowest executor decides the
+/// query's time. The result depends only on the sets of chunks and
+/// executors.
+fn bounded_homes(
+    chunks: &[PartitionedFile],
+    keys: &[u64],
+    urls: &[&Url],
+    allowed: &[usize],
+) -> Vec<usize> {
+    let score = |key: u64, executor: usize| mix(key ^ fnv(urls[executor].as_str().as_bytes()));
+    let mut homes: Vec<usize> = keys
+        .iter()
+        .map(|key| best(*key, urls, |i| allowed.contains(&i)))
+        .collect();
+    let bytes: Vec<u64> = chunks.iter().map(chunk_bytes).collect();
+    let mut load = vec![0u64; urls.len()];
+    for (home, b) in homes.iter().zip(&bytes) {
+        load[*home] += b;
+    }
+    let total: u64 = bytes.iter().sum();
+    let cap = (total as f64 / allowed.len().max(1) as f64 * (1.0 + LOAD_SLACK)) as u64;
+    // Every move lowers the sum of squared loads, so this ends; the bound
+    // is a second guard.
+    for _ in 0..chunks.len() * allowed.len() {
+        let Some(&over) = allowed
+            .iter()
+            .filter(|e| load[**e] > cap)
+            .max_by(|a, b| load[**a].cmp(&load[**b]).then(b.cmp(a)))
+        else {
+            break;
+        };
+        // Its chunks, least attached first (ties by key).
+        let mut mine: Vec<usize> = (0..chunks.len()).filter(|c| homes[*c] == over).collect();
+        mine.sort_by_key(|c| (score(keys[*c], over), keys[*c]));
+        let mut moved = false;
+        for c in mine {
+            let b = bytes[c];
+            let with_room = allowed
+                .iter()
+                .filter(|e| **e != over && load[**e] + b <= cap)
+                .max_by_key(|e| score(keys[c], **e));
+            let lightest = allowed
+                .iter()
+                .filter(|e| **e != over && load[**e] + b < load[over])
+                .min_by(|a, b| load[**a].cmp(&load[**b]).then(a.cmp(b)));
+            if let Some(&to) = with_room.or(lightest) {
+                load[over] -= b;
+                load[to] += b;
+                homes[c] = to;
+                moved = true;
+                break;
+            }
+        }
+        if !moved {
+            break;
+        }
+    }
+    homes
 }
 
 /// The allowed executor with the highest rendezvous score for `key`.
@@ -517,20 +588,45 @@ mod tests {
             let n = before.iter().filter(|u| *u == url).count();
             assert!((120..=280).contains(&n), "{url}: {n}");
         }
-        // A fourth executor joins: only chunks moving to it move (~1/4).
+        // A fourth executor joins: the chunks that move, move to it (~1/4;
+        // a few more where the bound on load evens shares out).
         let four = urls(&[1, 2, 3, 4]);
         let after = homes(&chunks, &four);
         let moved: Vec<usize> = (0..chunks.len())
             .filter(|i| before[*i] != after[*i])
             .collect();
-        assert!(moved.iter().all(|i| after[*i] == four[3]));
-        assert!((90..=210).contains(&moved.len()), "moved {}", moved.len());
-        // Executor 2 leaves: only its chunks move.
+        let elsewhere = moved.iter().filter(|i| after[**i] != four[3]).count();
+        assert!(elsewhere <= 30, "{elsewhere} moved between old executors");
+        assert!((90..=240).contains(&moved.len()), "moved {}", moved.len());
+        // Executor 2 leaves: its chunks move, and few others.
         let two = urls(&[1, 3]);
         let after = homes(&chunks, &two);
-        for i in 0..chunks.len() {
-            if before[i] != three[1] {
-                assert_eq!(before[i], after[i]);
+        let others_moved = (0..chunks.len())
+            .filter(|i| before[*i] != three[1] && before[*i] != after[*i])
+            .count();
+        assert!(others_moved <= 30, "{others_moved} chunks of staying executors moved");
+    }
+
+    /// A few chunks: plain rendezvous often splits 8 files 6:2 over two
+    /// executors; the bound on load keeps every share within one chunk of
+    /// even.
+    #[test]
+    fn few_chunks_are_shared_evenly() {
+        let chunks = chunks(8);
+        for first in 1..40u16 {
+            for n in [2usize, 3] {
+                let ports: Vec<u16> = (0..n as u16).map(|i| first * 100 + i).collect();
+                let executors = urls(&ports);
+                let placed = homes(&chunks, &executors);
+                for url in &executors {
+                    let count = placed.iter().filter(|u| *u == url).count();
+                    let even = chunks.len() / n;
+                    assert!(
+                        (even.saturating_sub(1)..=even + 1).contains(&count),
+                        "{ports:?}: {url} has {count}"
+                    );
+                }
+                assert_eq!(placed, homes(&chunks, &executors), "stable");
             }
         }
     }
