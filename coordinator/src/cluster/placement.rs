@@ -604,7 +604,10 @@ mod tests {
         let others_moved = (0..chunks.len())
             .filter(|i| before[*i] != three[1] && before[*i] != after[*i])
             .count();
-        assert!(others_moved <= 30, "{others_moved} chunks of staying executors moved");
+        assert!(
+            others_moved <= 30,
+            "{others_moved} chunks of staying executors moved"
+        );
     }
 
     /// A few chunks: plain rendezvous often splits 8 files 6:2 over two
