@@ -157,7 +157,7 @@ async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartErro
 /// and Flight SQL.
 pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
     // Before anything slow: a bad certificate should stop the start at once.
-    let (tls, tls_ca) = match &options.tls {
+    let (tls, tls_ca, tls_files) = match &options.tls {
         Some(tls) => {
             let (cert, key, ca) = match &tls.source {
                 TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
@@ -166,9 +166,9 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                     (files.cert, files.key, Some(files.ca))
                 }
             };
-            (Some(TlsIdentity::load(&cert, &key)?), ca)
+            (Some(TlsIdentity::load(&cert, &key)?), ca, Some((cert, key)))
         }
-        None => (None, None),
+        None => (None, None, None),
     };
     let flight_server = crate::flight::server(tls.as_ref())?;
     let mut engine = Engine::open(&EngineOptions {
@@ -197,12 +197,10 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                 ),
                 Arc::clone(&registry) as Arc<dyn loch_executor::engine::ExecutorCheck>,
             );
-            // Direct endpoints only where clients talk plain gRPC anyway:
-            // executors serve no TLS, and rows must not leave in clear
-            // when the Flight SQL port encrypts them.
-            if tls.is_none() {
-                engine = engine.with_ticket_secret(cluster.secret.clone());
-            }
+            // With TLS, direct endpoints only at executors that serve them
+            // over TLS: rows must not leave in clear when the Flight SQL
+            // port encrypts them.
+            engine = engine.with_ticket_secret(cluster.secret.clone(), tls.is_some());
             if cluster.spawn_executors > 0 {
                 let url = format!("http://{addr}");
                 children = Children::spawn(
@@ -210,6 +208,9 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                     &url,
                     &cluster.secret,
                     &options.data_dir,
+                    tls_files
+                        .as_ref()
+                        .map(|(cert, key)| (cert.as_path(), key.as_path())),
                 )
                 .map_err(StartError::Executors)?;
                 if !registry

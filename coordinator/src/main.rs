@@ -81,6 +81,14 @@ struct ExecutorArgs {
     /// executor exits.
     #[arg(long, default_value_t = 10)]
     coordinator_timeout: u64,
+    /// PEM certificate (chain) for serving Flight SQL clients their direct
+    /// endpoints over TLS, on a port of their own; needed for direct
+    /// endpoints when the coordinator's Flight SQL port uses TLS.
+    #[arg(long, env = "LOCH_EXECUTOR_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "LOCH_EXECUTOR_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -251,7 +259,18 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
     let Some(secret) = reported(ClusterSecret::from_hex(&args.cluster_secret)) else {
         return ExitCode::FAILURE;
     };
+    let direct_tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => match loch_coordinator::tls::TlsIdentity::load(cert, key) {
+            Ok(identity) => Some(identity.grpc_identity()),
+            Err(e) => {
+                eprintln!("loch executor: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
     let options = ExecutorOptions {
+        direct_tls,
         listen: args.listen,
         advertise_host: args.advertise,
         coordinator: args.coordinator,

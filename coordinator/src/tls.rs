@@ -123,10 +123,12 @@ impl TlsIdentity {
 
     /// The same identity for Flight SQL's gRPC server.
     pub fn flight_config(&self) -> tonic::transport::ServerTlsConfig {
-        tonic::transport::ServerTlsConfig::new().identity(tonic::transport::Identity::from_pem(
-            &self.cert_pem,
-            &self.key_pem,
-        ))
+        tonic::transport::ServerTlsConfig::new().identity(self.grpc_identity())
+    }
+
+    /// The identity as tonic takes it (for an executor's direct tickets).
+    pub fn grpc_identity(&self) -> tonic::transport::Identity {
+        tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem)
     }
 }
 

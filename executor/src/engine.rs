@@ -45,6 +45,11 @@ pub trait ExecutorCheck: Send + Sync {
     fn live(&self) -> Vec<String>;
     /// Drops the executors that do not answer; how many it dropped.
     async fn drop_unreachable(&self) -> usize;
+    /// Where Flight SQL clients reach the executor at `url` for direct
+    /// tickets over TLS, if it serves them so.
+    fn direct_tls(&self, _url: &url::Url) -> Option<String> {
+        None
+    }
 }
 
 /// The shared engine: runtime (memory pool, object stores, caches) and
@@ -60,6 +65,9 @@ pub struct Engine {
     executor_check: Option<Arc<dyn ExecutorCheck>>,
     /// Seals direct-endpoint tickets ([`crate::direct`]).
     ticket_secret: Option<crate::cluster::ClusterSecret>,
+    /// Direct endpoints only at executors' TLS locations (the Flight SQL
+    /// port uses TLS).
+    direct_over_tls: bool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -120,6 +128,7 @@ impl Engine {
             distribution: None,
             executor_check: None,
             ticket_secret: None,
+            direct_over_tls: false,
         })
     }
 
@@ -141,10 +150,21 @@ impl Engine {
     }
 
     /// Lets Flight SQL hand out direct tickets to the executors, sealed with
-    /// the cluster `secret`.
-    pub fn with_ticket_secret(mut self, secret: crate::cluster::ClusterSecret) -> Self {
+    /// the cluster `secret`; when `over_tls`, only for executors that serve
+    /// them over TLS ([`ExecutorCheck::direct_tls`]).
+    pub fn with_ticket_secret(
+        mut self,
+        secret: crate::cluster::ClusterSecret,
+        over_tls: bool,
+    ) -> Self {
         self.ticket_secret = Some(secret);
+        self.direct_over_tls = over_tls;
         self
+    }
+
+    /// Whether direct endpoints must be TLS locations.
+    pub fn direct_over_tls(&self) -> bool {
+        self.direct_over_tls
     }
 
     /// What direct tickets are sealed with (distributed engines only).

@@ -50,6 +50,10 @@ pub struct Heartbeat {
     /// Its process id on its machine.
     #[serde(default)]
     pub pid: u32,
+    /// Where Flight SQL clients redeem direct tickets over TLS
+    /// (`grpc+tls://host:port`), when it serves them so.
+    #[serde(default)]
+    pub direct_tls: Option<String>,
 }
 
 /// How an executor process runs.
@@ -68,6 +72,9 @@ pub struct ExecutorOptions {
     /// The status a Flight client gets for a query error on a direct
     /// endpoint ([`crate::direct`]).
     pub status_of: StatusOf,
+    /// Also serve direct tickets over TLS with this certificate, on a
+    /// port of their own (the worker service stays as it is).
+    pub direct_tls: Option<tonic::transport::Identity>,
 }
 
 /// Why an executor stopped.
@@ -129,6 +136,14 @@ pub async fn run_executor(
     );
     let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (direct_tls, _serving_tls) = match options.direct_tls.clone() {
+        Some(identity) => {
+            let (location, serving) =
+                serve_direct_tls(identity, local, &host, direct.clone(), &running).await?;
+            (Some(location), Some(AbortOnDrop(serving)))
+        }
+        None => (None, None),
+    };
     let serving = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(server)
@@ -142,18 +157,21 @@ pub async fn run_executor(
                 let _ = stop_rx.await;
             }),
     );
-    tracing::info!(%url, "executor serving; registering with {}", options.coordinator);
+    tracing::info!(%url, ?direct_tls, "executor serving; registering with {}", options.coordinator);
 
-    let beating = spawn_heartbeats(
-        options.clone(),
-        Arc::clone(&running),
-        id.clone(),
-        url.clone(),
-    );
+    let beat = Heartbeat {
+        id,
+        url,
+        running_tasks: 0,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        pid: std::process::id(),
+        direct_tls,
+    };
+    let beating = spawn_heartbeats(options.clone(), Arc::clone(&running), beat.clone());
     let result = tokio::select! {
         r = beating => r.unwrap_or(Err(ExecutorError::HeartbeatThread)),
         () = shutdown => {
-            let body = serde_json::to_vec(&heartbeat(&id, &url, 0)).unwrap_or_default();
+            let body = serde_json::to_vec(&beat).unwrap_or_default();
             let _ = tokio::time::timeout(
                 Duration::from_secs(2),
                 coordinator.clone().do_action(Action::new(LEAVE_ACTION, body)),
@@ -169,14 +187,54 @@ pub async fn run_executor(
     }
 }
 
+/// Serves the direct tickets over TLS on a new port of `local`'s IP: the
+/// location clients get for them, and the server's task.
+async fn serve_direct_tls(
+    identity: tonic::transport::Identity,
+    local: SocketAddr,
+    host: &str,
+    direct: DirectService,
+    running: &Arc<AtomicU64>,
+) -> Result<(String, tokio::task::JoinHandle<()>), ExecutorError> {
+    let addr = SocketAddr::new(local.ip(), 0);
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| ExecutorError::Listen { addr, source })?;
+    let port = listener
+        .local_addr()
+        .map_err(|source| ExecutorError::Listen { addr, source })?
+        .port();
+    let server = tonic::transport::Server::builder()
+        .tls_config(tonic::transport::ServerTlsConfig::new().identity(identity))?
+        .add_service(Counting {
+            inner: direct.into_server(),
+            running: Arc::clone(running),
+        });
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+    let serving = tokio::spawn(async move {
+        if let Err(e) = server.serve_with_incoming(incoming).await {
+            tracing::error!("direct TLS service stopped: {e}");
+        }
+    });
+    Ok((format!("grpc+tls://{host}:{port}"), serving))
+}
+
+/// Aborts a task when dropped (however the executor stops).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// Heartbeats run on a thread and runtime of their own: query work on the
 /// executor's runtime can keep its workers busy for seconds, and a starved
 /// heartbeat would make a healthy executor look lost.
 fn spawn_heartbeats(
     options: ExecutorOptions,
     running: Arc<AtomicU64>,
-    id: String,
-    url: String,
+    beat: Heartbeat,
 ) -> tokio::sync::oneshot::Receiver<Result<(), ExecutorError>> {
     let (done, result) = tokio::sync::oneshot::channel();
     let spawned = std::thread::Builder::new()
@@ -188,7 +246,7 @@ fn spawn_heartbeats(
             {
                 Ok(runtime) => runtime.block_on(async {
                     let client = coordinator_client(&options)?;
-                    heartbeats(&options, client, &running, &id, &url).await
+                    heartbeats(&options, client, &running, beat).await
                 }),
                 Err(_) => Err(ExecutorError::HeartbeatThread),
             };
@@ -269,31 +327,21 @@ fn coordinator_client(options: &ExecutorOptions) -> Result<CoordinatorClient, Ex
     )))
 }
 
-fn heartbeat(id: &str, url: &str, running_tasks: u64) -> Heartbeat {
-    Heartbeat {
-        id: id.to_string(),
-        url: url.to_string(),
-        running_tasks,
-        version: env!("CARGO_PKG_VERSION").to_string(),
-        pid: std::process::id(),
-    }
-}
-
 async fn heartbeats(
     options: &ExecutorOptions,
     mut client: CoordinatorClient,
     running: &AtomicU64,
-    id: &str,
-    url: &str,
+    mut beat: Heartbeat,
 ) -> Result<(), ExecutorError> {
+    let url = beat.url.clone();
     let mut last_ok = Instant::now();
     let mut registered = false;
     let mut tick = tokio::time::interval(options.heartbeat_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let running = running.load(Ordering::Relaxed);
-        let body = serde_json::to_vec(&heartbeat(id, url, running)).unwrap_or_default();
+        beat.running_tasks = running.load(Ordering::Relaxed);
+        let body = serde_json::to_vec(&beat).unwrap_or_default();
         let answer = async {
             let mut stream = client
                 .do_action(Action::new(HEARTBEAT_ACTION, body))

@@ -44,7 +44,8 @@ def flight_check(check, uri, sql, **options):
 
 def flight_endpoints(check, uri, ca_pem, *statements):
     """Where the FlightInfo of the last statement points, after the others
-    ran in the same session (pyarrow.flight, which shows the endpoints)."""
+    ran in the same session, and the rows read where it points with the
+    same CA (pyarrow.flight, which shows the endpoints)."""
     import pyarrow.flight as flight
 
     from flight_lowlevel import statement_query
@@ -55,7 +56,30 @@ def flight_endpoints(check, uri, ca_pem, *statements):
     for sql in statements:
         descriptor = flight.FlightDescriptor.for_command(statement_query(sql))
         info = client.get_flight_info(descriptor, options)
-    emit(check, endpoints=len(info.endpoints), located=sum(1 for e in info.endpoints if e.locations))
+    locations = [e.locations[0].uri.decode() for e in info.endpoints if e.locations]
+    rows = 0
+    for endpoint in info.endpoints:
+        if endpoint.locations:
+            located = flight.FlightClient(endpoint.locations[0], tls_root_certs=ca_pem)
+            rows += located.do_get(endpoint.ticket).read_all().num_rows
+        else:
+            rows += client.do_get(endpoint.ticket, options).read_all().num_rows
+    emit(check, endpoints=len(info.endpoints), locations=locations, rows=rows)
+
+
+def adbc_rows(check, uri, ca_pem, *statements):
+    """Rows of the last statement through ADBC with the CA (it follows the
+    endpoints' locations by itself)."""
+    roots = adbc_driver_flightsql.DatabaseOptions.TLS_ROOT_CERTS.value
+    kwargs = {"username": "loch", "password": os.environ["PGPASSWORD"], roots: ca_pem}
+    try:
+        with flight_sql.connect(uri, db_kwargs=kwargs) as conn:
+            cur = conn.cursor()
+            for sql in statements:
+                cur.execute(sql)
+            emit(check, rows=cur.fetch_arrow_table().num_rows)
+    except adbc_driver_manager.Error as e:
+        emit(check, error=f"{type(e).__name__}: {e}")
 
 
 def main():
@@ -80,6 +104,7 @@ def main():
     flight_check("adbc_wrong_ca", tls_uri, sql, **{roots: other_pem})
     flight_check("adbc_clear_text", f"grpc://127.0.0.1:{flight_port}", sql)
     flight_endpoints("tls_endpoints", tls_uri, ca_pem, *scan)
+    adbc_rows("adbc_tls_scan", tls_uri, ca_pem, *scan)
     sys.stdout.flush()
     os._exit(0)
 

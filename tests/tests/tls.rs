@@ -150,11 +150,36 @@ async fn tls_on_both_protocols_with_verified_certificates() {
     // gRPC in clear text to a TLS port does not get through (UNAVAILABLE, 14).
     let adbc_clear = error_of(check(&lines, "adbc_clear_text"));
     assert!(adbc_clear.contains("(Unavailable;"), "{adbc_clear}");
-    // Executors serve no TLS: with TLS on, a scan they run still streams
-    // through the coordinator (one endpoint, no location), never in clear.
+    // With TLS on, a scan the executors run is read from them over TLS
+    // (the executors serve direct tickets with the same certificate),
+    // never in clear.
     let endpoints = check(&lines, "tls_endpoints");
-    assert_eq!(endpoints["endpoints"], 1, "{endpoints}");
-    assert_eq!(endpoints["located"], 0, "{endpoints}");
+    let locations: Vec<&str> = endpoints["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(locations.len() >= 2, "{endpoints}");
+    assert_eq!(
+        locations.len() as u64,
+        endpoints["endpoints"].as_u64().unwrap(),
+        "{endpoints}"
+    );
+    let flight_port = format!(":{}", server.flight_port);
+    assert!(
+        locations
+            .iter()
+            .all(|l| l.starts_with("grpc+tls://127.0.0.1:") && !l.ends_with(&flight_port)),
+        "{endpoints}"
+    );
+    let lineitem = oracle::run(&ctx, "select count(*) from lineitem").await;
+    let Cell::Int(count) = lineitem[0][0] else {
+        panic!("{lineitem:?}")
+    };
+    assert_eq!(endpoints["rows"].as_i64(), Some(count), "{endpoints}");
+    let scan = check(&lines, "adbc_tls_scan");
+    assert_eq!(scan["rows"].as_i64(), Some(count), "{scan}");
     drop(server);
 
     // Restarted without --tls-required: clear text is accepted again, TLS

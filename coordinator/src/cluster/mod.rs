@@ -86,15 +86,31 @@ impl Children {
         coordinator: &str,
         secret: &ClusterSecret,
         data_dir: &Path,
+        tls: Option<(&Path, &Path)>,
     ) -> std::io::Result<Children> {
         let exe = std::env::current_exe()?;
+        // The children run in the data directory: absolute paths.
+        let tls = match tls {
+            Some((cert, key)) => Some((std::fs::canonicalize(cert)?, std::fs::canonicalize(key)?)),
+            None => None,
+        };
         let mut children = Vec::with_capacity(count);
         for _ in 0..count {
-            let child = Command::new(&exe)
+            let mut command = Command::new(&exe);
+            command
                 .arg("executor")
                 .args(["--coordinator", coordinator])
                 .args(["--listen", "127.0.0.1:0"])
-                .args(["--coordinator-timeout", "5"])
+                .args(["--coordinator-timeout", "5"]);
+            // Flight SQL clients then read direct endpoints over TLS too.
+            if let Some((cert, key)) = &tls {
+                command
+                    .arg("--tls-cert")
+                    .arg(cert)
+                    .arg("--tls-key")
+                    .arg(key);
+            }
+            let child = command
                 .env("LOCH_CLUSTER_SECRET", secret.to_hex())
                 .current_dir(data_dir)
                 .stdin(Stdio::null())

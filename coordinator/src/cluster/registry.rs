@@ -35,6 +35,8 @@ struct Entry {
     running_tasks: u64,
     /// Found unreachable after a failed call; cleared by its next heartbeat.
     unreachable: bool,
+    /// Its TLS location for direct tickets (`grpc+tls://…`), if any.
+    direct_tls: Option<String>,
 }
 
 /// One row of `system.executors`.
@@ -81,6 +83,18 @@ impl Registry {
     /// Records a heartbeat; the first one registers the executor.
     pub fn heartbeat(&self, beat: Heartbeat) -> Result<(), String> {
         let url = Url::parse(&beat.url).map_err(|e| format!("bad executor url: {e}"))?;
+        let direct_tls = match beat.direct_tls {
+            Some(location) => {
+                let parsed =
+                    Url::parse(&location).map_err(|e| format!("bad direct TLS location: {e}"))?;
+                if parsed.scheme() != "grpc+tls" || parsed.host().is_none() || location.len() > 512
+                {
+                    return Err(format!("bad direct TLS location {location}"));
+                }
+                Some(location)
+            }
+            None => None,
+        };
         if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
             return Err(format!("bad executor url {url}"));
         }
@@ -106,6 +120,7 @@ impl Registry {
                     entry.unreachable = false;
                     entry.version = beat.version;
                     entry.pid = beat.pid;
+                    entry.direct_tls = direct_tls;
                 }
                 None => {
                     if entries.len() >= MAX_EXECUTORS {
@@ -127,6 +142,7 @@ impl Registry {
                             last_seen_at: SystemTime::now(),
                             running_tasks: beat.running_tasks,
                             unreachable: false,
+                            direct_tls,
                         },
                     );
                     changed = true;
@@ -265,6 +281,14 @@ impl ExecutorCheck for Registry {
             .unwrap_or_default()
     }
 
+    fn direct_tls(&self, url: &Url) -> Option<String> {
+        let entries = self.entries.read().ok()?;
+        entries
+            .values()
+            .find(|e| &e.url == url)
+            .and_then(|e| e.direct_tls.clone())
+    }
+
     /// Asks every live executor for an HTTP/2 handshake; those that refuse
     /// or do not answer within [`PROBE_TIMEOUT`] are lost from now on (until
     /// they send a heartbeat again).
@@ -313,7 +337,27 @@ mod tests {
             running_tasks: 0,
             version: "t".into(),
             pid: 1,
+            direct_tls: None,
         }
+    }
+
+    #[test]
+    fn direct_tls_locations_come_from_heartbeats() {
+        let registry = Registry::new(Duration::from_secs(10));
+        let mut with_tls = beat("a", 1);
+        with_tls.direct_tls = Some("grpc+tls://127.0.0.1:7".into());
+        registry.heartbeat(with_tls).unwrap();
+        registry.heartbeat(beat("b", 2)).unwrap();
+        let url = |port: u16| Url::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        assert_eq!(
+            registry.direct_tls(&url(1)).as_deref(),
+            Some("grpc+tls://127.0.0.1:7")
+        );
+        assert_eq!(registry.direct_tls(&url(2)), None);
+        // Only TLS locations are handed to clients.
+        let mut clear = beat("c", 3);
+        clear.direct_tls = Some("grpc+tcp://127.0.0.1:8".into());
+        assert!(registry.heartbeat(clear).is_err());
     }
 
     #[tokio::test]

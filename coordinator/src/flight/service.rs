@@ -228,6 +228,25 @@ impl LochFlightSql {
         let Some(tasks) = crate::cluster::placement::direct_tasks(&physical, &urls) else {
             return Ok(None);
         };
+        // Where clients read each task: with TLS on, only at executors that
+        // serve direct tickets over TLS (else the whole query streams
+        // through the coordinator, encrypted).
+        let mut located = Vec::with_capacity(tasks.len());
+        for (url, plan) in tasks {
+            let client_location = if self.engine.direct_over_tls() {
+                let tls = self
+                    .engine
+                    .executor_check()
+                    .and_then(|check| check.direct_tls(&url));
+                let Some(tls) = tls else {
+                    return Ok(None);
+                };
+                tls
+            } else {
+                flight_location(&url)
+            };
+            located.push((flight_location(&url), client_location, plan));
+        }
         let internal = |e: String| status(&LochError::Internal(e));
         let timeout = fs.session.statement_timeout();
         let mut info = FlightInfo::new()
@@ -236,17 +255,18 @@ impl LochFlightSql {
             .with_descriptor(descriptor)
             .with_total_records(-1)
             .with_ordered(false);
-        for (url, plan) in tasks {
+        for (home, client_location, plan) in located {
             let bytes = encode_plan(plan, state.config()).map_err(|e| status(&e.into()))?;
-            let home = flight_location(&url);
-            let ticket = DirectTicket::new(bytes, timeout, home.clone())
+            // `home` is where the coordinator reaches the executor to claim
+            // or cancel the ticket; `client_location` where clients read it.
+            let ticket = DirectTicket::new(bytes, timeout, home)
                 .map_err(|e| internal(e.to_string()))?
                 .seal(secret);
             // The executor first; the coordinator when it cannot be reached.
             info = info.with_endpoint(
                 FlightEndpoint::new()
                     .with_ticket(Ticket::new(ticket))
-                    .with_location(home)
+                    .with_location(client_location)
                     .with_location(REUSE_CONNECTION),
             );
         }
