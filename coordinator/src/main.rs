@@ -89,6 +89,10 @@ struct ExecutorArgs {
     /// PEM private key of `--tls-cert`.
     #[arg(long, env = "LOCH_EXECUTOR_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// Port of the direct endpoints' TLS service, on the listen IP (0 = any
+    /// free port).
+    #[arg(long, env = "LOCH_EXECUTOR_TLS_PORT", default_value_t = 0)]
+    tls_port: u16,
 }
 
 #[derive(Debug, clap::Args)]
@@ -271,6 +275,7 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
     };
     let options = ExecutorOptions {
         direct_tls,
+        direct_tls_port: args.tls_port,
         listen: args.listen,
         advertise_host: args.advertise,
         coordinator: args.coordinator,

@@ -75,6 +75,8 @@ pub struct ExecutorOptions {
     /// Also serve direct tickets over TLS with this certificate, on a
     /// port of their own (the worker service stays as it is).
     pub direct_tls: Option<tonic::transport::Identity>,
+    /// The port of that service on the listen IP (0 = any free port).
+    pub direct_tls_port: u16,
 }
 
 /// Why an executor stopped.
@@ -138,8 +140,14 @@ pub async fn run_executor(
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let (direct_tls, _serving_tls) = match options.direct_tls.clone() {
         Some(identity) => {
-            let (location, serving) =
-                serve_direct_tls(identity, local, &host, direct.clone(), &running).await?;
+            let (location, serving) = serve_direct_tls(
+                identity,
+                SocketAddr::new(local.ip(), options.direct_tls_port),
+                &host,
+                direct.clone(),
+                &running,
+            )
+            .await?;
             (Some(location), Some(AbortOnDrop(serving)))
         }
         None => (None, None),
@@ -187,16 +195,15 @@ pub async fn run_executor(
     }
 }
 
-/// Serves the direct tickets over TLS on a new port of `local`'s IP: the
-/// location clients get for them, and the server's task.
+/// Serves the direct tickets over TLS at `addr`: the location clients get
+/// for them, and the server's task.
 async fn serve_direct_tls(
     identity: tonic::transport::Identity,
-    local: SocketAddr,
+    addr: SocketAddr,
     host: &str,
     direct: DirectService,
     running: &Arc<AtomicU64>,
 ) -> Result<(String, tokio::task::JoinHandle<()>), ExecutorError> {
-    let addr = SocketAddr::new(local.ip(), 0);
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|source| ExecutorError::Listen { addr, source })?;
