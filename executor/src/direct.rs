@@ -280,8 +280,17 @@ impl DirectService {
             .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
             .build();
         let task = state.task_ctx();
-        let plan = decode_plan(&ticket.plan, &task).map_err(self.status_of)?;
-        let stream = execute_stream(plan, task).map_err(self.status_of)?;
+        // A ticket that could not start here ran nothing: forget it, so the
+        // coordinator, where the client goes next, can claim and run it
+        // (and report its error itself if it fails there too).
+        let not_started = |e: DataFusionError| {
+            if !ticket_state.is_cancelled() {
+                self.tickets.invalidate(&ticket.nonce);
+            }
+            (self.status_of)(e)
+        };
+        let plan = decode_plan(&ticket.plan, &task).map_err(not_started)?;
+        let stream = execute_stream(plan, task).map_err(not_started)?;
         Ok((ticket, ticket_state, stream))
     }
 
@@ -682,6 +691,20 @@ mod tests {
             service.claim(&forged).unwrap_err().code(),
             tonic::Code::Unauthenticated
         );
+    }
+
+    #[test]
+    fn a_ticket_that_cannot_start_stays_free_for_the_coordinator() {
+        let secret = ClusterSecret::generate().unwrap();
+        let service = DirectService::new(secret.clone(), Arc::new(RuntimeEnv::default()), |e| {
+            Status::internal(e.to_string())
+        });
+        let sealed = DirectTicket::new(b"not a plan".to_vec(), None, "x")
+            .unwrap()
+            .seal(&secret);
+        let failed = service.start(&sealed).err().unwrap();
+        assert_eq!(failed.code(), tonic::Code::Internal, "{failed}");
+        assert!(service.claim(&sealed).unwrap());
     }
 
     fn empty() -> Arc<dyn ExecutionPlan> {
