@@ -123,8 +123,9 @@ struct Receiving {
     task: Option<AbortOnDrop>,
 }
 
-/// Aborts the query task when its consumer goes away.
-struct AbortOnDrop(JoinHandle<()>);
+/// Aborts a task when dropped: the query task when its consumer goes away,
+/// a background server when its owner stops.
+pub struct AbortOnDrop(pub JoinHandle<()>);
 
 impl AbortOnDrop {
     async fn join(mut self) -> std::result::Result<(), tokio::task::JoinError> {

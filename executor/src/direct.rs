@@ -71,7 +71,8 @@ pub struct DirectTicket {
     pub expires_ms: u64,
     pub timeout: Option<Duration>,
     pub nonce: [u8; NONCE_BYTES],
-    /// The Flight location of the executor the task was placed on.
+    /// The worker URL of the executor the task was placed on (where the
+    /// coordinator claims or cancels the ticket).
     pub home: String,
     /// The task's physical plan, as datafusion-proto bytes.
     pub plan: Vec<u8>,
@@ -262,16 +263,11 @@ impl DirectService {
         bytes: &[u8],
     ) -> Result<(DirectTicket, Arc<TicketState>, SendableRecordBatchStream), Status> {
         let ticket = DirectTicket::open(&self.secret, bytes).map_err(refused)?;
-        // Remembered until after it would have expired anyway.
-        let entry = self
-            .tickets
-            .entry(ticket.nonce)
-            .or_insert_with(|| Arc::new(TicketState::default()));
-        let ticket_state = Arc::clone(entry.value());
+        let (ticket_state, fresh) = self.remember(&ticket);
         if ticket_state.is_cancelled() {
             return Err(cancelled());
         }
-        if !entry.is_fresh() {
+        if !fresh {
             return Err(refused(TicketError::Redeemed));
         }
         let state = SessionStateBuilder::new()
@@ -304,11 +300,7 @@ impl DirectService {
             Err(TicketError::Expired) => return Ok(()),
             Err(e) => return Err(refused(e)),
         };
-        self.tickets
-            .entry(ticket.nonce)
-            .or_insert_with(|| Arc::new(TicketState::default()))
-            .value()
-            .cancel();
+        self.remember(&ticket).0.cancel();
         Ok(())
     }
 
@@ -317,11 +309,17 @@ impl DirectService {
     /// afterwards.
     fn claim(&self, bytes: &[u8]) -> Result<bool, Status> {
         let ticket = DirectTicket::open(&self.secret, bytes).map_err(refused)?;
-        Ok(self
+        Ok(self.remember(&ticket).1)
+    }
+
+    /// The state of `ticket` here, remembered from now until after it would
+    /// have expired anyway, and whether this call is the first to see it.
+    fn remember(&self, ticket: &DirectTicket) -> (Arc<TicketState>, bool) {
+        let entry = self
             .tickets
             .entry(ticket.nonce)
-            .or_insert_with(|| Arc::new(TicketState::default()))
-            .is_fresh())
+            .or_insert_with(|| Arc::new(TicketState::default()));
+        (Arc::clone(entry.value()), entry.is_fresh())
     }
 }
 

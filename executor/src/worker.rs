@@ -148,7 +148,7 @@ pub async fn run_executor(
                 &running,
             )
             .await?;
-            (Some(location), Some(AbortOnDrop(serving)))
+            (Some(location), Some(crate::cpu::AbortOnDrop(serving)))
         }
         None => (None, None),
     };
@@ -224,15 +224,6 @@ async fn serve_direct_tls(
         }
     });
     Ok((format!("grpc+tls://{host}:{port}"), serving))
-}
-
-/// Aborts a task when dropped (however the executor stops).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Heartbeats run on a thread and runtime of their own: query work on the

@@ -47,14 +47,8 @@ pub async fn serve(
 ) {
     let sweep_every =
         (sessions.ttl() / 4).clamp(Duration::from_millis(200), Duration::from_secs(60));
-    /// Stops the sweeper however `serve` ends (including being aborted).
-    struct AbortOnDrop(tokio::task::JoinHandle<()>);
-    impl Drop for AbortOnDrop {
-        fn drop(&mut self) {
-            self.0.abort();
-        }
-    }
-    let _sweeper = AbortOnDrop(tokio::spawn(async move {
+    // Stops the sweeper however `serve` ends (including being aborted).
+    let _sweeper = loch_executor::cpu::AbortOnDrop(tokio::spawn(async move {
         let mut tick = tokio::time::interval(sweep_every);
         loop {
             tick.tick().await;

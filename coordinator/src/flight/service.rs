@@ -245,7 +245,7 @@ impl LochFlightSql {
             } else {
                 flight_location(&url)
             };
-            located.push((flight_location(&url), client_location, plan));
+            located.push((url.to_string(), client_location, plan));
         }
         let internal = |e: String| status(&LochError::Internal(e));
         let timeout = fs.session.statement_timeout();
@@ -471,17 +471,16 @@ fn flight_location(url: &url::Url) -> String {
 /// the FlightInfo from (Flight's "reuse connection").
 const REUSE_CONNECTION: &str = "arrow-flight-reuse-connection://?";
 
-/// Sends the DoAction `kind` about a direct ticket to the executor at
-/// `location`: its answer (`None` if it gave none), or why it could not
+/// Sends the DoAction `kind` about a direct ticket to the executor whose
+/// worker service is at `url`: its answer (`None` if it gave none), or why it could not
 /// be reached within a few seconds. An executor that refuses the call
 /// answers `Ok(None)`.
 async fn direct_action(
-    location: String,
+    url: String,
     kind: &'static str,
     ticket: bytes::Bytes,
 ) -> Result<Option<bytes::Bytes>, String> {
     let call = async {
-        let url = location.replacen("grpc+tcp://", "http://", 1);
         let channel = tonic::transport::Endpoint::from_shared(url)
             .map_err(|e| e.to_string())?
             .connect_timeout(std::time::Duration::from_secs(2))
