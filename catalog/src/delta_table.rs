@@ -68,6 +68,12 @@ impl LochDeltaTable {
         }
     }
 
+    /// The table's location and the version this provider reads.
+    pub fn read_version(&self) -> Option<String> {
+        let version = self.table.version()?;
+        Some(format!("{}@{version}", self.table.table_url()))
+    }
+
     fn writable(&self) -> DfResult<()> {
         match &self.version {
             None => Ok(()),

@@ -121,6 +121,14 @@ impl LochCatalog {
         self.data_dir.join(WAREHOUSE_DIR)
     }
 
+    /// A number that grows with every change of definitions (tables,
+    /// views, schemas).
+    pub fn epoch(&self) -> u64 {
+        self.resolver
+            .epoch
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// The metadata store.
     pub fn store(&self) -> &Arc<CatalogStore> {
         &self.store
@@ -562,6 +570,31 @@ pub fn keeps_delta_on_coordinator(plan: &LogicalPlan) -> bool {
         })
     });
     found
+}
+
+/// The Delta tables `plan` reads, each as its location and the version
+/// this statement reads (part of the result cache's keys: a new version
+/// may change rows without changing which files are read, with deletion
+/// vectors). `None` when one has no version.
+pub fn delta_versions(plan: &LogicalPlan) -> Option<Vec<String>> {
+    use datafusion::common::tree_node::TreeNodeRecursion;
+    let mut versions = Some(Vec::new());
+    let _ = plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node
+            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
+            && let Some(delta) = provider.downcast_ref::<delta_table::LochDeltaTable>()
+        {
+            match (delta.read_version(), versions.as_mut()) {
+                (Some(version), Some(list)) => list.push(version),
+                _ => {
+                    versions = None;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+            }
+        }
+        Ok(TreeNodeRecursion::Continue)
+    });
+    versions
 }
 
 fn is_delta_source(source: &Arc<dyn datafusion::logical_expr::TableSource>) -> bool {

@@ -48,6 +48,9 @@ pub(crate) struct Resolver {
     planner: OnceLock<SessionState>,
     /// Listing tables by (schema, name); dropped on every DDL of that name.
     listing: Mutex<HashMap<(String, String), Arc<dyn TableProvider>>>,
+    /// Counts DDL: part of the result cache's keys, so that a result is
+    /// never reused across a change of definitions.
+    pub(crate) epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Resolver {
@@ -56,6 +59,7 @@ impl Resolver {
             store,
             stores,
             planner: OnceLock::new(),
+            epoch: Default::default(),
             listing: Mutex::new(HashMap::new()),
         }
     }
@@ -72,12 +76,16 @@ impl Resolver {
     }
 
     pub(crate) fn forget(&self, schema: &str, name: &str) {
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut listing) = self.listing.lock() {
             listing.remove(&(schema.to_string(), name.to_string()));
         }
     }
 
     fn forget_schema(&self, schema: &str) {
+        self.epoch
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut listing) = self.listing.lock() {
             listing.retain(|(s, _), _| s != schema);
         }

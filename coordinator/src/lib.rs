@@ -19,6 +19,7 @@ pub mod local;
 pub mod pgcatalog;
 pub mod pgwire;
 pub mod policy;
+pub mod results;
 pub mod security;
 pub mod session;
 pub mod statement;

@@ -39,6 +39,8 @@ pub struct LocalOptions {
     /// The cluster: where executors register; `None` runs every query in
     /// this process.
     pub cluster: Option<ClusterOptions>,
+    /// Bytes of query results kept for repeated queries; 0 keeps none.
+    pub result_cache_bytes: u64,
 }
 
 /// TLS settings of the client protocols.
@@ -176,7 +178,8 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         sample_scale: options.sample_scale,
         target_partitions: options.target_partitions,
     })
-    .await?;
+    .await?
+    .with_result_cache(options.result_cache_bytes);
     let mut tasks = Vec::new();
     let mut children = Children::default();
     let (registry, cluster_addr) = match &options.cluster {
@@ -234,7 +237,10 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
     engine
         .catalog()
         .provider()
-        .register_schema("system", system_schema(registry.clone())?)?;
+        .register_schema(
+            "system",
+            system_schema(registry.clone(), engine.result_cache().cloned())?,
+        )?;
     let store = Arc::clone(engine.catalog().store());
     let (password_source, generated_password) =
         bootstrap_admin(&store, &options.data_dir, options.admin_password.clone())?;

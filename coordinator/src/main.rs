@@ -134,6 +134,10 @@ struct ServerArgs {
     /// Refuse pg wire connections that do not switch to TLS.
     #[arg(long, env = "LOCH_TLS_REQUIRED")]
     tls_required: bool,
+    /// MiB of query results the coordinator keeps to answer repeated
+    /// queries (0 = no result cache); one result may take half of it.
+    #[arg(long, env = "LOCH_RESULT_CACHE_MB", default_value_t = 2048)]
+    result_cache_mb: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -318,6 +322,7 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
         admin_password: std::env::var("LOCH_ADMIN_PASSWORD").ok(),
         tls,
         cluster,
+        result_cache_bytes: args.result_cache_mb.saturating_mul(1 << 20),
     };
     for (flag, addr) in [
         ("--pg-addr", Some(options.pg_addr)),

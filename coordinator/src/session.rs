@@ -28,6 +28,7 @@ use futures::{Stream, StreamExt};
 use loch_catalog::DEFAULT_SCHEMA;
 use loch_executor::Engine;
 use loch_executor::engine::{ExecutorCheck, undistributed};
+use loch_executor::results::{CachedResult, ResultCache, ResultKey};
 
 use crate::error::LochError;
 use crate::statement::{Command, canonical_name, command_schema};
@@ -132,6 +133,7 @@ fn default_settings(user: &str, database: &str) -> BTreeMap<String, String> {
         ("timezone", "UTC"),
         ("transaction_isolation", "read committed"),
         ("transaction_read_only", "off"),
+        (crate::results::USE_CACHED_RESULT, "true"),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -616,8 +618,36 @@ impl Session {
         }
         let returns_rows = returns_rows(&plan);
         let is_dml = matches!(plan, LogicalPlan::Dml(_));
-        let df = if returns_rows || is_dml {
-            // A query or a DML statement: distributed unless
+        if returns_rows {
+            let state = self.planning_state(&plan);
+            let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+            let planned = self.cache_plan(&state, &plan, true).await;
+            let df = DataFrame::new(state, plan);
+            let stream = match planned {
+                Some(Cached::Hit(result)) => ResultCache::serve(result),
+                Some(Cached::Collect {
+                    cache,
+                    key,
+                    physical,
+                }) => {
+                    let first = self
+                        .engine
+                        .execute_plan(physical, Arc::new(df.task_ctx()));
+                    cache.capture(key, replanning(&self.engine, df, Some(first)))
+                }
+                Some(Cached::Run(physical)) => {
+                    let first = self
+                        .engine
+                        .execute_plan(physical, Arc::new(df.task_ctx()));
+                    replanning(&self.engine, df, Some(first))
+                }
+                None => replanning(&self.engine, df, None),
+            };
+            let stream = self.guard(stream, cancel);
+            return Ok(Output::Rows { schema, stream });
+        }
+        let df = if is_dml {
+            // A DML statement: distributed unless
             // `planning_state` says it must run on the coordinator.
             DataFrame::new(self.planning_state(&plan), plan)
         } else if self.engine.is_distributed() && !self.distributable(&plan) {
@@ -625,11 +655,6 @@ impl Session {
         } else {
             self.ctx.execute_logical_plan(plan).await?
         };
-        if returns_rows {
-            let schema: SchemaRef = Arc::new(df.schema().as_arrow().clone());
-            let stream = self.guard(replanning(&self.engine, df), cancel);
-            return Ok(Output::Rows { schema, stream });
-        }
         let mut stream = self.guard(self.engine.execute(df), cancel);
         let mut count = 0u64;
         while let Some(batch) = stream.next().await {
@@ -645,7 +670,8 @@ impl Session {
     /// endpoints: authorized, with its row filters and column masks, and
     /// planned. `None` unless it is a select, filter or projection over
     /// tables (nothing that needs its rows in one place) that plans
-    /// distributed here.
+    /// distributed here, and also when the result cache has its result or
+    /// will keep it (the rows then go through the coordinator).
     pub async fn physical_query(
         &self,
         plan: LogicalPlan,
@@ -659,8 +685,65 @@ impl Session {
             return Ok(None);
         }
         let state = self.planning_state(&plan);
-        let physical = state.create_physical_plan(&plan).await?;
+        let physical = match self.cache_plan(&state, &plan, false).await {
+            // The coordinator serves the kept result, or keeps this one.
+            Some(Cached::Hit(_) | Cached::Collect { .. }) => return Ok(None),
+            Some(Cached::Run(physical)) => physical,
+            None => state.create_physical_plan(&plan).await?,
+        };
         Ok(Some((physical, state)))
+    }
+
+    /// The result cache, when the engine keeps results and this session
+    /// uses them (`use_cached_result`).
+    fn result_cache(&self) -> Option<&Arc<ResultCache>> {
+        let cache = self.engine.result_cache()?;
+        is_on(&self.setting(crate::results::USE_CACHED_RESULT)).then_some(cache)
+    }
+
+    /// What the result cache does for the query `plan`, planned with
+    /// `state`: its kept result, or its physical plan to run (collecting
+    /// the result when it may be kept). `None` when the cache is off, the
+    /// query is not one whose result may be kept, or planning failed (the
+    /// usual path plans it again and reports the error). `count`: whether
+    /// the lookup counts as a hit or miss (not when only deciding where
+    /// a Flight SQL client reads the rows).
+    async fn cache_plan(
+        &self,
+        state: &SessionState,
+        plan: &LogicalPlan,
+        count: bool,
+    ) -> Option<Cached> {
+        let cache = self.result_cache()?;
+        if !crate::results::cacheable(plan) || uses_session_functions(plan) {
+            return None;
+        }
+        let optimized = state.optimize(plan).ok()?;
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&optimized, state)
+            .await
+            .ok()?;
+        let epoch = self.engine.catalog().epoch();
+        let Some(key) = crate::results::key(&self.user, epoch, state, &optimized, &physical) else {
+            return Some(Cached::Run(physical));
+        };
+        let kept = if count {
+            cache.get(&key)
+        } else {
+            cache.peek(&key)
+        };
+        if let Some(result) = kept {
+            return Some(Cached::Hit(result));
+        }
+        if !cache.admits(&key, crate::results::estimate(&physical)) {
+            return Some(Cached::Run(physical));
+        }
+        Some(Cached::Collect {
+            cache: Arc::clone(cache),
+            key,
+            physical,
+        })
     }
 
     /// The session's `statement_timeout`.
@@ -783,6 +866,18 @@ impl Session {
                 let state_ref = self.ctx.state_ref();
                 let mut state = state_ref.write();
                 state.config_mut().options_mut().execution.time_zone = Some(value.clone());
+            }
+            crate::results::USE_CACHED_RESULT => {
+                let lower = value.trim().to_ascii_lowercase();
+                let known = [
+                    "on", "off", "true", "false", "yes", "no", "1", "0", "t", "f", "y", "n",
+                ];
+                if !known.contains(&lower.as_str()) {
+                    return Err(LochError::InvalidParameterValue {
+                        name: name.clone(),
+                        value: value.clone(),
+                    });
+                }
             }
             "user" | "database" | "replication" => return Ok(()),
             _ => {}
@@ -953,6 +1048,28 @@ fn uses_session_functions(plan: &LogicalPlan) -> bool {
         })
     });
     found
+}
+
+/// What the result cache does for a query ([`Session::cache_plan`]).
+enum Cached {
+    /// Its result, kept.
+    Hit(Arc<CachedResult>),
+    /// Run it, collecting its result under `key`.
+    Collect {
+        cache: Arc<ResultCache>,
+        key: ResultKey,
+        physical: Arc<dyn ExecutionPlan>,
+    },
+    /// Run it; its result will not be kept.
+    Run(Arc<dyn ExecutionPlan>),
+}
+
+/// Whether a boolean setting's value means on (PostgreSQL's spellings).
+fn is_on(value: &str) -> bool {
+    matches!(
+        value.trim().to_ascii_lowercase().as_str(),
+        "on" | "true" | "yes" | "1" | "t" | "y"
+    )
 }
 
 /// The output of a command that returns no rows.
@@ -1194,12 +1311,19 @@ const MAX_REPLANS: usize = 2;
 /// is planned again over the executors left and run from the start (at most
 /// [`MAX_REPLANS`] times). Rows once sent are never taken back: a failure
 /// after the first row ends the query with the error (58000).
-fn replanning(engine: &Engine, df: DataFrame) -> SendableRecordBatchStream {
+///
+/// `first`, when given, is the first attempt already started (from a
+/// physical plan made for the result cache).
+fn replanning(
+    engine: &Engine,
+    df: DataFrame,
+    first: Option<SendableRecordBatchStream>,
+) -> SendableRecordBatchStream {
     let Some(check) = engine.executor_check().cloned() else {
-        return engine.execute(df);
+        return first.unwrap_or_else(|| engine.execute(df));
     };
     let planned_on = check.live();
-    let first = engine.execute(df.clone());
+    let first = first.unwrap_or_else(|| engine.execute(df.clone()));
     let schema = first.schema();
     struct Attempt {
         stream: SendableRecordBatchStream,

@@ -68,6 +68,8 @@ pub struct Engine {
     /// Direct endpoints only at executors' TLS locations (the Flight SQL
     /// port uses TLS).
     direct_over_tls: bool,
+    /// Whole query results, on the coordinator ([`crate::results`]).
+    result_cache: Option<Arc<crate::results::ResultCache>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,6 +96,7 @@ impl Engine {
         let stores = Arc::new(StoreRegistry::default());
         let runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(stores.clone())
+            .with_cache_manager(cache_config())
             .build_arc()
             .map_err(loch_catalog::CatalogError::from)?;
         let target_partitions = if options.target_partitions == 0 {
@@ -129,6 +132,7 @@ impl Engine {
             executor_check: None,
             ticket_secret: None,
             direct_over_tls: false,
+            result_cache: None,
         })
     }
 
@@ -160,6 +164,17 @@ impl Engine {
         self.ticket_secret = Some(secret);
         self.direct_over_tls = over_tls;
         self
+    }
+
+    /// Keeps query results of up to `capacity` bytes in all (0: none).
+    pub fn with_result_cache(mut self, capacity: u64) -> Self {
+        self.result_cache = (capacity > 0).then(|| crate::results::ResultCache::new(capacity));
+        self
+    }
+
+    /// The result cache, when this engine keeps results.
+    pub fn result_cache(&self) -> Option<&Arc<crate::results::ResultCache>> {
+        self.result_cache.as_ref()
     }
 
     /// Whether direct endpoints must be TLS locations.
@@ -223,6 +238,15 @@ impl Engine {
         ctx.register_catalog(DATABASE_NAME, self.catalog.provider());
         Ok(ctx)
     }
+}
+
+/// The runtime caches: DataFusion's defaults without its list-files
+/// cache, which keeps a table's listing forever (files another process
+/// adds would never be seen): listing tables list their files at every
+/// statement, and the result cache's keys rely on it.
+pub fn cache_config() -> datafusion::execution::cache::cache_manager::CacheManagerConfig {
+    datafusion::execution::cache::cache_manager::CacheManagerConfig::default()
+        .with_list_files_cache_limit(0)
 }
 
 /// `state` made to plan and run on the coordinator alone, with DataFusion's

@@ -12,6 +12,7 @@ pub mod cluster;
 pub mod cpu;
 pub mod direct;
 pub mod engine;
+pub mod results;
 pub mod wire;
 pub mod worker;
 

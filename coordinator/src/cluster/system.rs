@@ -1,4 +1,5 @@
-//! `system.executors`: the registry as a table, read fresh at every scan.
+//! The `system` schema: `executors` (the registry) and `caches` (the
+//! result cache's counters), read fresh at every scan.
 
 use std::fmt;
 use std::sync::Arc;
@@ -14,13 +15,95 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use loch_executor::results::ResultCache;
+
 use super::registry::Registry;
 
-/// The `system` schema, with `executors`.
-pub fn system_schema(registry: Option<Arc<Registry>>) -> Result<Arc<dyn SchemaProvider>> {
+/// The `system` schema, with `executors` and `caches`.
+pub fn system_schema(
+    registry: Option<Arc<Registry>>,
+    results: Option<Arc<ResultCache>>,
+) -> Result<Arc<dyn SchemaProvider>> {
     let schema = MemorySchemaProvider::new();
     schema.register_table("executors".into(), Arc::new(ExecutorsTable::new(registry)))?;
+    schema.register_table("caches".into(), Arc::new(CachesTable::new(results)))?;
     Ok(Arc::new(schema))
+}
+
+/// `system.caches`: one row per cache the coordinator keeps.
+struct CachesTable {
+    results: Option<Arc<ResultCache>>,
+    schema: SchemaRef,
+}
+
+impl fmt::Debug for CachesTable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("system.caches")
+    }
+}
+
+impl CachesTable {
+    fn new(results: Option<Arc<ResultCache>>) -> Self {
+        let count = |name: &str| Field::new(name, DataType::Int64, false);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("name", DataType::Utf8, false),
+            count("entries"),
+            count("bytes"),
+            count("capacity_bytes"),
+            count("hits"),
+            count("misses"),
+            count("inserts"),
+            count("too_big"),
+        ]));
+        CachesTable { results, schema }
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let stats = self.results.as_ref().map(|cache| cache.stats());
+        let rows: Vec<_> = stats.iter().collect();
+        let column = |f: fn(&loch_executor::results::CacheStats) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|s| i64::try_from(f(s)).unwrap_or(i64::MAX)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "result"))),
+            column(|s| s.entries),
+            column(|s| s.bytes),
+            column(|s| s.capacity),
+            column(|s| s.hits),
+            column(|s| s.misses),
+            column(|s| s.inserts),
+            column(|s| s.too_big),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+#[async_trait]
+impl TableProvider for CachesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.schema.clone(),
+            projection.cloned(),
+        )?)
+    }
 }
 
 struct ExecutorsTable {
