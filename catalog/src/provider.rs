@@ -76,16 +76,14 @@ impl Resolver {
     }
 
     pub(crate) fn forget(&self, schema: &str, name: &str) {
-        self.epoch
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut listing) = self.listing.lock() {
             listing.remove(&(schema.to_string(), name.to_string()));
         }
     }
 
     fn forget_schema(&self, schema: &str) {
-        self.epoch
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Ok(mut listing) = self.listing.lock() {
             listing.retain(|(s, _), _| s != schema);
         }

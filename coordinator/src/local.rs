@@ -234,13 +234,10 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         }
         None => (None, None),
     };
-    engine
-        .catalog()
-        .provider()
-        .register_schema(
-            "system",
-            system_schema(registry.clone(), engine.result_cache().cloned())?,
-        )?;
+    engine.catalog().provider().register_schema(
+        "system",
+        system_schema(registry.clone(), engine.result_cache().cloned())?,
+    )?;
     let store = Arc::clone(engine.catalog().store());
     let (password_source, generated_password) =
         bootstrap_admin(&store, &options.data_dir, options.admin_password.clone())?;

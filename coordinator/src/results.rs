@@ -57,7 +57,10 @@ pub fn cacheable(plan: &LogicalPlan) -> bool {
     }
     let mut ok = true;
     let _ = plan.apply_with_subqueries(|node| {
-        if matches!(node, LogicalPlan::Extension(_) | LogicalPlan::RecursiveQuery(_)) {
+        if matches!(
+            node,
+            LogicalPlan::Extension(_) | LogicalPlan::RecursiveQuery(_)
+        ) {
             ok = false;
         }
         let _ = node.apply_expressions(|expr| {
@@ -192,7 +195,8 @@ mod tests {
         )
         .unwrap();
         let file = std::fs::File::create(dir.join(name)).unwrap();
-        let mut writer = datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
+        let mut writer =
+            datafusion::parquet::arrow::ArrowWriter::try_new(file, schema, None).unwrap();
         writer.write(&batch).unwrap();
         writer.close().unwrap();
     }
@@ -218,7 +222,10 @@ mod tests {
         assert_ne!(first, other);
         // Another user, another key.
         let state = ctx.state();
-        let plan = state.create_logical_plan("SELECT sum(n) FROM t").await.unwrap();
+        let plan = state
+            .create_logical_plan("SELECT sum(n) FROM t")
+            .await
+            .unwrap();
         let physical = state.create_physical_plan(&plan).await.unwrap();
         let optimized = state.optimize(&plan).unwrap();
         assert_ne!(first, key("v", 0, &state, &optimized, &physical));
@@ -239,7 +246,11 @@ mod tests {
             let plan = ctx.state().create_logical_plan(sql).await.unwrap();
             assert!(!cacheable(&plan), "{sql}");
         }
-        let plan = ctx.state().create_logical_plan("SELECT 1 + 1").await.unwrap();
+        let plan = ctx
+            .state()
+            .create_logical_plan("SELECT 1 + 1")
+            .await
+            .unwrap();
         assert!(cacheable(&plan));
         let (_, values) = planned(&ctx, "SELECT * FROM (VALUES (1), (2)) v(x)").await;
         assert_eq!(values, None);

@@ -630,15 +630,11 @@ impl Session {
                     key,
                     physical,
                 }) => {
-                    let first = self
-                        .engine
-                        .execute_plan(physical, Arc::new(df.task_ctx()));
+                    let first = self.engine.execute_plan(physical, Arc::new(df.task_ctx()));
                     cache.capture(key, replanning(&self.engine, df, Some(first)))
                 }
                 Some(Cached::Run(physical)) => {
-                    let first = self
-                        .engine
-                        .execute_plan(physical, Arc::new(df.task_ctx()));
+                    let first = self.engine.execute_plan(physical, Arc::new(df.task_ctx()));
                     replanning(&self.engine, df, Some(first))
                 }
                 None => replanning(&self.engine, df, None),

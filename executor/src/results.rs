@@ -229,7 +229,10 @@ impl Collected {
 /// Sums the capacity of each allocation `data` holds that `seen` has not
 /// counted yet.
 fn count_data(data: &ArrayData, seen: &mut HashSet<usize>, bytes: &mut usize) {
-    let buffers = data.buffers().iter().chain(data.nulls().map(|n| n.buffer()));
+    let buffers = data
+        .buffers()
+        .iter()
+        .chain(data.nulls().map(|n| n.buffer()));
     for buffer in buffers {
         if seen.insert(buffer.data_ptr().as_ptr() as usize) {
             *bytes += buffer.capacity().max(buffer.len());
@@ -278,7 +281,10 @@ struct Capturing {
 impl Stream for Capturing {
     type Item = Result<RecordBatch>;
 
-    fn poll_next(mut self: std::pin::Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Self::Item>> {
         let next = self.inner.poll_next_unpin(cx);
         match &next {
             Poll::Ready(Some(Ok(batch))) => {
@@ -370,12 +376,10 @@ mod tests {
             Ok(batch(0, 10)),
             Err(DataFusionError::Execution("boom".into())),
         ]);
-        let _ = cache
-            .capture([2; 32], failed)
-            .collect::<Vec<_>>()
-            .await;
+        let _ = cache.capture([2; 32], failed).collect::<Vec<_>>().await;
         assert!(cache.get(&[2; 32]).is_none());
-        let mut unfinished = cache.capture([3; 32], stream(vec![Ok(batch(0, 10)), Ok(batch(10, 10))]));
+        let mut unfinished =
+            cache.capture([3; 32], stream(vec![Ok(batch(0, 10)), Ok(batch(10, 10))]));
         let _ = unfinished.next().await;
         drop(unfinished);
         assert!(cache.get(&[3; 32]).is_none());

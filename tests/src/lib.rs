@@ -114,6 +114,9 @@ impl LochServer {
             .args(args)
             .env_remove("LOCH_LOG")
             .env_remove("LOCH_ADMIN_PASSWORD")
+            // Tests run queries to test how they run: the result cache is
+            // off unless a test turns it on (tests/tests/results.rs).
+            .env("LOCH_RESULT_CACHE_MB", "0")
             .envs(envs.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
