@@ -228,7 +228,13 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         args.query.clone()
     };
     let (sample_dir, bin) = args.data.prepare()?;
-    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
+    let server = Server::start(
+        &bin,
+        &args.data.data_dir,
+        args.data.sf,
+        args.executors,
+        false,
+    )?;
     let client = server.pg_client("options='-c search_path=tpch'").await?;
     let mut flight = server.flight_client().await?;
     flight
@@ -411,7 +417,16 @@ struct Server {
 }
 
 impl Server {
-    fn start(bin: &Path, data_dir: &Path, sf: f64, executors: usize) -> Result<Server, BoxError> {
+    /// `result_cache`: whether the server keeps results (the scan
+    /// benchmark measures repeated queries from it; the others measure
+    /// running queries, so it is off for them).
+    fn start(
+        bin: &Path,
+        data_dir: &Path,
+        sf: f64,
+        executors: usize,
+        result_cache: bool,
+    ) -> Result<Server, BoxError> {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin)
             .arg("local")
@@ -427,6 +442,7 @@ impl Server {
                 "--executors",
                 &executors.to_string(),
             ])
+            .args(["--result-cache-mb", if result_cache { "2048" } else { "0" }])
             .env("LOCH_ADMIN_PASSWORD", BENCH_PASSWORD)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -577,6 +593,9 @@ async fn flight_scan(
     Ok(rows as f64 / (median(times) / 1000.0))
 }
 
+/// Runs every query: the session does not use the result cache.
+const NO_CACHE: &str = "SET use_cached_result = false";
+
 /// Streams a distributed query's rows through the coordinator instead of
 /// from the executors' direct endpoints.
 const THROUGH_COORDINATOR: &str = "SET loch.flight_endpoints = 'coordinator'";
@@ -593,6 +612,8 @@ struct ScanReport {
     flight_rust_coordinator_rows_per_s: f64,
     adbc_rows_per_s: f64,
     adbc_coordinator_rows_per_s: f64,
+    /// The same query repeated, answered from the result cache.
+    adbc_cached_rows_per_s: f64,
     psycopg_rows_per_s: f64,
     adbc_vs_datafusion: f64,
     /// ADBC from a Flight server that does no work per query: the client's
@@ -608,7 +629,13 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     let runs = args.runs.max(1);
     let (sample_dir, bin) = args.data.prepare()?;
     let python = python_or_default(&args.python)?;
-    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
+    let server = Server::start(
+        &bin,
+        &args.data.data_dir,
+        args.data.sf,
+        args.executors,
+        true,
+    )?;
 
     // In-process DataFusion producing the same batches.
     let ctx = oracle::tpch_context(&sample_dir).await;
@@ -637,13 +664,15 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     );
 
     // Loch over Flight SQL, Rust client (arrow-flight): direct endpoints
-    // (the default), then through the coordinator.
-    let flight_rust = flight_scan(&server, &[], rows, runs).await?;
+    // (the default), then through the coordinator; running the query every
+    // time (result cache off for the session).
+    let flight_rust = flight_scan(&server, &[NO_CACHE], rows, runs).await?;
     eprintln!(
         "flight sql (rust client): {:.2} M rows/s",
         flight_rust / 1e6
     );
-    let flight_rust_coordinator = flight_scan(&server, &[THROUGH_COORDINATOR], rows, runs).await?;
+    let flight_rust_coordinator =
+        flight_scan(&server, &[NO_CACHE, THROUGH_COORDINATOR], rows, runs).await?;
     eprintln!(
         "flight sql (rust client, through the coordinator): {:.2} M rows/s",
         flight_rust_coordinator / 1e6
@@ -667,7 +696,13 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         return Err(format!("{} failed", script.display()).into());
     }
     let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    for client in ["adbc", "adbc_coordinator", "adbc_reference", "psycopg"] {
+    for client in [
+        "adbc",
+        "adbc_coordinator",
+        "adbc_cached",
+        "adbc_reference",
+        "psycopg",
+    ] {
         let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
         if n != rows {
             return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
@@ -675,6 +710,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     }
     let adbc = v["adbc"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let adbc_coordinator = v["adbc_coordinator"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    let adbc_cached = v["adbc_cached"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let psycopg = v["psycopg"]["rows_per_s"].as_f64().unwrap_or(0.0);
     let reference = v["adbc_reference"]["rows_per_s"].as_f64().unwrap_or(0.0);
     drop(server);
@@ -688,8 +724,12 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         adbc / reference
     );
     println!(
-        "ADBC direct endpoints / through the coordinator: {:.2}\n",
+        "ADBC direct endpoints / through the coordinator: {:.2}",
         adbc / adbc_coordinator
+    );
+    println!(
+        "ADBC repeated query from the result cache / direct endpoints: {:.2}\n",
+        adbc_cached / adbc
     );
     println!("| client | M rows/s | vs in-process DataFusion |");
     println!("|---|---:|---:|");
@@ -704,6 +744,10 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         (
             "Loch Flight SQL, Python ADBC → pyarrow.Table, through the coordinator",
             adbc_coordinator,
+        ),
+        (
+            "Loch Flight SQL, Python ADBC → pyarrow.Table, repeated query (result cache)",
+            adbc_cached,
         ),
         (
             "no-work Flight server (pyarrow, batches in memory), ADBC → pyarrow.Table",
@@ -722,6 +766,7 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         flight_rust_coordinator_rows_per_s: flight_rust_coordinator,
         adbc_rows_per_s: adbc,
         adbc_coordinator_rows_per_s: adbc_coordinator,
+        adbc_cached_rows_per_s: adbc_cached,
         psycopg_rows_per_s: psycopg,
         adbc_vs_datafusion: adbc / df,
         adbc_reference_rows_per_s: reference,
@@ -768,7 +813,13 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
     let runs = args.runs.max(1);
     let (sample_dir, bin) = args.data.prepare()?;
     let python = python_or_default(&args.python)?;
-    let server = Server::start(&bin, &args.data.data_dir, args.data.sf, args.executors)?;
+    let server = Server::start(
+        &bin,
+        &args.data.data_dir,
+        args.data.sf,
+        args.executors,
+        false,
+    )?;
     let client = server.pg_client("").await?;
 
     // CREATE TABLE AS of every table; lineitem's timed, `runs` times.

@@ -742,6 +742,43 @@ impl Session {
         })
     }
 
+    /// A query's kept result as `parts` streams of about equal rows, for
+    /// Flight SQL endpoints read at once: only for a select, filter or
+    /// projection (no order to keep) whose result the cache has; the
+    /// lookup counts as a hit. `None` otherwise (the query runs as usual).
+    pub async fn kept_parts(
+        &self,
+        plan: LogicalPlan,
+        parts: usize,
+    ) -> Result<Option<Vec<Output>>, LochError> {
+        let Some(cache) = self.result_cache() else {
+            return Ok(None);
+        };
+        if !row_by_row(&plan) {
+            return Ok(None);
+        }
+        let grants = crate::security::authorize(self, &plan)?;
+        let plan = crate::policy::apply(self, plan, &grants)?;
+        if !row_by_row(&plan) {
+            return Ok(None);
+        }
+        let state = self.planning_state(&plan);
+        let Some(Cached::Hit(result)) = self.cache_plan(&state, &plan, false).await else {
+            return Ok(None);
+        };
+        cache.record_hit();
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        Ok(Some(
+            ResultCache::split(result, parts)
+                .into_iter()
+                .map(|stream| Output::Rows {
+                    schema: Arc::clone(&schema),
+                    stream,
+                })
+                .collect(),
+        ))
+    }
+
     /// The session's `statement_timeout`.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.settings.lock().ok().and_then(|s| s.statement_timeout)

@@ -156,10 +156,45 @@ impl ResultCache {
         self.too_big.invalidate_all();
     }
 
+    /// Counts a hit found by [`Self::peek`].
+    pub fn record_hit(&self) {
+        self.hits.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// A kept result as a stream.
     pub fn serve(result: Arc<CachedResult>) -> SendableRecordBatchStream {
+        let len = result.batches.len();
+        Self::serve_range(result, 0..len)
+    }
+
+    /// A kept result as at most `parts` streams of whole batches and about
+    /// equal rows, in order (at least one).
+    pub fn split(result: Arc<CachedResult>, parts: usize) -> Vec<SendableRecordBatchStream> {
+        let share = result.rows.div_ceil(parts.max(1)).max(1);
+        let mut ranges = Vec::new();
+        let (mut start, mut rows) = (0, 0);
+        for (i, batch) in result.batches.iter().enumerate() {
+            rows += batch.num_rows();
+            if rows >= share {
+                ranges.push(start..i + 1);
+                (start, rows) = (i + 1, 0);
+            }
+        }
+        if start < result.batches.len() || ranges.is_empty() {
+            ranges.push(start..result.batches.len());
+        }
+        ranges
+            .into_iter()
+            .map(|range| Self::serve_range(Arc::clone(&result), range))
+            .collect()
+    }
+
+    fn serve_range(
+        result: Arc<CachedResult>,
+        range: std::ops::Range<usize>,
+    ) -> SendableRecordBatchStream {
         let schema = Arc::clone(&result.schema);
-        let batches = (0..result.batches.len()).map(move |i| Ok(result.batches[i].clone()));
+        let batches = range.map(move |i| Ok(result.batches[i].clone()));
         Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
@@ -367,6 +402,34 @@ mod tests {
         let stats = cache.stats();
         assert_eq!((stats.hits, stats.misses, stats.inserts), (1, 0, 1));
         assert!(stats.bytes > 0 && stats.entries == 1);
+    }
+
+    #[tokio::test]
+    async fn a_kept_result_splits_into_parts_of_whole_batches() {
+        let sent: Vec<RecordBatch> = (0..5).map(|i| batch(i * 10, 10)).collect();
+        let result = Arc::new(CachedResult {
+            schema: sent[0].schema(),
+            batches: sent.clone(),
+            bytes: 0,
+            rows: 50,
+        });
+        let mut got = Vec::new();
+        let parts = ResultCache::split(Arc::clone(&result), 2);
+        assert_eq!(parts.len(), 2);
+        for part in parts {
+            let batches: Vec<RecordBatch> = part.try_collect().await.unwrap();
+            assert!(!batches.is_empty());
+            got.extend(batches);
+        }
+        assert_eq!(got, sent);
+        assert_eq!(ResultCache::split(Arc::clone(&result), 9).len(), 5);
+        let empty = Arc::new(CachedResult {
+            schema: sent[0].schema(),
+            batches: vec![],
+            bytes: 0,
+            rows: 0,
+        });
+        assert_eq!(ResultCache::split(empty, 2).len(), 1);
     }
 
     #[tokio::test]

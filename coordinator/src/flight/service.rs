@@ -91,25 +91,30 @@ impl LochFlightSql {
             .ok_or_else(|| unauthenticated("invalid or expired token: log in again"))
     }
 
-    /// A FlightInfo whose one endpoint's ticket redeems `handle`.
+    /// A FlightInfo with one endpoint per handle, each ticket redeeming
+    /// its handle; with several, their rows are in no particular order.
     fn query_info(
         &self,
         schema: &Schema,
-        handle: String,
+        handles: Vec<String>,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let ticket = TicketStatementQuery {
-            statement_handle: handle.into_bytes().into(),
-        };
-        let endpoint =
-            FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
-        Ok(FlightInfo::new()
+        let ordered = handles.len() == 1;
+        let mut info = FlightInfo::new()
             .try_with_schema(&wire_schema(schema))
             .map_err(|e| status(&LochError::Internal(e.to_string())))?
-            .with_endpoint(endpoint)
             .with_descriptor(descriptor)
             .with_total_records(-1)
-            .with_ordered(true))
+            .with_ordered(ordered);
+        for handle in handles {
+            let ticket = TicketStatementQuery {
+                statement_handle: handle.into_bytes().into(),
+            };
+            info = info.with_endpoint(
+                FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec())),
+            );
+        }
+        Ok(info)
     }
 
     /// A FlightInfo for a metadata command: its ticket is the command itself.
@@ -144,6 +149,20 @@ impl LochFlightSql {
         let schema = prepared.result_schema();
         let work = match (&prepared.plan, schema) {
             (Some(plan), Some(schema)) => {
+                // A kept result: read from the coordinator's memory over
+                // several endpoints at once.
+                let kept = fs
+                    .session
+                    .kept_parts(super::metadata::wire_plan(plan.clone()), KEPT_ENDPOINTS)
+                    .await
+                    .map_err(|e| status(&e))?;
+                if let Some(parts) = kept {
+                    let mut handles = Vec::with_capacity(parts.len());
+                    for output in parts {
+                        handles.push(fs.add_query(Work::Ready(output)).map_err(|e| status(&e))?);
+                    }
+                    return self.query_info(&schema, handles, descriptor);
+                }
                 if let Some(info) = self
                     .direct_info(fs, plan.clone(), &schema, descriptor.clone())
                     .await?
@@ -179,7 +198,7 @@ impl LochFlightSql {
         };
         let (work, schema) = work;
         let handle = fs.add_query(work).map_err(|e| status(&e))?;
-        self.query_info(&schema, handle, descriptor)
+        self.query_info(&schema, vec![handle], descriptor)
     }
 
     /// A FlightInfo pointing the client at the executors, one endpoint per
@@ -433,6 +452,11 @@ impl LochFlightSql {
         service.redeem(raw).map(Response::new)
     }
 }
+
+/// Endpoints a kept result of a query without order is served over: the
+/// client reads them at once, so the coordinator encodes and sends on more
+/// than one core.
+const KEPT_ENDPOINTS: usize = 2;
 
 /// The session setting that chooses where a distributed query's rows come
 /// from: `direct` (the executors, when the query allows) or `coordinator`.
