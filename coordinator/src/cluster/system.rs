@@ -25,21 +25,58 @@ pub fn system_schema(
     results: Option<Arc<ResultCache>>,
 ) -> Result<Arc<dyn SchemaProvider>> {
     let schema = MemorySchemaProvider::new();
-    schema.register_table("executors".into(), Arc::new(ExecutorsTable::new(registry)))?;
-    schema.register_table("caches".into(), Arc::new(CachesTable::new(results)))?;
+    let executors = SystemTable("system.executors", ExecutorsTable::new(registry));
+    schema.register_table("executors".into(), Arc::new(executors))?;
+    let caches = SystemTable("system.caches", CachesTable::new(results));
+    schema.register_table("caches".into(), Arc::new(caches))?;
     Ok(Arc::new(schema))
+}
+
+/// What a system table shows: its rows, made at every scan.
+trait SystemRows: Send + Sync + 'static {
+    fn schema(&self) -> SchemaRef;
+    fn batch(&self) -> Result<RecordBatch>;
+}
+
+/// A system table: its name and its rows.
+struct SystemTable<T>(&'static str, T);
+
+impl<T> fmt::Debug for SystemTable<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+#[async_trait]
+impl<T: SystemRows> TableProvider for SystemTable<T> {
+    fn schema(&self) -> SchemaRef {
+        self.1.schema()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::View
+    }
+
+    async fn scan(
+        &self,
+        _state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        _filters: &[Expr],
+        _limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let batch = self.1.batch()?;
+        Ok(MemorySourceConfig::try_new_exec(
+            &[vec![batch]],
+            self.1.schema(),
+            projection.cloned(),
+        )?)
+    }
 }
 
 /// `system.caches`: one row per cache the coordinator keeps.
 struct CachesTable {
     results: Option<Arc<ResultCache>>,
     schema: SchemaRef,
-}
-
-impl fmt::Debug for CachesTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("system.caches")
-    }
 }
 
 impl CachesTable {
@@ -56,6 +93,12 @@ impl CachesTable {
             count("too_big"),
         ]));
         CachesTable { results, schema }
+    }
+}
+
+impl SystemRows for CachesTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     fn batch(&self) -> Result<RecordBatch> {
@@ -80,41 +123,9 @@ impl CachesTable {
     }
 }
 
-#[async_trait]
-impl TableProvider for CachesTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
-    }
-}
-
 struct ExecutorsTable {
     registry: Option<Arc<Registry>>,
     schema: SchemaRef,
-}
-
-impl fmt::Debug for ExecutorsTable {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("system.executors")
-    }
 }
 
 impl ExecutorsTable {
@@ -131,6 +142,12 @@ impl ExecutorsTable {
             Field::new("pid", DataType::Int64, false),
         ]));
         ExecutorsTable { registry, schema }
+    }
+}
+
+impl SystemRows for ExecutorsTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
     }
 
     fn batch(&self) -> Result<RecordBatch> {
@@ -175,31 +192,5 @@ impl ExecutorsTable {
             )),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
-    }
-}
-
-#[async_trait]
-impl TableProvider for ExecutorsTable {
-    fn schema(&self) -> SchemaRef {
-        self.schema.clone()
-    }
-
-    fn table_type(&self) -> TableType {
-        TableType::View
-    }
-
-    async fn scan(
-        &self,
-        _state: &dyn Session,
-        projection: Option<&Vec<usize>>,
-        _filters: &[Expr],
-        _limit: Option<usize>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        let batch = self.batch()?;
-        Ok(MemorySourceConfig::try_new_exec(
-            &[vec![batch]],
-            self.schema.clone(),
-            projection.cloned(),
-        )?)
     }
 }
