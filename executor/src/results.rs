@@ -150,12 +150,6 @@ impl ResultCache {
         }
     }
 
-    /// Drops every entry.
-    pub fn clear(&self) {
-        self.entries.invalidate_all();
-        self.too_big.invalidate_all();
-    }
-
     /// Counts a hit found by [`Self::peek`].
     pub fn record_hit(&self) {
         self.hits.fetch_add(1, Ordering::Relaxed);
@@ -280,13 +274,22 @@ fn count_data(data: &ArrayData, seen: &mut HashSet<usize>, bytes: &mut usize) {
 
 /// A copy of `batch` into buffers of its own, when it holds more than
 /// twice (plus 64 KiB) the memory its rows need.
+///
+/// What it holds is counted by distinct allocation, as the cache weighs
+/// it: a batch decoded from a Flight message has every column slice one
+/// allocation, which `get_array_memory_size` would count once per buffer
+/// and so copy every batch received from the executors.
 fn compacted(batch: &RecordBatch) -> Option<RecordBatch> {
     let needed: usize = batch
         .columns()
         .iter()
         .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
         .sum();
-    let held = batch.get_array_memory_size();
+    let mut held = 0;
+    let mut seen = HashSet::new();
+    for column in batch.columns() {
+        count_data(&column.to_data(), &mut seen, &mut held);
+    }
     if held <= needed * 2 + 64 * 1024 {
         return None;
     }
@@ -463,6 +466,26 @@ mod tests {
         assert!(cache.admits(&[5; 32], Some(1000)));
         assert!(!cache.admits(&[5; 32], Some(cache.max_entry() + 1)));
         assert_eq!(cache.stats().too_big, 1);
+    }
+
+    #[test]
+    fn columns_sharing_one_allocation_are_not_copied() {
+        // As arrow-flight decodes a message: every column slices one body.
+        let (columns, rows) = (16usize, 8192usize);
+        let body = datafusion::arrow::buffer::Buffer::from_vec(
+            (0..(columns * rows) as i64).collect::<Vec<_>>(),
+        );
+        let fields: Vec<Field> = (0..columns)
+            .map(|i| Field::new(format!("c{i}"), DataType::Int64, false))
+            .collect();
+        let arrays: Vec<ArrayRef> = (0..columns)
+            .map(|i| {
+                let values = body.slice_with_length(i * rows * 8, rows * 8);
+                Arc::new(Int64Array::new(values.into(), None)) as ArrayRef
+            })
+            .collect();
+        let shared = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
+        assert!(compacted(&shared).is_none());
     }
 
     #[test]
