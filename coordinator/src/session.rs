@@ -662,34 +662,6 @@ impl Session {
         })
     }
 
-    /// A query as it would run over the executors, for Flight SQL's direct
-    /// endpoints: authorized, with its row filters and column masks, and
-    /// planned. `None` unless it is a select, filter or projection over
-    /// tables (nothing that needs its rows in one place) that plans
-    /// distributed here, and also when the result cache has its result or
-    /// will keep it (the rows then go through the coordinator).
-    pub async fn physical_query(
-        &self,
-        plan: LogicalPlan,
-    ) -> Result<Option<(Arc<dyn ExecutionPlan>, SessionState)>, LochError> {
-        if !self.engine.is_distributed() || !row_by_row(&plan) {
-            return Ok(None);
-        }
-        let grants = crate::security::authorize(self, &plan)?;
-        let plan = crate::policy::apply(self, plan, &grants)?;
-        if !row_by_row(&plan) || !self.distributable(&plan) {
-            return Ok(None);
-        }
-        let state = self.planning_state(&plan);
-        let physical = match self.cache_plan(&state, &plan, false).await {
-            // The coordinator serves the kept result, or keeps this one.
-            Some(Cached::Hit(_) | Cached::Collect { .. }) => return Ok(None),
-            Some(Cached::Run(physical)) => physical,
-            None => state.create_physical_plan(&plan).await?,
-        };
-        Ok(Some((physical, state)))
-    }
-
     /// The result cache, when the engine keeps results and this session
     /// uses them (`use_cached_result`).
     fn result_cache(&self) -> Option<&Arc<ResultCache>> {
@@ -742,41 +714,61 @@ impl Session {
         })
     }
 
-    /// A query's kept result as `parts` streams of about equal rows, for
-    /// Flight SQL endpoints read at once: only for a select, filter or
-    /// projection (no order to keep) whose result the cache has; the
-    /// lookup counts as a hit. `None` otherwise (the query runs as usual).
-    pub async fn kept_parts(
+    /// Where a Flight SQL client reads the rows of the query `plan`:
+    /// authorized, with its row filters and column masks, and planned once.
+    ///
+    /// - [`FlightRows::Kept`]: the result cache has its result (counted as a
+    ///   hit), split into `parts` streams read at once; only for a select,
+    ///   filter or projection (no order to keep).
+    /// - [`FlightRows::Planned`]: with `direct` (the session wants direct
+    ///   endpoints), a select, filter or projection over tables that plans
+    ///   distributed here and whose result the cache will not keep.
+    /// - [`FlightRows::Coordinator`]: anything else; the query runs when
+    ///   its ticket is redeemed (and its result may be kept then).
+    pub async fn flight_rows(
         &self,
         plan: LogicalPlan,
         parts: usize,
-    ) -> Result<Option<Vec<Output>>, LochError> {
-        let Some(cache) = self.result_cache() else {
-            return Ok(None);
-        };
-        if !row_by_row(&plan) {
-            return Ok(None);
+        direct: bool,
+    ) -> Result<FlightRows, LochError> {
+        let direct = direct && self.engine.is_distributed();
+        if (self.result_cache().is_none() && !direct) || !row_by_row(&plan) {
+            return Ok(FlightRows::Coordinator);
         }
         let grants = crate::security::authorize(self, &plan)?;
         let plan = crate::policy::apply(self, plan, &grants)?;
         if !row_by_row(&plan) {
-            return Ok(None);
+            return Ok(FlightRows::Coordinator);
         }
         let state = self.planning_state(&plan);
-        let Some(Cached::Hit(result)) = self.cache_plan(&state, &plan, false).await else {
-            return Ok(None);
+        let physical = match self.cache_plan(&state, &plan, false).await {
+            Some(Cached::Hit(result)) => {
+                if let Some(cache) = self.result_cache() {
+                    cache.record_hit();
+                }
+                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+                let parts = ResultCache::split(result, parts)
+                    .into_iter()
+                    .map(|stream| Output::Rows {
+                        schema: Arc::clone(&schema),
+                        stream,
+                    })
+                    .collect();
+                return Ok(FlightRows::Kept(parts));
+            }
+            // The coordinator keeps this one as it streams it.
+            Some(Cached::Collect { .. }) => return Ok(FlightRows::Coordinator),
+            Some(Cached::Run(physical)) => Some(physical),
+            None => None,
         };
-        cache.record_hit();
-        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-        Ok(Some(
-            ResultCache::split(result, parts)
-                .into_iter()
-                .map(|stream| Output::Rows {
-                    schema: Arc::clone(&schema),
-                    stream,
-                })
-                .collect(),
-        ))
+        if !direct || !self.distributable(&plan) {
+            return Ok(FlightRows::Coordinator);
+        }
+        let physical = match physical {
+            Some(physical) => physical,
+            None => state.create_physical_plan(&plan).await?,
+        };
+        Ok(FlightRows::Planned(physical, Box::new(state)))
     }
 
     /// The session's `statement_timeout`.
@@ -1081,6 +1073,16 @@ fn uses_session_functions(plan: &LogicalPlan) -> bool {
         })
     });
     found
+}
+
+/// Where a Flight SQL client reads a query's rows ([`Session::flight_rows`]).
+pub enum FlightRows {
+    /// The kept result, in parts.
+    Kept(Vec<Output>),
+    /// The query as it runs over the executors, for direct endpoints.
+    Planned(Arc<dyn ExecutionPlan>, Box<SessionState>),
+    /// Through the coordinator, when the ticket is redeemed.
+    Coordinator,
 }
 
 /// What the result cache does for a query ([`Session::cache_plan`]).

@@ -31,7 +31,8 @@ use arrow_flight::{
 use base64::Engine as _;
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
-use datafusion::logical_expr::LogicalPlan;
+use datafusion::execution::SessionState;
+use datafusion::physical_plan::ExecutionPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use loch_executor::Engine;
 use loch_executor::direct::{DirectService, DirectTicket, TicketError, encode_plan};
@@ -45,7 +46,7 @@ use super::sessions::{FlightSession, Sessions, Work};
 use super::status::{status, unauthenticated};
 use crate::auth::{LoginFailure, Users};
 use crate::error::LochError;
-use crate::session::{CancelState, Output, Prepared, Session, bind_values};
+use crate::session::{CancelState, FlightRows, Output, Prepared, Session, bind_values};
 
 type DoGetStream = <LochFlightSql as FlightService>::DoGetStream;
 
@@ -149,25 +150,36 @@ impl LochFlightSql {
         let schema = prepared.result_schema();
         let work = match (&prepared.plan, schema) {
             (Some(plan), Some(schema)) => {
-                // A kept result: read from the coordinator's memory over
-                // several endpoints at once.
-                let kept = fs
+                let direct = self.engine.ticket_secret().is_some()
+                    && wants_direct(&fs.session.setting(ENDPOINTS_SETTING));
+                let rows = fs
                     .session
-                    .kept_parts(super::metadata::wire_plan(plan.clone()), KEPT_ENDPOINTS)
+                    .flight_rows(
+                        super::metadata::wire_plan(plan.clone()),
+                        KEPT_ENDPOINTS,
+                        direct,
+                    )
                     .await
                     .map_err(|e| status(&e))?;
-                if let Some(parts) = kept {
-                    let mut handles = Vec::with_capacity(parts.len());
-                    for output in parts {
-                        handles.push(fs.add_query(Work::Ready(output)).map_err(|e| status(&e))?);
+                match rows {
+                    // A kept result: read from the coordinator's memory
+                    // over several endpoints at once.
+                    FlightRows::Kept(parts) => {
+                        let mut handles = Vec::with_capacity(parts.len());
+                        for output in parts {
+                            handles
+                                .push(fs.add_query(Work::Ready(output)).map_err(|e| status(&e))?);
+                        }
+                        return self.query_info(&schema, handles, descriptor);
                     }
-                    return self.query_info(&schema, handles, descriptor);
-                }
-                if let Some(info) = self
-                    .direct_info(fs, plan.clone(), &schema, descriptor.clone())
-                    .await?
-                {
-                    return Ok(info);
+                    FlightRows::Planned(physical, state) => {
+                        if let Some(info) =
+                            self.direct_info(fs, physical, *state, &schema, descriptor.clone())?
+                        {
+                            return Ok(info);
+                        }
+                    }
+                    FlightRows::Coordinator => {}
                 }
                 (
                     Work::Plan {
@@ -202,28 +214,19 @@ impl LochFlightSql {
     }
 
     /// A FlightInfo pointing the client at the executors, one endpoint per
-    /// scan task, when the session wants direct endpoints and the query
-    /// can be read that way (see [`crate::cluster::placement::direct_tasks`]);
-    /// `None` to stream it through the coordinator.
-    async fn direct_info(
+    /// scan task of `physical` (planned with `state`, see
+    /// [`Session::flight_rows`]), when the query can be read that way (see
+    /// [`crate::cluster::placement::direct_tasks`]); `None` to stream it
+    /// through the coordinator.
+    fn direct_info(
         &self,
         fs: &FlightSession,
-        plan: LogicalPlan,
+        physical: Arc<dyn ExecutionPlan>,
+        state: SessionState,
         schema: &Schema,
         descriptor: FlightDescriptor,
     ) -> Result<Option<FlightInfo>, Status> {
         let Some(secret) = self.engine.ticket_secret() else {
-            return Ok(None);
-        };
-        if !wants_direct(&fs.session.setting(ENDPOINTS_SETTING)) {
-            return Ok(None);
-        }
-        let Some((physical, state)) = fs
-            .session
-            .physical_query(super::metadata::wire_plan(plan))
-            .await
-            .map_err(|e| status(&e))?
-        else {
             return Ok(None);
         };
         // Executors send the plan's own batches: its types must already be
