@@ -718,8 +718,8 @@ impl Session {
     /// authorized, with its row filters and column masks, and planned once.
     ///
     /// - [`FlightRows::Kept`]: the result cache has its result (counted as a
-    ///   hit), split into `parts` streams read at once; only for a select,
-    ///   filter or projection (no order to keep).
+    ///   hit); only for a select, filter or projection (no order to keep,
+    ///   so it may be read in parts at once).
     /// - [`FlightRows::Planned`]: with `direct` (the session wants direct
     ///   endpoints), a select, filter or projection over tables that plans
     ///   distributed here and whose result the cache will not keep.
@@ -728,7 +728,6 @@ impl Session {
     pub async fn flight_rows(
         &self,
         plan: LogicalPlan,
-        parts: usize,
         direct: bool,
     ) -> Result<FlightRows, LochError> {
         let direct = direct && self.engine.is_distributed();
@@ -746,15 +745,7 @@ impl Session {
                 if let Some(cache) = self.result_cache() {
                     cache.record_hit();
                 }
-                let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-                let parts = ResultCache::split(result, parts)
-                    .into_iter()
-                    .map(|stream| Output::Rows {
-                        schema: Arc::clone(&schema),
-                        stream,
-                    })
-                    .collect();
-                return Ok(FlightRows::Kept(parts));
+                return Ok(FlightRows::Kept(result));
             }
             // The coordinator keeps this one as it streams it.
             Some(Cached::Collect { .. }) => return Ok(FlightRows::Coordinator),
@@ -1077,8 +1068,8 @@ fn uses_session_functions(plan: &LogicalPlan) -> bool {
 
 /// Where a Flight SQL client reads a query's rows ([`Session::flight_rows`]).
 pub enum FlightRows {
-    /// The kept result, in parts.
-    Kept(Vec<Output>),
+    /// The kept result.
+    Kept(Arc<CachedResult>),
     /// The query as it runs over the executors, for direct endpoints.
     Planned(Arc<dyn ExecutionPlan>, Box<SessionState>),
     /// Through the coordinator, when the ticket is redeemed.

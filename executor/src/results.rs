@@ -10,20 +10,30 @@
 //! files changed), so its key changes: an entry is never served stale, it
 //! is only left to age out.
 //!
-//! Entries are weighed by the memory their batches hold (each distinct
-//! allocation counted once) and bounded by a byte capacity; an entry may
-//! take at most half of it. A result found too big while it streams stops
-//! being collected (the client still gets every row) and its key is
-//! remembered, so the coordinator does not try to collect it again.
+//! A result is kept as the Arrow IPC messages Flight sends it in, encoded
+//! once while the query first streams: a Flight client's repeated query is
+//! answered with those very messages, with no encoding at all, and other
+//! readers (pg wire) get batches decoded from them without copying.
+//! Entries are weighed by the memory their messages hold and bounded by a
+//! byte capacity; an entry may take at most half of it. A result found too
+//! big while it streams stops being collected (the client still gets every
+//! row) and its key is remembered, so the coordinator does not try to
+//! collect it again. All results being collected at once hold at most the
+//! capacity too: past it, a query's result is simply not kept.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 
-use datafusion::arrow::array::{Array, ArrayRef, make_array};
-use datafusion::arrow::array::{ArrayData, MutableArrayData};
-use datafusion::arrow::datatypes::SchemaRef;
+use arrow_flight::{FlightData, SchemaAsIpc};
+use datafusion::arrow::array::{ArrayRef, RecordBatchOptions};
+use datafusion::arrow::buffer::Buffer;
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::ipc::writer::IpcWriteOptions;
+use datafusion::arrow::ipc::{reader::read_record_batch, root_as_message};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::error::Result;
 use datafusion::execution::SendableRecordBatchStream;
@@ -31,20 +41,120 @@ use datafusion::physical_plan::RecordBatchStream;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use futures::{Stream, StreamExt};
 
+use crate::wire::{WireEncoder, has_dictionary, wire_pieces};
+
 /// What identifies a result: a SHA-256 digest.
 pub type ResultKey = [u8; 32];
 
 /// Keys remembered as too big to keep.
 const TOO_BIG_KEYS: u64 = 10_000;
 
-/// A kept result.
+/// A kept result: its rows as record batch messages.
 #[derive(Debug)]
 pub struct CachedResult {
+    /// The schema the query declared.
     pub schema: SchemaRef,
-    pub batches: Vec<RecordBatch>,
-    /// The memory its batches hold.
+    /// The schema of the messages: `schema` with dictionary columns as
+    /// their values, as Flight sends them.
+    pub wire_schema: SchemaRef,
+    /// The messages in order, each with its rows.
+    messages: Vec<(FlightData, usize)>,
+    /// The memory the messages hold.
     pub bytes: usize,
     pub rows: usize,
+}
+
+impl CachedResult {
+    /// The result as at most `parts` runs of Flight messages with about
+    /// equal rows, in order, each a whole stream (the schema message
+    /// first); at least one.
+    pub fn flight_parts(&self, parts: usize) -> Vec<Vec<FlightData>> {
+        let head: FlightData =
+            SchemaAsIpc::new(&self.wire_schema, &IpcWriteOptions::default()).into();
+        self.ranges(parts)
+            .into_iter()
+            .map(|range| {
+                std::iter::once(head.clone())
+                    .chain(self.messages[range].iter().map(|(m, _)| m.clone()))
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// At most `parts` ranges of whole messages with about equal rows.
+    fn ranges(&self, parts: usize) -> Vec<Range<usize>> {
+        let share = self.rows.div_ceil(parts.max(1)).max(1);
+        let mut ranges = Vec::new();
+        let (mut start, mut rows) = (0, 0);
+        for (i, (_, n)) in self.messages.iter().enumerate() {
+            rows += n;
+            if rows >= share {
+                ranges.push(start..i + 1);
+                (start, rows) = (i + 1, 0);
+            }
+        }
+        if start < self.messages.len() || ranges.is_empty() {
+            ranges.push(start..self.messages.len());
+        }
+        ranges
+    }
+
+    /// One message as a batch of [`Self::schema`]: its buffers are slices
+    /// of the message (dictionary columns are rebuilt from their values).
+    fn decode(&self, message: &FlightData) -> Result<RecordBatch, ArrowError> {
+        let ipc = root_as_message(&message.data_header)
+            .map_err(|e| ArrowError::IpcError(format!("a kept message: {e}")))?;
+        let header = ipc
+            .header_as_record_batch()
+            .ok_or_else(|| ArrowError::IpcError("a kept message is not a batch".into()))?;
+        let batch = read_record_batch(
+            &Buffer::from(message.data_body.clone()),
+            header,
+            Arc::clone(&self.wire_schema),
+            &HashMap::new(),
+            None,
+            &ipc.version(),
+        )?;
+        if self.wire_schema == self.schema {
+            return Ok(batch);
+        }
+        let columns = batch
+            .columns()
+            .iter()
+            .zip(self.schema.fields())
+            .map(
+                |(column, field)| match column.data_type() == field.data_type() {
+                    true => Ok(Arc::clone(column)),
+                    false => datafusion::arrow::compute::cast(column, field.data_type()),
+                },
+            )
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        RecordBatch::try_new_with_options(Arc::clone(&self.schema), columns, &options)
+    }
+}
+
+/// `schema` with its dictionary columns as their values (how Flight sends
+/// them); `None` when a dictionary is nested in another type.
+fn without_dictionaries(schema: &Schema) -> Option<SchemaRef> {
+    let fields = schema
+        .fields()
+        .iter()
+        .map(|field| match field.data_type() {
+            DataType::Dictionary(_, values) if !has_dictionary(values) => Some(
+                field
+                    .as_ref()
+                    .clone()
+                    .with_data_type(values.as_ref().clone()),
+            ),
+            other if has_dictionary(other) => None,
+            _ => Some(field.as_ref().clone()),
+        })
+        .collect::<Option<Vec<Field>>>()?;
+    Some(Arc::new(Schema::new_with_metadata(
+        fields,
+        schema.metadata().clone(),
+    )))
 }
 
 /// What `system.caches` shows of a cache.
@@ -66,6 +176,8 @@ pub struct ResultCache {
     too_big: moka::sync::Cache<ResultKey, ()>,
     capacity: u64,
     max_entry: usize,
+    /// Bytes held by results being collected, all queries together.
+    collecting: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -96,6 +208,7 @@ impl ResultCache {
             too_big: moka::sync::Cache::new(TOO_BIG_KEYS),
             capacity,
             max_entry: usize::try_from(capacity / 2).unwrap_or(usize::MAX),
+            collecting: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
@@ -155,40 +268,25 @@ impl ResultCache {
         self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// A kept result as a stream.
+    /// A kept result as a stream of batches.
     pub fn serve(result: Arc<CachedResult>) -> SendableRecordBatchStream {
-        let len = result.batches.len();
-        Self::serve_range(result, 0..len)
+        let all = 0..result.messages.len();
+        Self::serve_range(result, all)
     }
 
-    /// A kept result as at most `parts` streams of whole batches and about
-    /// equal rows, in order (at least one).
+    /// A kept result as at most `parts` streams of batches with about equal
+    /// rows, in order (at least one).
     pub fn split(result: Arc<CachedResult>, parts: usize) -> Vec<SendableRecordBatchStream> {
-        let share = result.rows.div_ceil(parts.max(1)).max(1);
-        let mut ranges = Vec::new();
-        let (mut start, mut rows) = (0, 0);
-        for (i, batch) in result.batches.iter().enumerate() {
-            rows += batch.num_rows();
-            if rows >= share {
-                ranges.push(start..i + 1);
-                (start, rows) = (i + 1, 0);
-            }
-        }
-        if start < result.batches.len() || ranges.is_empty() {
-            ranges.push(start..result.batches.len());
-        }
-        ranges
+        result
+            .ranges(parts)
             .into_iter()
             .map(|range| Self::serve_range(Arc::clone(&result), range))
             .collect()
     }
 
-    fn serve_range(
-        result: Arc<CachedResult>,
-        range: std::ops::Range<usize>,
-    ) -> SendableRecordBatchStream {
+    fn serve_range(result: Arc<CachedResult>, range: Range<usize>) -> SendableRecordBatchStream {
         let schema = Arc::clone(&result.schema);
-        let batches = range.map(move |i| Ok(result.batches[i].clone()));
+        let batches = range.map(move |i| Ok(result.decode(&result.messages[i].0)?));
         Box::pin(RecordBatchStreamAdapter::new(
             schema,
             futures::stream::iter(batches),
@@ -203,19 +301,32 @@ impl ResultCache {
         key: ResultKey,
         stream: SendableRecordBatchStream,
     ) -> SendableRecordBatchStream {
+        let schema = stream.schema();
+        // A dictionary nested in another type is not kept (Flight would
+        // send its values, and only top-level ones are rebuilt).
+        let collected = without_dictionaries(&schema).and_then(|wire| {
+            Some(Collected {
+                encoder: WireEncoder::try_new(&wire).ok()?,
+                wire,
+                messages: Vec::new(),
+                bytes: 0,
+                rows: 0,
+            })
+        });
         Box::pin(Capturing {
             cache: Arc::clone(self),
             key,
-            schema: stream.schema(),
+            schema,
             inner: stream,
-            collected: Some(Collected::default()),
+            collected,
         })
     }
 
     fn insert(&self, key: ResultKey, schema: SchemaRef, collected: Collected) {
         let result = CachedResult {
             schema,
-            batches: collected.batches,
+            wire_schema: collected.wire,
+            messages: collected.messages,
             bytes: collected.bytes,
             rows: collected.rows,
         };
@@ -227,84 +338,63 @@ impl ResultCache {
         self.too_big.insert(key, ());
         self.too_big_count.fetch_add(1, Ordering::Relaxed);
     }
+
+    /// Counts `bytes` more being collected; false (and nothing counted)
+    /// when that would pass the capacity, all collections together.
+    fn reserve(&self, bytes: usize) -> bool {
+        let limit = usize::try_from(self.capacity).unwrap_or(usize::MAX);
+        self.collecting
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        self.collecting.fetch_sub(bytes, Ordering::AcqRel);
+    }
 }
 
-#[derive(Default)]
+/// A result being collected.
 struct Collected {
-    batches: Vec<RecordBatch>,
-    /// Allocations already counted, by address.
-    seen: HashSet<usize>,
+    wire: SchemaRef,
+    encoder: WireEncoder,
+    messages: Vec<(FlightData, usize)>,
+    /// The memory the messages hold, counted in the cache's `collecting`.
     bytes: usize,
     rows: usize,
 }
 
 impl Collected {
-    /// Adds `batch`; a batch holding far more memory than its rows need (a
-    /// few rows sliced out of a big decoded batch) is copied first, so a
-    /// small result does not keep big buffers alive.
-    fn add(&mut self, batch: &RecordBatch) {
-        let batch = match compacted(batch) {
-            Some(copy) => copy,
-            None => batch.clone(),
+    /// Encodes `batch` (dictionary columns as their values).
+    fn add(&mut self, batch: &RecordBatch) -> Result<usize, ArrowError> {
+        let batch = if self.wire.fields().len() == batch.num_columns()
+            && batch
+                .columns()
+                .iter()
+                .zip(self.wire.fields())
+                .all(|(c, f)| c.data_type() == f.data_type())
+        {
+            batch.clone()
+        } else {
+            let columns = batch
+                .columns()
+                .iter()
+                .zip(self.wire.fields())
+                .map(|(column, field)| datafusion::arrow::compute::cast(column, field.data_type()))
+                .collect::<Result<Vec<ArrayRef>, _>>()?;
+            let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+            RecordBatch::try_new_with_options(Arc::clone(&self.wire), columns, &options)?
         };
-        for column in batch.columns() {
-            count_data(&column.to_data(), &mut self.seen, &mut self.bytes);
-        }
         self.rows += batch.num_rows();
-        self.batches.push(batch);
-    }
-}
-
-/// Sums the capacity of each allocation `data` holds that `seen` has not
-/// counted yet.
-fn count_data(data: &ArrayData, seen: &mut HashSet<usize>, bytes: &mut usize) {
-    let buffers = data
-        .buffers()
-        .iter()
-        .chain(data.nulls().map(|n| n.buffer()));
-    for buffer in buffers {
-        if seen.insert(buffer.data_ptr().as_ptr() as usize) {
-            *bytes += buffer.capacity().max(buffer.len());
+        let mut added = 0;
+        for piece in wire_pieces(batch) {
+            let (message, held) = self.encoder.encode(&piece)?;
+            self.messages.push((message, piece.num_rows()));
+            added += held;
         }
+        Ok(added)
     }
-    for child in data.child_data() {
-        count_data(child, seen, bytes);
-    }
-}
-
-/// A copy of `batch` into buffers of its own, when it holds more than
-/// twice (plus 64 KiB) the memory its rows need.
-///
-/// What it holds is counted by distinct allocation, as the cache weighs
-/// it: a batch decoded from a Flight message has every column slice one
-/// allocation, which `get_array_memory_size` would count once per buffer
-/// and so copy every batch received from the executors.
-fn compacted(batch: &RecordBatch) -> Option<RecordBatch> {
-    let needed: usize = batch
-        .columns()
-        .iter()
-        .map(|c| c.to_data().get_slice_memory_size().unwrap_or(0))
-        .sum();
-    let mut held = 0;
-    let mut seen = HashSet::new();
-    for column in batch.columns() {
-        count_data(&column.to_data(), &mut seen, &mut held);
-    }
-    if held <= needed * 2 + 64 * 1024 {
-        return None;
-    }
-    let columns: Vec<ArrayRef> = batch
-        .columns()
-        .iter()
-        .map(|column| {
-            let data = column.to_data();
-            let mut copy = MutableArrayData::new(vec![&data], false, data.len());
-            copy.try_extend(0, 0, data.len())?;
-            Ok(make_array(copy.freeze()))
-        })
-        .collect::<std::result::Result<_, datafusion::arrow::error::ArrowError>>()
-        .ok()?;
-    RecordBatch::try_new(batch.schema(), columns).ok()
 }
 
 struct Capturing {
@@ -316,6 +406,44 @@ struct Capturing {
     collected: Option<Collected>,
 }
 
+impl Capturing {
+    /// Stops collecting, giving back what was counted.
+    fn stop(&mut self) -> Option<Collected> {
+        let collected = self.collected.take()?;
+        self.cache.release(collected.bytes);
+        Some(collected)
+    }
+
+    fn add(&mut self, batch: &RecordBatch) {
+        let Some(collected) = self.collected.as_mut() else {
+            return;
+        };
+        let added = match collected.add(batch) {
+            Ok(added) => added,
+            Err(_) => {
+                self.stop();
+                return;
+            }
+        };
+        if collected.bytes + added > self.cache.max_entry {
+            self.stop();
+            self.cache.refuse(self.key);
+        } else if self.cache.reserve(added) {
+            collected.bytes += added;
+        } else {
+            // Other queries' results being collected hold the capacity:
+            // this one is not kept (it is not too big, so not remembered).
+            self.stop();
+        }
+    }
+}
+
+impl Drop for Capturing {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
 impl Stream for Capturing {
     type Item = Result<RecordBatch>;
 
@@ -325,21 +453,14 @@ impl Stream for Capturing {
     ) -> Poll<Option<Self::Item>> {
         let next = self.inner.poll_next_unpin(cx);
         match &next {
-            Poll::Ready(Some(Ok(batch))) => {
-                let max = self.cache.max_entry;
-                if let Some(collected) = self.collected.as_mut() {
-                    collected.add(batch);
-                    if collected.bytes > max {
-                        self.collected = None;
-                        self.cache.refuse(self.key);
-                    }
-                }
+            Poll::Ready(Some(Ok(batch))) => self.add(batch),
+            Poll::Ready(Some(Err(_))) => {
+                self.stop();
             }
-            Poll::Ready(Some(Err(_))) => self.collected = None,
             Poll::Ready(None) => {
-                if let Some(collected) = self.collected.take() {
-                    self.cache
-                        .insert(self.key, Arc::clone(&self.schema), collected);
+                if let Some(collected) = self.stop() {
+                    let schema = Arc::clone(&self.schema);
+                    self.cache.insert(self.key, schema, collected);
                 }
             }
             Poll::Pending => {}
@@ -357,8 +478,7 @@ impl RecordBatchStream for Capturing {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use datafusion::arrow::array::{Int64Array, StringArray};
-    use datafusion::arrow::datatypes::{DataType, Field, Schema};
+    use datafusion::arrow::array::{Array, Int64Array, StringArray};
     use datafusion::error::DataFusionError;
     use futures::TryStreamExt;
 
@@ -407,15 +527,21 @@ mod tests {
         assert!(stats.bytes > 0 && stats.entries == 1);
     }
 
+    async fn keep(cache: &Arc<ResultCache>, key: ResultKey, sent: &[RecordBatch]) {
+        let got: Vec<RecordBatch> = cache
+            .capture(key, stream(sent.iter().cloned().map(Ok).collect()))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(got, sent);
+    }
+
     #[tokio::test]
     async fn a_kept_result_splits_into_parts_of_whole_batches() {
+        let cache = ResultCache::new(1 << 20);
         let sent: Vec<RecordBatch> = (0..5).map(|i| batch(i * 10, 10)).collect();
-        let result = Arc::new(CachedResult {
-            schema: sent[0].schema(),
-            batches: sent.clone(),
-            bytes: 0,
-            rows: 50,
-        });
+        keep(&cache, [6; 32], &sent).await;
+        let result = cache.get(&[6; 32]).expect("kept");
         let mut got = Vec::new();
         let parts = ResultCache::split(Arc::clone(&result), 2);
         assert_eq!(parts.len(), 2);
@@ -426,13 +552,110 @@ mod tests {
         }
         assert_eq!(got, sent);
         assert_eq!(ResultCache::split(Arc::clone(&result), 9).len(), 5);
-        let empty = Arc::new(CachedResult {
-            schema: sent[0].schema(),
-            batches: vec![],
-            bytes: 0,
-            rows: 0,
-        });
-        assert_eq!(ResultCache::split(empty, 2).len(), 1);
+        // As Flight messages: each part a whole stream, the schema first.
+        let parts = result.flight_parts(2);
+        assert_eq!(parts.len(), 2);
+        let mut decoded = Vec::new();
+        for part in parts {
+            let batches = arrow_flight::utils::flight_data_to_batches(&part).unwrap();
+            decoded.extend(batches);
+        }
+        assert_eq!(decoded, sent);
+        keep(&cache, [7; 32], &[]).await;
+        let empty = cache.get(&[7; 32]).expect("kept");
+        assert_eq!(ResultCache::split(Arc::clone(&empty), 2).len(), 1);
+        assert_eq!(
+            empty.flight_parts(2),
+            vec![vec![result.flight_parts(1)[0][0].clone()]]
+        );
+    }
+
+    #[tokio::test]
+    async fn dictionary_columns_come_back_as_dictionaries_and_go_to_flight_as_values() {
+        use datafusion::arrow::array::DictionaryArray;
+        use datafusion::arrow::datatypes::UInt16Type;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, false),
+            Field::new(
+                "part",
+                DataType::Dictionary(Box::new(DataType::UInt16), Box::new(DataType::Utf8)),
+                false,
+            ),
+        ]));
+        let sent: Vec<RecordBatch> = ["2024", "2025"]
+            .into_iter()
+            .map(|part| {
+                RecordBatch::try_new(
+                    Arc::clone(&schema),
+                    vec![
+                        Arc::new(Int64Array::from_iter_values(0..100)),
+                        Arc::new(
+                            std::iter::repeat_n(part, 100).collect::<DictionaryArray<UInt16Type>>(),
+                        ),
+                    ],
+                )
+                .unwrap()
+            })
+            .collect();
+        let cache = ResultCache::new(1 << 20);
+        let streamed = Box::pin(RecordBatchStreamAdapter::new(
+            Arc::clone(&schema),
+            futures::stream::iter(sent.clone().into_iter().map(Ok)),
+        ));
+        let _: Vec<RecordBatch> = cache
+            .capture([8; 32], streamed)
+            .try_collect()
+            .await
+            .unwrap();
+        let kept = cache.get(&[8; 32]).expect("kept");
+        let served: Vec<RecordBatch> = ResultCache::serve(Arc::clone(&kept))
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(served, sent);
+        let flight = arrow_flight::utils::flight_data_to_batches(&kept.flight_parts(1)[0]).unwrap();
+        assert_eq!(flight[0].schema().field(1).data_type(), &DataType::Utf8);
+        assert_eq!(
+            flight[1].column(1).as_ref(),
+            &StringArray::from_iter_values(std::iter::repeat_n("2025", 100)) as &dyn Array
+        );
+    }
+
+    #[tokio::test]
+    async fn results_collected_at_once_hold_at_most_the_capacity() {
+        let sent: Vec<RecordBatch> = (0..2).map(|i| batch(i * 5000, 5000)).collect();
+        let whole = {
+            let probe = ResultCache::new(1 << 30);
+            keep(&probe, [0; 32], &sent).await;
+            probe.stats().bytes
+        };
+        // Each result within the entry limit; three being collected at
+        // once past the capacity.
+        let cache = ResultCache::new(whole * 5 / 2);
+        let capture = |key| cache.capture(key, stream(sent.iter().cloned().map(Ok).collect()));
+        let (mut first, mut second, mut third) =
+            (capture([9; 32]), capture([10; 32]), capture([11; 32]));
+        for part in [&mut first, &mut second, &mut third] {
+            part.next().await.unwrap().unwrap();
+        }
+        for part in [&mut first, &mut second, &mut third] {
+            part.next().await.unwrap().unwrap();
+        }
+        for part in [&mut first, &mut second, &mut third] {
+            assert!(part.next().await.is_none());
+        }
+        assert!(cache.get(&[9; 32]).is_some());
+        assert!(cache.get(&[10; 32]).is_some());
+        assert!(cache.get(&[11; 32]).is_none());
+        assert!(cache.admits(&[11; 32], None), "not remembered as too big");
+        assert_eq!(cache.stats().too_big, 0);
+        // What collections hold is given back when they end, kept or not.
+        assert_eq!(cache.collecting.load(Ordering::Relaxed), 0);
+        let mut dropped = capture([12; 32]);
+        dropped.next().await.unwrap().unwrap();
+        assert!(cache.collecting.load(Ordering::Relaxed) > 0);
+        drop(dropped);
+        assert_eq!(cache.collecting.load(Ordering::Relaxed), 0);
     }
 
     #[tokio::test]
@@ -468,36 +691,13 @@ mod tests {
         assert_eq!(cache.stats().too_big, 1);
     }
 
-    #[test]
-    fn columns_sharing_one_allocation_are_not_copied() {
-        // As arrow-flight decodes a message: every column slices one body.
-        let (columns, rows) = (16usize, 8192usize);
-        let body = datafusion::arrow::buffer::Buffer::from_vec(
-            (0..(columns * rows) as i64).collect::<Vec<_>>(),
-        );
-        let fields: Vec<Field> = (0..columns)
-            .map(|i| Field::new(format!("c{i}"), DataType::Int64, false))
-            .collect();
-        let arrays: Vec<ArrayRef> = (0..columns)
-            .map(|i| {
-                let values = body.slice_with_length(i * rows * 8, rows * 8);
-                Arc::new(Int64Array::new(values.into(), None)) as ArrayRef
-            })
-            .collect();
-        let shared = RecordBatch::try_new(Arc::new(Schema::new(fields)), arrays).unwrap();
-        assert!(compacted(&shared).is_none());
-    }
-
-    #[test]
-    fn a_small_slice_of_a_big_batch_is_copied() {
+    #[tokio::test]
+    async fn a_small_slice_of_a_big_batch_is_kept_at_its_own_size() {
+        let cache = ResultCache::new(1 << 30);
         let big = batch(0, 100_000);
-        let slice = big.slice(10, 5);
-        let mut collected = Collected::default();
-        collected.add(&slice);
-        assert_eq!(collected.batches[0], slice);
-        assert!(collected.bytes < 4096, "{} bytes", collected.bytes);
-        let mut whole = Collected::default();
-        whole.add(&big);
-        assert!(whole.bytes > 1_000_000);
+        keep(&cache, [13; 32], &[big.slice(10, 5)]).await;
+        assert!(cache.stats().bytes < 8192, "{} bytes", cache.stats().bytes);
+        keep(&cache, [14; 32], &[big]).await;
+        assert!(cache.stats().bytes > 1_000_000);
     }
 }

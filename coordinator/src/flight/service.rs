@@ -36,6 +36,7 @@ use datafusion::physical_plan::ExecutionPlan;
 use futures::{Stream, StreamExt, TryStreamExt};
 use loch_executor::Engine;
 use loch_executor::direct::{DirectService, DirectTicket, TicketError, encode_plan};
+use loch_executor::results::{CachedResult, ResultCache};
 use loch_executor::wire::flight_data;
 use prost::Message;
 use tonic::metadata::MetadataValue;
@@ -154,21 +155,16 @@ impl LochFlightSql {
                     && wants_direct(&fs.session.setting(ENDPOINTS_SETTING));
                 let rows = fs
                     .session
-                    .flight_rows(
-                        super::metadata::wire_plan(plan.clone()),
-                        KEPT_ENDPOINTS,
-                        direct,
-                    )
+                    .flight_rows(super::metadata::wire_plan(plan.clone()), direct)
                     .await
                     .map_err(|e| status(&e))?;
                 match rows {
                     // A kept result: read from the coordinator's memory
                     // over several endpoints at once.
-                    FlightRows::Kept(parts) => {
-                        let mut handles = Vec::with_capacity(parts.len());
-                        for output in parts {
-                            handles
-                                .push(fs.add_query(Work::Ready(output)).map_err(|e| status(&e))?);
+                    FlightRows::Kept(result) => {
+                        let mut handles = Vec::with_capacity(KEPT_ENDPOINTS);
+                        for work in kept_parts(result) {
+                            handles.push(fs.add_query(work).map_err(|e| status(&e))?);
                         }
                         return self.query_info(&schema, handles, descriptor);
                     }
@@ -353,6 +349,12 @@ impl LochFlightSql {
             handle,
         };
         let output = match work {
+            Work::Encoded(messages) => {
+                return Ok(Response::new(Box::pin(Finishing {
+                    inner: futures::stream::iter(messages.into_iter().map(Ok)).boxed(),
+                    _guard: guard,
+                })));
+            }
             Work::Plan { plan, tag } => {
                 fs.session
                     .execute_with(super::metadata::wire_plan(plan), tag, cancel)
@@ -457,9 +459,32 @@ impl LochFlightSql {
 }
 
 /// Endpoints a kept result of a query without order is served over: the
-/// client reads them at once, so the coordinator encodes and sends on more
-/// than one core.
+/// client reads them at once, so the coordinator sends on more than one
+/// core.
 const KEPT_ENDPOINTS: usize = 2;
+
+/// The tickets' work for a kept result: its messages as they are, when
+/// they are what Flight sends (no view types); else its batches,
+/// converted as they are sent.
+fn kept_parts(result: Arc<CachedResult>) -> Vec<Work> {
+    if *wire_schema(&result.wire_schema) == *result.wire_schema {
+        return result
+            .flight_parts(KEPT_ENDPOINTS)
+            .into_iter()
+            .map(Work::Encoded)
+            .collect();
+    }
+    let schema = Arc::clone(&result.schema);
+    ResultCache::split(result, KEPT_ENDPOINTS)
+        .into_iter()
+        .map(|stream| {
+            Work::Ready(Output::Rows {
+                schema: Arc::clone(&schema),
+                stream,
+            })
+        })
+        .collect()
+}
 
 /// The session setting that chooses where a distributed query's rows come
 /// from: `direct` (the executors, when the query allows) or `coordinator`.

@@ -29,8 +29,11 @@ const MAX_SESSIONS: usize = 10_000;
 pub enum Work {
     /// A plan, executed when the ticket is redeemed.
     Plan { plan: LogicalPlan, tag: String },
-    /// Rows already computed by the session itself (`SHOW`).
+    /// Rows already computed: by the session itself (`SHOW`), or a kept
+    /// result that must be converted as it is sent.
     Ready(Output),
+    /// A kept result's messages, sent as they are (the schema first).
+    Encoded(Vec<arrow_flight::FlightData>),
 }
 
 /// A query between `GetFlightInfo` and the end of its `DoGet`.
