@@ -507,26 +507,6 @@ mod tests {
         ))
     }
 
-    #[tokio::test]
-    async fn a_finished_result_is_kept_and_served_as_it_was() {
-        let cache = ResultCache::new(1 << 20);
-        let key = [1; 32];
-        let sent = vec![batch(0, 100), batch(100, 50)];
-        let got: Vec<RecordBatch> = cache
-            .capture(key, stream(sent.iter().cloned().map(Ok).collect()))
-            .try_collect()
-            .await
-            .unwrap();
-        assert_eq!(got, sent);
-        let kept = cache.get(&key).expect("kept");
-        assert_eq!(kept.rows, 150);
-        let served: Vec<RecordBatch> = ResultCache::serve(kept).try_collect().await.unwrap();
-        assert_eq!(served, sent);
-        let stats = cache.stats();
-        assert_eq!((stats.hits, stats.misses, stats.inserts), (1, 0, 1));
-        assert!(stats.bytes > 0 && stats.entries == 1);
-    }
-
     async fn keep(cache: &Arc<ResultCache>, key: ResultKey, sent: &[RecordBatch]) {
         let got: Vec<RecordBatch> = cache
             .capture(key, stream(sent.iter().cloned().map(Ok).collect()))
@@ -534,6 +514,21 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, sent);
+    }
+
+    #[tokio::test]
+    async fn a_finished_result_is_kept_and_served_as_it_was() {
+        let cache = ResultCache::new(1 << 20);
+        let key = [1; 32];
+        let sent = vec![batch(0, 100), batch(100, 50)];
+        keep(&cache, key, &sent).await;
+        let kept = cache.get(&key).expect("kept");
+        assert_eq!(kept.rows, 150);
+        let served: Vec<RecordBatch> = ResultCache::serve(kept).try_collect().await.unwrap();
+        assert_eq!(served, sent);
+        let stats = cache.stats();
+        assert_eq!((stats.hits, stats.misses, stats.inserts), (1, 0, 1));
+        assert!(stats.bytes > 0 && stats.entries == 1);
     }
 
     #[tokio::test]
