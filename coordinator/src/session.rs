@@ -621,26 +621,31 @@ impl Session {
         if returns_rows {
             let state = self.planning_state(&plan);
             let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
-            let planned = self.cache_plan(&state, &plan, true).await;
+            let planned = self.cache_plan(&state, &plan).await;
             let df = DataFrame::new(state, plan);
-            let stream = match planned {
-                Some(Cached::Hit(result)) => ResultCache::serve(result),
+            let (physical, keep) = match planned {
+                Some(Cached::Hit(result)) => {
+                    let stream = self.guard(ResultCache::serve(result), cancel);
+                    return Ok(Output::Rows { schema, stream });
+                }
                 Some(Cached::Collect {
                     cache,
                     key,
                     physical,
-                }) => {
-                    let first = self.engine.execute_plan(physical, Arc::new(df.task_ctx()));
-                    cache.capture(key, replanning(&self.engine, df, Some(first)))
+                }) => (physical, Some((cache, key))),
+                Some(Cached::Run(physical)) => (physical, None),
+                None => {
+                    let stream = self.guard(replanning(&self.engine, df, None), cancel);
+                    return Ok(Output::Rows { schema, stream });
                 }
-                Some(Cached::Run(physical)) => {
-                    let first = self.engine.execute_plan(physical, Arc::new(df.task_ctx()));
-                    replanning(&self.engine, df, Some(first))
-                }
-                None => replanning(&self.engine, df, None),
             };
-            let stream = self.guard(stream, cancel);
-            return Ok(Output::Rows { schema, stream });
+            let planned = PlannedRows {
+                df,
+                schema,
+                physical,
+                keep,
+            };
+            return Ok(self.run_planned(planned, cancel));
         }
         let df = if is_dml {
             // A DML statement: distributed unless
@@ -673,15 +678,9 @@ impl Session {
     /// `state`: its kept result, or its physical plan to run (collecting
     /// the result when it may be kept). `None` when the cache is off, the
     /// query is not one whose result may be kept, or planning failed (the
-    /// usual path plans it again and reports the error). `count`: whether
-    /// the lookup counts as a hit or miss (not when only deciding where
-    /// a Flight SQL client reads the rows).
-    async fn cache_plan(
-        &self,
-        state: &SessionState,
-        plan: &LogicalPlan,
-        count: bool,
-    ) -> Option<Cached> {
+    /// usual path plans it again and reports the error). The lookup counts
+    /// as a hit or a miss.
+    async fn cache_plan(&self, state: &SessionState, plan: &LogicalPlan) -> Option<Cached> {
         let cache = self.result_cache()?;
         if !crate::results::cacheable(plan) || uses_session_functions(plan) {
             return None;
@@ -696,12 +695,7 @@ impl Session {
         let Some(key) = crate::results::key(&self.user, epoch, state, &optimized, &physical) else {
             return Some(Cached::Run(physical));
         };
-        let kept = if count {
-            cache.get(&key)
-        } else {
-            cache.peek(&key)
-        };
-        if let Some(result) = kept {
+        if let Some(result) = cache.get(&key) {
             return Some(Cached::Hit(result));
         }
         if !cache.admits(&key, crate::results::estimate(&physical)) {
@@ -723,8 +717,10 @@ impl Session {
     /// - [`FlightRows::Planned`]: with `direct` (the session wants direct
     ///   endpoints), a select, filter or projection over tables that plans
     ///   distributed here and whose result the cache will not keep.
-    /// - [`FlightRows::Coordinator`]: anything else; the query runs when
-    ///   its ticket is redeemed (and its result may be kept then).
+    /// - [`FlightRows::Ready`]: through the coordinator, planned here (and
+    ///   its result kept as it streams, when it may be).
+    /// - [`FlightRows::Coordinator`]: anything else; the query is
+    ///   authorized, planned and run when its ticket is redeemed.
     pub async fn flight_rows(
         &self,
         plan: LogicalPlan,
@@ -740,26 +736,61 @@ impl Session {
             return Ok(FlightRows::Coordinator);
         }
         let state = self.planning_state(&plan);
-        let physical = match self.cache_plan(&state, &plan, false).await {
-            Some(Cached::Hit(result)) => {
-                if let Some(cache) = self.result_cache() {
-                    cache.record_hit();
-                }
-                return Ok(FlightRows::Kept(result));
-            }
+        let schema: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
+        let physical = match self.cache_plan(&state, &plan).await {
+            Some(Cached::Hit(result)) => return Ok(FlightRows::Kept(result)),
             // The coordinator keeps this one as it streams it.
-            Some(Cached::Collect { .. }) => return Ok(FlightRows::Coordinator),
+            Some(Cached::Collect {
+                cache,
+                key,
+                physical,
+            }) => {
+                return Ok(FlightRows::Ready(PlannedRows {
+                    df: DataFrame::new(state, plan),
+                    schema,
+                    physical,
+                    keep: Some((cache, key)),
+                }));
+            }
             Some(Cached::Run(physical)) => Some(physical),
             None => None,
         };
         if !direct || !self.distributable(&plan) {
-            return Ok(FlightRows::Coordinator);
+            return Ok(match physical {
+                Some(physical) => FlightRows::Ready(PlannedRows {
+                    df: DataFrame::new(state, plan),
+                    schema,
+                    physical,
+                    keep: None,
+                }),
+                None => FlightRows::Coordinator,
+            });
         }
         let physical = match physical {
             Some(physical) => physical,
             None => state.create_physical_plan(&plan).await?,
         };
         Ok(FlightRows::Planned(physical, Box::new(state)))
+    }
+
+    /// Runs a query [`Session::flight_rows`] planned.
+    pub fn run_planned(&self, planned: PlannedRows, cancel: Arc<CancelState>) -> Output {
+        let PlannedRows {
+            df,
+            schema,
+            physical,
+            keep,
+        } = planned;
+        let first = self.engine.execute_plan(physical, Arc::new(df.task_ctx()));
+        let stream = replanning(&self.engine, df, Some(first));
+        let stream = match keep {
+            Some((cache, key)) => cache.capture(key, stream),
+            None => stream,
+        };
+        Output::Rows {
+            schema,
+            stream: self.guard(stream, cancel),
+        }
     }
 
     /// The session's `statement_timeout`.
@@ -1072,8 +1103,22 @@ pub enum FlightRows {
     Kept(Arc<CachedResult>),
     /// The query as it runs over the executors, for direct endpoints.
     Planned(Arc<dyn ExecutionPlan>, Box<SessionState>),
-    /// Through the coordinator, when the ticket is redeemed.
+    /// Through the coordinator, planned already.
+    Ready(PlannedRows),
+    /// Through the coordinator, planned when the ticket is redeemed.
     Coordinator,
+}
+
+/// A query authorized and planned by [`Session::flight_rows`], to run when
+/// its ticket is redeemed ([`Session::run_planned`]).
+pub struct PlannedRows {
+    /// The plan with its policies, and the state it was planned with (to
+    /// plan again if an executor is lost).
+    df: DataFrame,
+    schema: SchemaRef,
+    physical: Arc<dyn ExecutionPlan>,
+    /// Where its result is kept as it streams, when it may be.
+    keep: Option<(Arc<ResultCache>, ResultKey)>,
 }
 
 /// What the result cache does for a query ([`Session::cache_plan`]).

@@ -233,12 +233,6 @@ impl ResultCache {
         found
     }
 
-    /// The result kept under `key`, not counted (for deciding where a
-    /// result will be read from).
-    pub fn peek(&self, key: &ResultKey) -> Option<Arc<CachedResult>> {
-        self.entries.get(key)
-    }
-
     /// Whether a result under `key`, of about `estimate` bytes when known,
     /// is worth collecting.
     pub fn admits(&self, key: &ResultKey, estimate: Option<usize>) -> bool {
@@ -261,11 +255,6 @@ impl ResultCache {
             inserts: self.inserts.load(Ordering::Relaxed),
             too_big: self.too_big_count.load(Ordering::Relaxed),
         }
-    }
-
-    /// Counts a hit found by [`Self::peek`].
-    pub fn record_hit(&self) {
-        self.hits.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A kept result as a stream of batches.

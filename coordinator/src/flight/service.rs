@@ -175,6 +175,12 @@ impl LochFlightSql {
                             return Ok(info);
                         }
                     }
+                    FlightRows::Ready(planned) => {
+                        let handle = fs
+                            .add_query(Work::Planned(planned))
+                            .map_err(|e| status(&e))?;
+                        return self.query_info(&schema, vec![handle], descriptor);
+                    }
                     FlightRows::Coordinator => {}
                 }
                 (
@@ -360,6 +366,7 @@ impl LochFlightSql {
                     .execute_with(super::metadata::wire_plan(plan), tag, cancel)
                     .await
             }
+            Work::Planned(planned) => Ok(fs.session.run_planned(planned, cancel)),
             Work::Ready(output) => Ok(output),
         }
         .map_err(|e| status(&e))?;

@@ -29,6 +29,9 @@ const MAX_SESSIONS: usize = 10_000;
 pub enum Work {
     /// A plan, executed when the ticket is redeemed.
     Plan { plan: LogicalPlan, tag: String },
+    /// A query authorized and planned already, run when the ticket is
+    /// redeemed.
+    Planned(crate::session::PlannedRows),
     /// Rows already computed: by the session itself (`SHOW`), or a kept
     /// result that must be converted as it is sent.
     Ready(Output),
