@@ -745,24 +745,24 @@ impl Session {
                 key,
                 physical,
             }) => {
-                return Ok(FlightRows::Ready(PlannedRows {
+                return Ok(FlightRows::Ready(Box::new(PlannedRows {
                     df: DataFrame::new(state, plan),
                     schema,
                     physical,
                     keep: Some((cache, key)),
-                }));
+                })));
             }
             Some(Cached::Run(physical)) => Some(physical),
             None => None,
         };
         if !direct || !self.distributable(&plan) {
             return Ok(match physical {
-                Some(physical) => FlightRows::Ready(PlannedRows {
+                Some(physical) => FlightRows::Ready(Box::new(PlannedRows {
                     df: DataFrame::new(state, plan),
                     schema,
                     physical,
                     keep: None,
-                }),
+                })),
                 None => FlightRows::Coordinator,
             });
         }
@@ -1104,7 +1104,7 @@ pub enum FlightRows {
     /// The query as it runs over the executors, for direct endpoints.
     Planned(Arc<dyn ExecutionPlan>, Box<SessionState>),
     /// Through the coordinator, planned already.
-    Ready(PlannedRows),
+    Ready(Box<PlannedRows>),
     /// Through the coordinator, planned when the ticket is redeemed.
     Coordinator,
 }

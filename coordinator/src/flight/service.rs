@@ -366,7 +366,7 @@ impl LochFlightSql {
                     .execute_with(super::metadata::wire_plan(plan), tag, cancel)
                     .await
             }
-            Work::Planned(planned) => Ok(fs.session.run_planned(planned, cancel)),
+            Work::Planned(planned) => Ok(fs.session.run_planned(*planned, cancel)),
             Work::Ready(output) => Ok(output),
         }
         .map_err(|e| status(&e))?;

@@ -31,7 +31,7 @@ pub enum Work {
     Plan { plan: LogicalPlan, tag: String },
     /// A query authorized and planned already, run when the ticket is
     /// redeemed.
-    Planned(crate::session::PlannedRows),
+    Planned(Box<crate::session::PlannedRows>),
     /// Rows already computed: by the session itself (`SHOW`), or a kept
     /// result that must be converted as it is sent.
     Ready(Output),
