@@ -325,6 +325,15 @@ pub fn python() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("python3"))
 }
 
+/// Runs tests/python/delta_interop.py (the deltalake package, an
+/// independent Delta writer and reader) with `mode` on the table at
+/// `path`; returns the one JSON object it prints.
+pub fn deltalake(server: &LochServer, mode: &str, path: &str) -> serde_json::Value {
+    let out = run_python_script(server, "delta_interop.py", &[mode, path], "deltalake");
+    assert_eq!(out.len(), 1, "{out:?}");
+    out.into_iter().next().unwrap_or_default()
+}
+
 /// Runs tests/python/`script` with `args`; returns the JSON objects it
 /// prints, one per line. A failure shows the script's stderr, `needs` (the
 /// packages it imports) and the server's log tail.

@@ -26,7 +26,7 @@ use std::time::{Duration, Instant};
 
 use loch_tests::oracle::{self, Cell};
 use loch_tests::stores::{AZURITE_ACCOUNT, AZURITE_KEY, StoreServer};
-use loch_tests::{FORCE_DISTRIBUTION, LochServer, json_rows, run_python_script};
+use loch_tests::{FORCE_DISTRIBUTION, LochServer, deltalake, json_rows, run_python_script};
 
 /// A small sample: these tests are about the catalog, not about scale.
 const SCALE: f64 = 0.01;
@@ -331,11 +331,7 @@ async fn delta_tables_interoperate_with_the_deltalake_python_package() {
     let ext = ext.to_str().unwrap();
     let server = LochServer::start_with(dir.path(), SCALE);
     let c = server.connect().await;
-    let py = |mode: &str, path: &str| {
-        let out = run_python_script(&server, "delta_interop.py", &[mode, path], "deltalake");
-        assert_eq!(out.len(), 1);
-        out.into_iter().next().unwrap()
-    };
+    let py = |mode: &str, path: &str| deltalake(&server, mode, path);
 
     // Written by deltalake, read by Loch.
     let written = py("write", ext);
@@ -1716,8 +1712,8 @@ async fn corrupt_files_fail_their_query_only() {
     for t in ["json", "checkpoint"] {
         let path = lake.path().join(t);
         let path = path.to_str().unwrap();
-        run_python_script(&server, "delta_interop.py", &["write", path], "deltalake");
-        run_python_script(&server, "delta_interop.py", &["append", path], "deltalake");
+        deltalake(&server, "write", path);
+        deltalake(&server, "append", path);
     }
     let c = server.connect().await;
     let columns = "(n_nationkey BIGINT, n_name TEXT, n_regionkey BIGINT, n_comment TEXT)";

@@ -12,7 +12,9 @@
 use std::path::Path;
 
 use loch_tests::oracle::{self, Cell};
-use loch_tests::{FORCE_DISTRIBUTION, LochServer, json_rows, run_python_script, tpch_query};
+use loch_tests::{
+    FORCE_DISTRIBUTION, LochServer, deltalake, json_rows, run_python_script, tpch_query,
+};
 
 const CACHE: (&str, &str) = ("LOCH_RESULT_CACHE_MB", "256");
 
@@ -153,10 +155,7 @@ async fn repeated_queries_are_answered_from_kept_results_that_are_never_stale() 
     // A Delta table another writer (the deltalake package) appends to.
     let ext = lake.path().join("ext");
     let ext = ext.to_str().unwrap();
-    let py = |mode: &str| {
-        let out = run_python_script(&server, "delta_interop.py", &[mode, ext], "deltalake");
-        out.into_iter().next().unwrap()
-    };
+    let py = |mode: &str| deltalake(&server, mode, ext);
     let written = py("write");
     c.batch_execute(&format!(
         "CREATE EXTERNAL TABLE s.ext STORED AS DELTA LOCATION '{ext}'"
