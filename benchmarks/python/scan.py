@@ -4,6 +4,7 @@ work per query (flight_reference.py: the ceiling of this client on this
 machine), median of RUNS after a warm-up each, from Loch both from direct
 endpoints and through the coordinator (running the query each time), and
 repeated from the result cache; then psycopg 3 over pg wire (one run). Prints one JSON object.
+With SCAN_ONLY=adbc in the environment, only the direct-endpoint ADBC scan.
 
 usage: scan.py FLIGHT_URI PG_PORT PASSWORD SQL RUNS [LINEITEM_DIR]"""
 
@@ -77,6 +78,9 @@ def main():
     no_cache = "SET use_cached_result = false"
     result = {"adbc": adbc_scan(uri, login, sql, runs, setup=[no_cache])}
     print(f"adbc: {result['adbc']['rows_per_s'] / 1e6:.2f} M rows/s", file=sys.stderr)
+    if os.environ.get("SCAN_ONLY") == "adbc":
+        print(json.dumps(result))
+        return
     # A distributed query's rows through the coordinator instead of from the
     # executors' direct endpoints (the same path with no executors).
     result["adbc_coordinator"] = adbc_scan(

@@ -233,7 +233,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         &args.data.data_dir,
         args.data.sf,
         args.executors,
-        false,
+        NO_CACHES,
     )?;
     let client = server.pg_client("options='-c search_path=tpch'").await?;
     let mut flight = server.flight_client().await?;
@@ -416,16 +416,36 @@ struct Server {
     flight_port: u16,
 }
 
+/// MiB of the coordinator's result cache and of each executor's data
+/// cache.
+#[derive(Debug, Clone, Copy)]
+struct Caches {
+    result_mb: u64,
+    data_mb: u64,
+}
+
+/// Both off: every query runs and decodes its files.
+const NO_CACHES: Caches = Caches {
+    result_mb: 0,
+    data_mb: 0,
+};
+
+/// `loch local`'s defaults.
+const DEFAULT_CACHES: Caches = Caches {
+    result_mb: 2048,
+    data_mb: 1024,
+};
+
 impl Server {
-    /// `result_cache`: whether the server keeps results (the scan
-    /// benchmark measures repeated queries from it; the others measure
-    /// running queries, so it is off for them).
+    /// `caches`: what the server keeps (the scan benchmark measures
+    /// repeated queries from its caches; the others measure running
+    /// queries, so both are off for them).
     fn start(
         bin: &Path,
         data_dir: &Path,
         sf: f64,
         executors: usize,
-        result_cache: bool,
+        caches: Caches,
     ) -> Result<Server, BoxError> {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin)
@@ -442,7 +462,8 @@ impl Server {
                 "--executors",
                 &executors.to_string(),
             ])
-            .args(["--result-cache-mb", if result_cache { "2048" } else { "0" }])
+            .args(["--result-cache-mb", &caches.result_mb.to_string()])
+            .args(["--data-cache-mb", &caches.data_mb.to_string()])
             .env("LOCH_ADMIN_PASSWORD", BENCH_PASSWORD)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -606,6 +627,12 @@ struct ScanReport {
     scale_factor: f64,
     rows: usize,
     datafusion_rows_per_s: f64,
+    /// From executors without a data cache: every scan decodes its files
+    /// (none with no executors).
+    flight_rust_decoding_rows_per_s: Option<f64>,
+    adbc_decoding_rows_per_s: Option<f64>,
+    /// The rest from `loch local`'s defaults: each executor's data cache
+    /// holds the files the warm-up run decoded.
     flight_rust_rows_per_s: f64,
     /// With `loch.flight_endpoints = 'coordinator'` (the same path as
     /// direct when there are no executors).
@@ -624,18 +651,53 @@ struct ScanReport {
 
 const SCAN_SQL: &str = "select * from tpch.lineitem";
 
+/// Runs `benchmarks/python/scan.py` against `server`: ADBC and psycopg
+/// (or, with `only_adbc`, ADBC from direct endpoints alone).
+fn python_scan(
+    python: &Path,
+    server: &Server,
+    lineitem_dir: &Path,
+    runs: usize,
+    only_adbc: bool,
+) -> Result<serde_json::Value, BoxError> {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/scan.py");
+    let mut command = std::process::Command::new(python);
+    command
+        .arg(&script)
+        .args([
+            server.flight_uri(),
+            server.port.to_string(),
+            BENCH_PASSWORD.to_string(),
+            SCAN_SQL.to_string(),
+            runs.to_string(),
+        ])
+        .arg(lineitem_dir)
+        .stderr(std::process::Stdio::inherit());
+    if only_adbc {
+        command.env("SCAN_ONLY", "adbc");
+    }
+    let out = command.output()?;
+    if !out.status.success() {
+        return Err(format!("{} failed", script.display()).into());
+    }
+    Ok(serde_json::from_slice(&out.stdout)?)
+}
+
+/// Rows/s that `client` got in `v`, checking its row count.
+fn client_rate(v: &serde_json::Value, client: &str, rows: usize) -> Result<f64, BoxError> {
+    let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
+    if n != rows {
+        return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
+    }
+    Ok(v[client]["rows_per_s"].as_f64().unwrap_or(0.0))
+}
+
 async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     use futures::StreamExt;
     let runs = args.runs.max(1);
     let (sample_dir, bin) = args.data.prepare()?;
     let python = python_or_default(&args.python)?;
-    let server = Server::start(
-        &bin,
-        &args.data.data_dir,
-        args.data.sf,
-        args.executors,
-        true,
-    )?;
+    let lineitem_dir = sample_dir.join("lineitem");
 
     // In-process DataFusion producing the same batches.
     let ctx = oracle::tpch_context(&sample_dir).await;
@@ -663,9 +725,39 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         df / 1e6
     );
 
+    // Executors that decode the Parquet files at every scan (no data
+    // cache, no result cache), from direct endpoints.
+    let decoding = if args.executors > 0 {
+        let server = Server::start(
+            &bin,
+            &args.data.data_dir,
+            args.data.sf,
+            args.executors,
+            NO_CACHES,
+        )?;
+        let rust = flight_scan(&server, &[], rows, runs).await?;
+        eprintln!(
+            "flight sql (rust client), decoding every scan: {:.2} M rows/s",
+            rust / 1e6
+        );
+        let v = python_scan(&python, &server, &lineitem_dir, runs, true)?;
+        let adbc = client_rate(&v, "adbc", rows)?;
+        Some((rust, adbc))
+    } else {
+        None
+    };
+
+    let server = Server::start(
+        &bin,
+        &args.data.data_dir,
+        args.data.sf,
+        args.executors,
+        DEFAULT_CACHES,
+    )?;
     // Loch over Flight SQL, Rust client (arrow-flight): direct endpoints
     // (the default), then through the coordinator; running the query every
-    // time (result cache off for the session).
+    // time (result cache off for the session), the files decoded by the
+    // warm-up run kept in the executors' data caches.
     let flight_rust = flight_scan(&server, &[NO_CACHE], rows, runs).await?;
     eprintln!(
         "flight sql (rust client): {:.2} M rows/s",
@@ -679,40 +771,12 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     );
 
     // ADBC into a pyarrow.Table, and psycopg over pg wire.
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/scan.py");
-    let out = std::process::Command::new(&python)
-        .arg(&script)
-        .args([
-            server.flight_uri(),
-            server.port.to_string(),
-            BENCH_PASSWORD.to_string(),
-            SCAN_SQL.to_string(),
-            runs.to_string(),
-        ])
-        .arg(sample_dir.join("lineitem"))
-        .stderr(std::process::Stdio::inherit())
-        .output()?;
-    if !out.status.success() {
-        return Err(format!("{} failed", script.display()).into());
-    }
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    for client in [
-        "adbc",
-        "adbc_coordinator",
-        "adbc_cached",
-        "adbc_reference",
-        "psycopg",
-    ] {
-        let n = v[client]["rows"].as_u64().unwrap_or(0) as usize;
-        if n != rows {
-            return Err(format!("{client} returned {n} rows, DataFusion {rows}").into());
-        }
-    }
-    let adbc = v["adbc"]["rows_per_s"].as_f64().unwrap_or(0.0);
-    let adbc_coordinator = v["adbc_coordinator"]["rows_per_s"].as_f64().unwrap_or(0.0);
-    let adbc_cached = v["adbc_cached"]["rows_per_s"].as_f64().unwrap_or(0.0);
-    let psycopg = v["psycopg"]["rows_per_s"].as_f64().unwrap_or(0.0);
-    let reference = v["adbc_reference"]["rows_per_s"].as_f64().unwrap_or(0.0);
+    let v = python_scan(&python, &server, &lineitem_dir, runs, false)?;
+    let adbc = client_rate(&v, "adbc", rows)?;
+    let adbc_coordinator = client_rate(&v, "adbc_coordinator", rows)?;
+    let adbc_cached = client_rate(&v, "adbc_cached", rows)?;
+    let psycopg = client_rate(&v, "psycopg", rows)?;
+    let reference = client_rate(&v, "adbc_reference", rows)?;
     drop(server);
 
     println!(
@@ -723,6 +787,12 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         "ADBC from Loch / ADBC from the no-work server: {:.2}",
         adbc / reference
     );
+    if let Some((_, adbc_decoding)) = decoding {
+        println!(
+            "ADBC from the executors' data caches / decoding every scan: {:.2}",
+            adbc / adbc_decoding
+        );
+    }
     println!(
         "ADBC direct endpoints / through the coordinator: {:.2}",
         adbc / adbc_coordinator
@@ -733,8 +803,18 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
     );
     println!("| client | M rows/s | vs in-process DataFusion |");
     println!("|---|---:|---:|");
-    for (name, r) in [
-        ("DataFusion in-process (stream of batches)", df),
+    let mut table = vec![("DataFusion in-process (stream of batches)", df)];
+    if let Some((rust, adbc)) = decoding {
+        table.push((
+            "Loch Flight SQL, Rust arrow-flight client, decoding every scan (no data cache)",
+            rust,
+        ));
+        table.push((
+            "Loch Flight SQL, Python ADBC → pyarrow.Table, decoding every scan (no data cache)",
+            adbc,
+        ));
+    }
+    table.extend([
         ("Loch Flight SQL, Rust arrow-flight client", flight_rust),
         (
             "Loch Flight SQL, Rust arrow-flight client, through the coordinator",
@@ -754,7 +834,8 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
             reference,
         ),
         ("Loch pg wire, Python psycopg 3 (1 run)", psycopg),
-    ] {
+    ]);
+    for (name, r) in table {
         println!("| {name} | {:.2} | {:.2} |", r / 1e6, r / df);
     }
     let report = ScanReport {
@@ -762,6 +843,8 @@ async fn scan(args: ScanArgs) -> Result<(), BoxError> {
         scale_factor: args.data.sf,
         rows,
         datafusion_rows_per_s: df,
+        flight_rust_decoding_rows_per_s: decoding.map(|(rust, _)| rust),
+        adbc_decoding_rows_per_s: decoding.map(|(_, adbc)| adbc),
         flight_rust_rows_per_s: flight_rust,
         flight_rust_coordinator_rows_per_s: flight_rust_coordinator,
         adbc_rows_per_s: adbc,
@@ -818,7 +901,7 @@ async fn delta(args: DeltaArgs) -> Result<bool, BoxError> {
         &args.data.data_dir,
         args.data.sf,
         args.executors,
-        false,
+        NO_CACHES,
     )?;
     let client = server.pg_client("").await?;
 

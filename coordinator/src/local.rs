@@ -74,6 +74,8 @@ pub struct ClusterOptions {
     /// Executor child processes to start (`loch local --executors N`); the
     /// start waits until they have registered.
     pub spawn_executors: usize,
+    /// `--data-cache-mb` of those executors.
+    pub executor_data_cache_mb: u64,
 }
 
 /// How long `loch local` waits for its executors to register.
@@ -214,6 +216,7 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                     tls_files
                         .as_ref()
                         .map(|(cert, key)| (cert.as_path(), key.as_path())),
+                    cluster.executor_data_cache_mb,
                 )
                 .map_err(StartError::Executors)?;
                 if !registry

@@ -51,6 +51,9 @@ struct LocalArgs {
     /// The cluster secret (hex); a fresh one each start when not given.
     #[arg(long, env = "LOCH_CLUSTER_SECRET", hide_env_values = true)]
     cluster_secret: Option<String>,
+    /// MiB of decoded Parquet files each executor keeps (0 = none).
+    #[arg(long, env = "LOCH_DATA_CACHE_MB", default_value_t = DATA_CACHE_MB)]
+    data_cache_mb: u64,
 }
 
 #[derive(Debug, clap::Args)]
@@ -100,7 +103,14 @@ struct ExecutorArgs {
     /// free port).
     #[arg(long, env = "LOCH_EXECUTOR_TLS_PORT", default_value_t = 0)]
     tls_port: u16,
+    /// MiB of decoded Parquet files this executor keeps, so that the next
+    /// scans of the same files skip decoding (0 = none).
+    #[arg(long, env = "LOCH_DATA_CACHE_MB", default_value_t = DATA_CACHE_MB)]
+    data_cache_mb: u64,
 }
+
+/// Default size of each executor's data cache, in MiB.
+const DATA_CACHE_MB: u64 = 1024;
 
 #[derive(Debug, clap::Args)]
 struct ServerArgs {
@@ -242,6 +252,7 @@ async fn run_local(args: LocalArgs) -> ExitCode {
             secret,
             heartbeat_timeout: args.server.heartbeat_timeout(),
             spawn_executors: args.executors,
+            executor_data_cache_mb: args.data_cache_mb,
         })
     };
     serve(args.server, cluster).await
@@ -266,6 +277,7 @@ async fn run_coordinator(args: CoordinatorArgs) -> ExitCode {
         secret,
         heartbeat_timeout: args.server.heartbeat_timeout(),
         spawn_executors: 0,
+        executor_data_cache_mb: 0,
     };
     serve(args.server, Some(cluster)).await
 }
@@ -294,6 +306,7 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
         heartbeat_interval: Duration::from_millis(args.heartbeat_interval_ms.max(10)),
         coordinator_timeout: Duration::from_secs(args.coordinator_timeout.max(1)),
         status_of: loch_coordinator::flight::datafusion_status,
+        data_cache_bytes: args.data_cache_mb.saturating_mul(1024 * 1024),
     };
     let shutdown = async {
         let _ = tokio::signal::ctrl_c().await;

@@ -214,6 +214,8 @@ pub struct DirectService {
     /// Tickets redeemed or cancelled, by nonce, until after they expire.
     tickets: moka::sync::Cache<[u8; NONCE_BYTES], Arc<TicketState>>,
     status_of: StatusOf,
+    /// Decoded Parquet files the tickets' scans read through.
+    data_cache: Option<Arc<crate::data_cache::DataCache>>,
 }
 
 impl DirectService {
@@ -228,7 +230,14 @@ impl DirectService {
                 .time_to_live(TICKET_TTL + Duration::from_secs(60))
                 .build(),
             status_of,
+            data_cache: None,
         }
+    }
+
+    /// Tickets' Parquet scans read through `cache` (the executor's).
+    pub fn with_data_cache(mut self, cache: Option<Arc<crate::data_cache::DataCache>>) -> Self {
+        self.data_cache = cache;
+        self
     }
 
     /// The tonic service, with message limits for plans in tickets.
@@ -285,7 +294,10 @@ impl DirectService {
             }
             (self.status_of)(e)
         };
-        let plan = decode_plan(&ticket.plan, &task).map_err(not_started)?;
+        let mut plan = decode_plan(&ticket.plan, &task).map_err(not_started)?;
+        if let Some(cache) = &self.data_cache {
+            plan = cache.wrap(plan).map_err(not_started)?;
+        }
         let stream = execute_stream(plan, task).map_err(not_started)?;
         Ok((ticket, ticket_state, stream))
     }

@@ -10,6 +10,7 @@
 
 pub mod cluster;
 pub mod cpu;
+pub mod data_cache;
 pub mod direct;
 pub mod engine;
 pub mod results;

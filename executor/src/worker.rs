@@ -11,7 +11,10 @@ use std::time::{Duration, Instant};
 use arrow_flight::Action;
 use arrow_flight::flight_service_client::FlightServiceClient;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion_distributed::{DistributedExt, Worker, WorkerQueryContext};
+use datafusion_distributed::{
+    DistributedExt, Worker, WorkerPlanRewriteEvent, WorkerPlanRewriteEventResponse,
+    WorkerQueryContext,
+};
 use futures::StreamExt;
 use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
@@ -24,6 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
+use crate::data_cache::{DataCache, DataCacheStats};
 use crate::direct::{DirectService, StatusOf};
 use loch_catalog::stores::{StoreOptions, StoreRegistry};
 
@@ -54,6 +58,9 @@ pub struct Heartbeat {
     /// (`grpc+tls://host:port`), when it serves them so.
     #[serde(default)]
     pub direct_tls: Option<String>,
+    /// Its data cache's counters, when it keeps one.
+    #[serde(default)]
+    pub data_cache: Option<DataCacheStats>,
 }
 
 /// How an executor process runs.
@@ -77,6 +84,9 @@ pub struct ExecutorOptions {
     pub direct_tls: Option<tonic::transport::Identity>,
     /// The port of that service on the listen IP (0 = any free port).
     pub direct_tls_port: u16,
+    /// Bytes of decoded Parquet files to keep ([`crate::data_cache`]; 0:
+    /// none).
+    pub data_cache_bytes: u64,
 }
 
 /// Why an executor stopped.
@@ -126,8 +136,10 @@ pub async fn run_executor(
     let id = format!("{}-{}", host, local.port());
 
     let coordinator = coordinator_client(&options)?;
-    let (worker, runtime) = new_worker(&options.secret, coordinator.clone());
-    let direct = DirectService::new(options.secret.clone(), runtime, options.status_of);
+    let data_cache = DataCache::new(options.data_cache_bytes);
+    let (worker, runtime) = new_worker(&options.secret, coordinator.clone(), data_cache.clone());
+    let direct = DirectService::new(options.secret.clone(), runtime, options.status_of)
+        .with_data_cache(data_cache.clone());
     let running = Arc::new(AtomicU64::new(0));
     let server = InterceptedService::new(
         Counting {
@@ -174,8 +186,14 @@ pub async fn run_executor(
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),
         direct_tls,
+        data_cache: None,
     };
-    let beating = spawn_heartbeats(options.clone(), Arc::clone(&running), beat.clone());
+    let beating = spawn_heartbeats(
+        options.clone(),
+        Arc::clone(&running),
+        data_cache,
+        beat.clone(),
+    );
     let result = tokio::select! {
         r = beating => r.unwrap_or(Err(ExecutorError::HeartbeatThread)),
         () = shutdown => {
@@ -232,6 +250,7 @@ async fn serve_direct_tls(
 fn spawn_heartbeats(
     options: ExecutorOptions,
     running: Arc<AtomicU64>,
+    data_cache: Option<Arc<DataCache>>,
     beat: Heartbeat,
 ) -> tokio::sync::oneshot::Receiver<Result<(), ExecutorError>> {
     let (done, result) = tokio::sync::oneshot::channel();
@@ -244,7 +263,7 @@ fn spawn_heartbeats(
             {
                 Ok(runtime) => runtime.block_on(async {
                     let client = coordinator_client(&options)?;
-                    heartbeats(&options, client, &running, beat).await
+                    heartbeats(&options, client, &running, data_cache.as_deref(), beat).await
                 }),
                 Err(_) => Err(ExecutorError::HeartbeatThread),
             };
@@ -259,7 +278,11 @@ fn spawn_heartbeats(
 /// The worker: plans run in a session whose outgoing calls (to other
 /// executors, for shuffles) are signed like the coordinator's. Also its
 /// runtime (object stores), which direct tickets run on too.
-fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> (Worker, Arc<RuntimeEnv>) {
+fn new_worker(
+    secret: &ClusterSecret,
+    coordinator: CoordinatorClient,
+    data_cache: Option<Arc<DataCache>>,
+) -> (Worker, Arc<RuntimeEnv>) {
     let resolver = SignedChannelResolver::new(secret.clone());
     let stores = StoreRegistry::with_fetch(Arc::new(move |key: String| {
         let mut client = coordinator.clone();
@@ -277,12 +300,21 @@ fn new_worker(secret: &ClusterSecret, coordinator: CoordinatorClient) -> (Worker
     };
     let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let resolver = resolver.clone();
+        let data_cache = data_cache.clone();
         async move {
-            Ok(ctx
+            let mut builder = ctx
                 .builder
                 .with_distributed_channel_resolver(resolver)
-                .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
-                .build())
+                .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec);
+            // Stage plans read their Parquet files through the data cache.
+            if let Some(cache) = data_cache {
+                builder = builder.with_distributed_worker_plan_rewrite_handler(
+                    move |event: WorkerPlanRewriteEvent<'_>| {
+                        Ok(WorkerPlanRewriteEventResponse::new(cache.wrap(event.plan)?))
+                    },
+                );
+            }
+            Ok(builder.build())
         }
     })
     .with_runtime_env(Arc::clone(&runtime));
@@ -329,6 +361,7 @@ async fn heartbeats(
     options: &ExecutorOptions,
     mut client: CoordinatorClient,
     running: &AtomicU64,
+    data_cache: Option<&DataCache>,
     mut beat: Heartbeat,
 ) -> Result<(), ExecutorError> {
     let url = beat.url.clone();
@@ -339,6 +372,7 @@ async fn heartbeats(
     loop {
         tick.tick().await;
         beat.running_tasks = running.load(Ordering::Relaxed);
+        beat.data_cache = data_cache.map(DataCache::stats);
         let body = serde_json::to_vec(&beat).unwrap_or_default();
         let answer = async {
             let mut stream = client

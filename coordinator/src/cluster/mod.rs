@@ -87,6 +87,7 @@ impl Children {
         secret: &ClusterSecret,
         data_dir: &Path,
         tls: Option<(&Path, &Path)>,
+        data_cache_mb: u64,
     ) -> std::io::Result<Children> {
         let exe = std::env::current_exe()?;
         // The children run in the data directory: absolute paths.
@@ -101,7 +102,8 @@ impl Children {
                 .arg("executor")
                 .args(["--coordinator", coordinator])
                 .args(["--listen", "127.0.0.1:0"])
-                .args(["--coordinator-timeout", "5"]);
+                .args(["--coordinator-timeout", "5"])
+                .args(["--data-cache-mb", &data_cache_mb.to_string()]);
             // Flight SQL clients then read direct endpoints over TLS too.
             if let Some((cert, key)) = &tls {
                 command

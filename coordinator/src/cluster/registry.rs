@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::error::DataFusionError;
 use datafusion_distributed::WorkerResolver;
+use loch_executor::data_cache::DataCacheStats;
 use loch_executor::engine::ExecutorCheck;
 use loch_executor::worker::Heartbeat;
 use tokio::sync::watch;
@@ -37,6 +38,8 @@ struct Entry {
     unreachable: bool,
     /// Its TLS location for direct tickets (`grpc+tls://…`), if any.
     direct_tls: Option<String>,
+    /// Its data cache's counters, as of its last heartbeat.
+    data_cache: Option<DataCacheStats>,
 }
 
 /// One row of `system.executors`.
@@ -50,6 +53,8 @@ pub struct ExecutorInfo {
     pub registered_at: SystemTime,
     pub last_heartbeat: SystemTime,
     pub running_tasks: u64,
+    /// Its data cache's counters, when it keeps one.
+    pub data_cache: Option<DataCacheStats>,
 }
 
 /// The registry; shared by the registry service, planning and `system.executors`.
@@ -121,6 +126,7 @@ impl Registry {
                     entry.version = beat.version;
                     entry.pid = beat.pid;
                     entry.direct_tls = direct_tls;
+                    entry.data_cache = beat.data_cache;
                 }
                 None => {
                     if entries.len() >= MAX_EXECUTORS {
@@ -143,6 +149,7 @@ impl Registry {
                             running_tasks: beat.running_tasks,
                             unreachable: false,
                             direct_tls,
+                            data_cache: beat.data_cache,
                         },
                     );
                     changed = true;
@@ -205,6 +212,7 @@ impl Registry {
                         registered_at: e.registered_at,
                         last_heartbeat: e.last_seen_at,
                         running_tasks: e.running_tasks,
+                        data_cache: e.data_cache.clone(),
                     })
                     .collect()
             })
@@ -338,6 +346,7 @@ mod tests {
             version: "t".into(),
             pid: 1,
             direct_tls: None,
+            data_cache: None,
         }
     }
 

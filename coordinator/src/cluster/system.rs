@@ -1,5 +1,6 @@
 //! The `system` schema: `executors` (the registry) and `caches` (the
-//! result cache's counters), read fresh at every scan.
+//! result cache's counters and each live executor's data cache, as of its
+//! last heartbeat), read fresh at every scan.
 
 use std::fmt;
 use std::sync::Arc;
@@ -25,9 +26,9 @@ pub fn system_schema(
     results: Option<Arc<ResultCache>>,
 ) -> Result<Arc<dyn SchemaProvider>> {
     let schema = MemorySchemaProvider::new();
-    let executors = SystemTable("system.executors", ExecutorsTable::new(registry));
+    let executors = SystemTable("system.executors", ExecutorsTable::new(registry.clone()));
     schema.register_table("executors".into(), Arc::new(executors))?;
-    let caches = SystemTable("system.caches", CachesTable::new(results));
+    let caches = SystemTable("system.caches", CachesTable::new(results, registry));
     schema.register_table("caches".into(), Arc::new(caches))?;
     Ok(Arc::new(schema))
 }
@@ -76,11 +77,12 @@ impl<T: SystemRows> TableProvider for SystemTable<T> {
 /// `system.caches`: one row per cache the coordinator keeps.
 struct CachesTable {
     results: Option<Arc<ResultCache>>,
+    registry: Option<Arc<Registry>>,
     schema: SchemaRef,
 }
 
 impl CachesTable {
-    fn new(results: Option<Arc<ResultCache>>) -> Self {
+    fn new(results: Option<Arc<ResultCache>>, registry: Option<Arc<Registry>>) -> Self {
         let count = |name: &str| Field::new(name, DataType::Int64, false);
         let schema = Arc::new(Schema::new(vec![
             Field::new("name", DataType::Utf8, false),
@@ -91,9 +93,21 @@ impl CachesTable {
             count("misses"),
             count("inserts"),
             count("too_big"),
+            Field::new("executor", DataType::Utf8, true),
         ]));
-        CachesTable { results, schema }
+        CachesTable {
+            results,
+            registry,
+            schema,
+        }
     }
+}
+
+/// One row of `system.caches`.
+struct CacheRow {
+    name: &'static str,
+    executor: Option<String>,
+    counts: [u64; 7],
 }
 
 impl SystemRows for CachesTable {
@@ -102,23 +116,41 @@ impl SystemRows for CachesTable {
     }
 
     fn batch(&self) -> Result<RecordBatch> {
-        let stats = self.results.as_ref().map(|cache| cache.stats());
-        let rows: Vec<_> = stats.iter().collect();
-        let column = |f: fn(&loch_executor::results::CacheStats) -> u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter().map(|s| i64::try_from(f(s)).unwrap_or(i64::MAX)),
-            ))
-        };
-        let columns: Vec<ArrayRef> = vec![
-            Arc::new(StringArray::from_iter_values(rows.iter().map(|_| "result"))),
-            column(|s| s.entries),
-            column(|s| s.bytes),
-            column(|s| s.capacity),
-            column(|s| s.hits),
-            column(|s| s.misses),
-            column(|s| s.inserts),
-            column(|s| s.too_big),
-        ];
+        let mut rows: Vec<CacheRow> = Vec::new();
+        if let Some(s) = self.results.as_ref().map(|cache| cache.stats()) {
+            rows.push(CacheRow {
+                name: "result",
+                executor: None,
+                counts: [
+                    s.entries, s.bytes, s.capacity, s.hits, s.misses, s.inserts, s.too_big,
+                ],
+            });
+        }
+        // Each live executor's data cache, as of its last heartbeat.
+        let executors = self.registry.as_ref().map(|r| r.snapshot());
+        for executor in executors.into_iter().flatten().filter(|e| e.alive) {
+            if let Some(s) = executor.data_cache {
+                rows.push(CacheRow {
+                    name: "data",
+                    executor: Some(executor.id),
+                    counts: [
+                        s.entries, s.bytes, s.capacity, s.hits, s.misses, s.inserts, s.too_big,
+                    ],
+                });
+            }
+        }
+        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
+            rows.iter().map(|r| r.name),
+        ))];
+        for i in 0..7 {
+            columns.push(Arc::new(Int64Array::from_iter_values(
+                rows.iter()
+                    .map(|r| i64::try_from(r.counts[i]).unwrap_or(i64::MAX)),
+            )));
+        }
+        columns.push(Arc::new(StringArray::from_iter(
+            rows.iter().map(|r| r.executor.as_deref()),
+        )));
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
