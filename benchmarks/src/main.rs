@@ -136,6 +136,10 @@ struct TpchArgs {
     /// Executor processes `loch local` runs (0 = single process).
     #[arg(long, default_value_t = 2)]
     executors: usize,
+    /// MiB of each executor's data cache (0: every scan decodes its files,
+    /// as in-process DataFusion does).
+    #[arg(long, default_value_t = 0)]
+    data_cache_mb: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -163,6 +167,7 @@ struct Report {
     flight_total_ratio: f64,
     flight_geomean_ratio: f64,
     executors: usize,
+    data_cache_mb: u64,
     loch_peak_rss_mb: f64,
     datafusion_peak_rss_mb: f64,
     queries: Vec<QueryResult>,
@@ -233,7 +238,10 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         &args.data.data_dir,
         args.data.sf,
         args.executors,
-        NO_CACHES,
+        Caches {
+            data_mb: args.data_cache_mb,
+            ..NO_CACHES
+        },
     )?;
     let client = server.pg_client("options='-c search_path=tpch'").await?;
     let mut flight = server.flight_client().await?;
@@ -368,6 +376,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         flight_total_ratio: flight_total / df_total,
         flight_geomean_ratio: flight_geomean,
         executors: args.executors,
+        data_cache_mb: args.data_cache_mb,
         loch_peak_rss_mb,
         datafusion_peak_rss_mb,
         queries: results,
