@@ -9,12 +9,15 @@
 //! very record batches the scan produced, and the next scan of that file
 //! with the same columns takes them instead of decoding again.
 //!
-//! It is never stale: the key is a digest of the file's identity as the
-//! plan lists it (store, path, size, modification time, ETag, version, byte
-//! range, partition values) and of everything that shapes the scan's output
-//! (table schema, projection, Parquet options). A file rewritten in place
-//! has another size, time or ETag, so another key; Delta tables never
-//! rewrite a file. Old entries are only left to age out.
+//! It is not stale: the key is a digest of the file's identity as the plan
+//! lists it (store, path, size, modification time, byte range, partition
+//! values; ETag and version where the plan has them, which plans decoded
+//! from datafusion-proto do not) and of everything that shapes the scan's
+//! output (table schema, projection, Parquet options). Listing tables list
+//! their files at every statement, so a file rewritten in place has another
+//! size or time, so another key. Old entries are only left to age out.
+//! Only scans whose projection is columns, casts of columns and constants
+//! use the cache: anything computed in the scan is computed at every run.
 //!
 //! What a scan takes from the cache and what it gives to it:
 //! - a scan without a predicate, limit or reordering fills the cache with
@@ -30,12 +33,13 @@
 //!
 //! Entries are weighed by the memory their batches hold (each allocation
 //! once) against a byte capacity; one file may take a quarter of it, and a
-//! file found bigger while it is read stops being collected.
+//! file found bigger while it is read stops being collected. All files
+//! being recorded at once hold at most the capacity too.
 
 use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -59,7 +63,8 @@ use datafusion::physical_plan::{DisplayFormatType, ExecutionPlan, SortOrderPushd
 use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselizer};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use ring::digest;
-use serde::{Deserialize, Serialize};
+
+use crate::results::CacheStats;
 
 /// What identifies a kept file: a SHA-256 digest.
 type FileKey = [u8; 32];
@@ -71,24 +76,14 @@ struct KeptFile {
     bytes: usize,
 }
 
-/// What `system.caches` shows of an executor's data cache.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct DataCacheStats {
-    pub entries: u64,
-    pub bytes: u64,
-    pub capacity: u64,
-    pub hits: u64,
-    pub misses: u64,
-    pub inserts: u64,
-    /// Files that grew past the entry limit while read and were not kept.
-    pub too_big: u64,
-}
-
 /// The data cache of one executor (see the module documentation).
 pub struct DataCache {
     entries: moka::sync::Cache<FileKey, Arc<KeptFile>>,
     capacity: u64,
     max_entry: usize,
+    /// Bytes held by files being recorded, all scans together; at most
+    /// the capacity.
+    collecting: AtomicUsize,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -121,6 +116,7 @@ impl DataCache {
             entries,
             capacity,
             max_entry: usize::try_from(capacity / 4).unwrap_or(usize::MAX),
+            collecting: AtomicUsize::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
@@ -129,9 +125,9 @@ impl DataCache {
     }
 
     /// The counters.
-    pub fn stats(&self) -> DataCacheStats {
+    pub fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks();
-        DataCacheStats {
+        CacheStats {
             entries: self.entries.entry_count(),
             bytes: self.entries.iter().map(|(_, kept)| kept.bytes as u64).sum(),
             capacity: self.capacity,
@@ -176,6 +172,25 @@ impl DataCache {
         found
     }
 
+    /// Reserves `bytes` for a recording; false when the recordings
+    /// already hold the capacity.
+    fn reserve(&self, bytes: usize) -> bool {
+        let limit = usize::try_from(self.capacity).unwrap_or(usize::MAX);
+        self.collecting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(bytes).filter(|total| *total <= limit)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, bytes: usize) {
+        let _ = self
+            .collecting
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
     fn insert(&self, key: FileKey, batches: Vec<RecordBatch>, bytes: usize) {
         self.inserts.fetch_add(1, Ordering::Relaxed);
         self.entries
@@ -217,11 +232,17 @@ fn scan_use(source: &dyn FileSource, config: &FileScanConfig) -> Option<(Use, di
     if options.pushdown_filters || config.expr_adapter_factory.is_some() {
         return None;
     }
+    let projection = source.projection()?;
+    if !projection.iter().all(|p| plain(&p.expr)) {
+        return None;
+    }
     // Reordering row groups, or a predicate: the scan may skip parts of a
     // file, but what it reads is still a correct answer from whole files.
-    let mut extra = String::new();
-    let _ = fmt::write(&mut extra, format_args!("{}", Extra(source)));
-    let complete = extra.is_empty() && parquet.filter().is_none() && config.limit.is_none();
+    let complete = parquet.filter().is_none() && config.limit.is_none() && {
+        let mut extra = String::new();
+        let _ = fmt::write(&mut extra, format_args!("{}", Extra(source)));
+        extra.is_empty()
+    };
     let mut shape = digest::Context::new(&digest::SHA256);
     let mut add = |part: &str| {
         shape.update(&(part.len() as u64).to_le_bytes());
@@ -231,7 +252,7 @@ fn scan_use(source: &dyn FileSource, config: &FileScanConfig) -> Option<(Use, di
     add(config.object_store_url.as_str());
     add(source.file_type());
     add(&schema_shape(source.table_schema().table_schema()));
-    add(&format!("{}", source.projection()?));
+    add(&format!("{projection}"));
     add(&schema_shape(config.projected_schema().ok()?.as_ref()));
     add(&format!("{options:?}"));
     let mode = if complete {
@@ -240,6 +261,24 @@ fn scan_use(source: &dyn FileSource, config: &FileScanConfig) -> Option<(Use, di
         Use::Serve
     };
     Some((mode, shape))
+}
+
+/// Whether a scan's projection expression is a column, a cast of one or a
+/// constant: what depends on the file alone. Anything else (`random()`, a
+/// function of the session's time zone, arithmetic) is computed by the
+/// scan at every run and kept nowhere.
+fn plain(expr: &Arc<dyn PhysicalExpr>) -> bool {
+    use datafusion::physical_expr::expressions::{CastExpr, Column, Literal, TryCastExpr};
+    if expr.downcast_ref::<Column>().is_some() || expr.downcast_ref::<Literal>().is_some() {
+        return true;
+    }
+    if let Some(cast) = expr.downcast_ref::<CastExpr>() {
+        return plain(cast.expr());
+    }
+    if let Some(cast) = expr.downcast_ref::<TryCastExpr>() {
+        return plain(cast.expr());
+    }
+    false
 }
 
 /// The source's extra display (predicate, row-group reordering): empty for
@@ -534,13 +573,29 @@ impl Recording {
             let RecordingState { seen, .. } = &mut *state;
             batch_bytes(batch, seen)
         };
-        state.bytes += added;
-        if state.bytes > self.cache.max_entry {
+        if state.bytes + added > self.cache.max_entry {
             self.cache.too_big.fetch_add(1, Ordering::Relaxed);
-            state.abandon();
+            self.abandon(&mut state);
             return;
         }
+        // Past what all recordings may hold together, this file is simply
+        // not kept (nor counted as too big).
+        if !self.cache.reserve(added) {
+            self.abandon(&mut state);
+            return;
+        }
+        state.bytes += added;
         state.batches.push(batch.clone());
+    }
+
+    /// Stops recording, giving back what the recording reserved.
+    fn abandon(&self, state: &mut RecordingState) {
+        if !state.abandoned {
+            self.cache.release(state.bytes);
+        }
+        state.abandoned = true;
+        state.batches = Vec::new();
+        state.seen = HashSet::new();
     }
 
     /// One part ended: `finished` when it did all its work.
@@ -548,23 +603,15 @@ impl Recording {
         let mut state = self.state();
         state.outstanding = state.outstanding.saturating_sub(1);
         if !finished {
-            state.abandon();
+            self.abandon(&mut state);
         }
         if state.outstanding == 0 && !state.abandoned {
             let batches = std::mem::take(&mut state.batches);
             let bytes = state.bytes;
-            state.abandon();
+            self.abandon(&mut state);
             drop(state);
             self.cache.insert(self.key, batches, bytes);
         }
-    }
-}
-
-impl RecordingState {
-    fn abandon(&mut self) {
-        self.abandoned = true;
-        self.batches = Vec::new();
-        self.seen = HashSet::new();
     }
 }
 
@@ -837,6 +884,62 @@ mod tests {
         check(dir.path(), "SELECT s, a FROM t", &cache).await;
         let other = cache.stats();
         assert_eq!(other.inserts, 2 * first.inserts, "{other:?}");
+    }
+
+    #[tokio::test]
+    async fn computed_columns_are_computed_at_every_run() {
+        let dir = tempfile::tempdir().unwrap();
+        write_file(&dir.path().join("one.parquet"), 20_000, 1).await;
+        let cache = DataCache::new(256 << 20).unwrap();
+        let sql = "SELECT a, random() AS r FROM t";
+        let mut runs = Vec::new();
+        for _ in 0..3 {
+            // The file split into byte ranges: the projection then sits
+            // right on the scan, and DataFusion moves it into the scan.
+            let config = SessionConfig::new()
+                .with_target_partitions(2)
+                .with_repartition_file_min_size(0);
+            let ctx = SessionContext::new_with_config(config);
+            ctx.register_parquet("t", dir.path().to_str().unwrap(), Default::default())
+                .await
+                .unwrap();
+            let plan = ctx
+                .sql(sql)
+                .await
+                .unwrap()
+                .create_physical_plan()
+                .await
+                .unwrap();
+            let shown = datafusion::physical_plan::displayable(plan.as_ref())
+                .indent(true)
+                .to_string();
+            assert!(
+                shown
+                    .lines()
+                    .any(|l| l.contains("DataSourceExec") && l.contains("random()")),
+                "the scan should compute random(): {shown}"
+            );
+            let batches = collect(cache.wrap(plan).unwrap(), ctx.task_ctx())
+                .await
+                .unwrap();
+            let text = pretty_format_batches(&batches).unwrap().to_string();
+            let mut lines: Vec<&str> = text.lines().collect();
+            lines.sort();
+            runs.push(lines.join("\n"));
+        }
+        assert_ne!(runs[1], runs[2], "random() must not come from the cache");
+        assert_eq!(cache.stats().inserts, 0, "{:?}", cache.stats());
+    }
+
+    #[test]
+    fn recordings_together_hold_at_most_the_capacity() {
+        let cache = DataCache::new(4096).unwrap();
+        assert!(cache.reserve(3000));
+        assert!(!cache.reserve(2000));
+        cache.release(3000);
+        assert!(cache.reserve(2048));
+        assert!(cache.reserve(2048));
+        assert!(!cache.reserve(1));
     }
 
     #[tokio::test]

@@ -157,8 +157,9 @@ fn without_dictionaries(schema: &Schema) -> Option<SchemaRef> {
     )))
 }
 
-/// What `system.caches` shows of a cache.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What `system.caches` shows of a cache (the result cache, or an
+/// executor's data cache, which sends it in its heartbeats).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CacheStats {
     pub entries: u64,
     pub bytes: u64,
@@ -166,7 +167,7 @@ pub struct CacheStats {
     pub hits: u64,
     pub misses: u64,
     pub inserts: u64,
-    /// Results that streamed past the entry limit and were not kept.
+    /// Results (or files) that grew past the entry limit and were not kept.
     pub too_big: u64,
 }
 

@@ -27,7 +27,7 @@ use tonic::transport::{Channel, Endpoint};
 use url::Url;
 
 use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
-use crate::data_cache::{DataCache, DataCacheStats};
+use crate::data_cache::DataCache;
 use crate::direct::{DirectService, StatusOf};
 use loch_catalog::stores::{StoreOptions, StoreRegistry};
 
@@ -60,7 +60,7 @@ pub struct Heartbeat {
     pub direct_tls: Option<String>,
     /// Its data cache's counters, when it keeps one.
     #[serde(default)]
-    pub data_cache: Option<DataCacheStats>,
+    pub data_cache: Option<crate::results::CacheStats>,
 }
 
 /// How an executor process runs.

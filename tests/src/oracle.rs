@@ -167,6 +167,30 @@ pub fn arrow_rows(batches: &[RecordBatch]) -> Vec<Vec<Cell>> {
     rows
 }
 
+/// Canonical rows of `sql` run by `client` (panics on an error).
+pub async fn pg_query(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
+    let rows = client
+        .query(sql, &[])
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    pg_rows(&rows)
+}
+
+/// Runs `sql` on a fresh oracle with the Parquet files in `dir` as
+/// `table`, listed now (a context of its own: DataFusion's listing cache
+/// would not see files added since).
+pub async fn run_over_dir(dir: &Path, table: &str, sql: &str) -> Vec<Vec<Cell>> {
+    let ctx = SessionContext::new();
+    ctx.register_parquet(
+        table,
+        format!("{}/", dir.display()),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("register {table}: {e}"));
+    run(&ctx, sql).await
+}
+
 /// Canonical rows of a tokio-postgres result (binary or text format).
 pub fn pg_rows(rows: &[tokio_postgres::Row]) -> Vec<Vec<Cell>> {
     rows.iter()

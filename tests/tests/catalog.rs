@@ -44,11 +44,7 @@ async fn sqlstate(client: &tokio_postgres::Client, sql: &str) -> String {
 }
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
-    let rows = client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    oracle::pg_rows(&rows)
+    oracle::pg_query(client, sql).await
 }
 
 async fn same(

@@ -13,11 +13,7 @@ use loch_tests::oracle::{self, Cell};
 use loch_tests::{FORCE_DISTRIBUTION, LochServer, run_python_script, wait_alive};
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
-    let rows = client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    oracle::pg_rows(&rows)
+    oracle::pg_query(client, sql).await
 }
 
 /// (hits, misses, inserts) of the executors' data caches together, as
@@ -57,11 +53,7 @@ async fn wait_for(
 
 /// The oracle over the Parquet files in `dir` as table `orders`, listed now.
 async fn oracle_orders(dir: &Path, sql: &str) -> Vec<Vec<Cell>> {
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_parquet("orders", dir.to_str().unwrap(), Default::default())
-        .await
-        .unwrap();
-    oracle::run(&ctx, sql).await
+    oracle::run_over_dir(dir, "orders", sql).await
 }
 
 /// Rows of `sql` read with ADBC, which follows direct endpoints to the

@@ -19,11 +19,7 @@ use loch_tests::{
 const CACHE: (&str, &str) = ("LOCH_RESULT_CACHE_MB", "256");
 
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
-    let rows = client
-        .query(sql, &[])
-        .await
-        .unwrap_or_else(|e| panic!("{sql}: {e}"));
-    oracle::pg_rows(&rows)
+    oracle::pg_query(client, sql).await
 }
 
 /// (hits, misses, inserts) of the result cache.
@@ -38,15 +34,9 @@ async fn counters(client: &tokio_postgres::Client) -> (i64, i64, i64) {
     (row.get(0), row.get(1), row.get(2))
 }
 
-/// The oracle over the Parquet files in `dir` as table `orders`, listed
-/// now (a fresh context: DataFusion's own listing cache would not see new
-/// files).
+/// The oracle over the Parquet files in `dir` as table `orders`, listed now.
 async fn oracle_orders(dir: &Path, sql: &str) -> Vec<Vec<Cell>> {
-    let ctx = datafusion::prelude::SessionContext::new();
-    ctx.register_parquet("orders", dir.to_str().unwrap(), Default::default())
-        .await
-        .unwrap();
-    oracle::run(&ctx, sql).await
+    oracle::run_over_dir(dir, "orders", sql).await
 }
 
 fn sqlstate(e: &tokio_postgres::Error) -> String {

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use datafusion::error::DataFusionError;
 use datafusion_distributed::WorkerResolver;
-use loch_executor::data_cache::DataCacheStats;
 use loch_executor::engine::ExecutorCheck;
+use loch_executor::results::CacheStats;
 use loch_executor::worker::Heartbeat;
 use tokio::sync::watch;
 use url::Url;
@@ -39,7 +39,7 @@ struct Entry {
     /// Its TLS location for direct tickets (`grpc+tls://…`), if any.
     direct_tls: Option<String>,
     /// Its data cache's counters, as of its last heartbeat.
-    data_cache: Option<DataCacheStats>,
+    data_cache: Option<CacheStats>,
 }
 
 /// One row of `system.executors`.
@@ -54,7 +54,7 @@ pub struct ExecutorInfo {
     pub last_heartbeat: SystemTime,
     pub running_tasks: u64,
     /// Its data cache's counters, when it keeps one.
-    pub data_cache: Option<DataCacheStats>,
+    pub data_cache: Option<CacheStats>,
 }
 
 /// The registry; shared by the registry service, planning and `system.executors`.

@@ -16,7 +16,7 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use loch_executor::results::ResultCache;
+use loch_executor::results::{CacheStats, ResultCache};
 
 use super::registry::Registry;
 
@@ -107,7 +107,7 @@ impl CachesTable {
 struct CacheRow {
     name: &'static str,
     executor: Option<String>,
-    counts: [u64; 7],
+    stats: CacheStats,
 }
 
 impl SystemRows for CachesTable {
@@ -117,40 +117,43 @@ impl SystemRows for CachesTable {
 
     fn batch(&self) -> Result<RecordBatch> {
         let mut rows: Vec<CacheRow> = Vec::new();
-        if let Some(s) = self.results.as_ref().map(|cache| cache.stats()) {
+        if let Some(cache) = &self.results {
             rows.push(CacheRow {
                 name: "result",
                 executor: None,
-                counts: [
-                    s.entries, s.bytes, s.capacity, s.hits, s.misses, s.inserts, s.too_big,
-                ],
+                stats: cache.stats(),
             });
         }
         // Each live executor's data cache, as of its last heartbeat.
         let executors = self.registry.as_ref().map(|r| r.snapshot());
         for executor in executors.into_iter().flatten().filter(|e| e.alive) {
-            if let Some(s) = executor.data_cache {
+            if let Some(stats) = executor.data_cache {
                 rows.push(CacheRow {
                     name: "data",
                     executor: Some(executor.id),
-                    counts: [
-                        s.entries, s.bytes, s.capacity, s.hits, s.misses, s.inserts, s.too_big,
-                    ],
+                    stats,
                 });
             }
         }
-        let mut columns: Vec<ArrayRef> = vec![Arc::new(StringArray::from_iter_values(
-            rows.iter().map(|r| r.name),
-        ))];
-        for i in 0..7 {
-            columns.push(Arc::new(Int64Array::from_iter_values(
+        let column = |f: fn(&CacheStats) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
                 rows.iter()
-                    .map(|r| i64::try_from(r.counts[i]).unwrap_or(i64::MAX)),
-            )));
-        }
-        columns.push(Arc::new(StringArray::from_iter(
-            rows.iter().map(|r| r.executor.as_deref()),
-        )));
+                    .map(|r| i64::try_from(f(&r.stats)).unwrap_or(i64::MAX)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name))),
+            column(|s| s.entries),
+            column(|s| s.bytes),
+            column(|s| s.capacity),
+            column(|s| s.hits),
+            column(|s| s.misses),
+            column(|s| s.inserts),
+            column(|s| s.too_big),
+            Arc::new(StringArray::from_iter(
+                rows.iter().map(|r| r.executor.as_deref()),
+            )),
+        ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
 }
