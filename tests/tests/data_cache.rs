@@ -12,6 +12,10 @@ use std::time::{Duration, Instant};
 use loch_tests::oracle::{self, Cell};
 use loch_tests::{FORCE_DISTRIBUTION, LochServer, run_python_script, wait_alive};
 
+/// Splits a file of the table into byte ranges, so that a scan of it runs
+/// on the executors (one file is otherwise too small to distribute).
+const SPLIT: &str = "SET datafusion.optimizer.repartition_file_min_size = 65536";
+
 async fn rows(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cell>> {
     oracle::pg_query(client, sql).await
 }
@@ -51,9 +55,10 @@ async fn wait_for(
     }
 }
 
-/// The oracle over the Parquet files in `dir` as table `orders`, listed now.
-async fn oracle_orders(dir: &Path, sql: &str) -> Vec<Vec<Cell>> {
-    oracle::run_over_dir(dir, "orders", sql).await
+/// The oracle over the Parquet files in `dir` as table `lineitem`, listed
+/// now.
+async fn oracle_lake(dir: &Path, sql: &str) -> Vec<Vec<Cell>> {
+    oracle::run_over_dir(dir, "lineitem", &sql.replace("s.lineitem", "lineitem")).await
 }
 
 /// Rows of `sql` read with ADBC, which follows direct endpoints to the
@@ -72,6 +77,7 @@ fn adbc_rows(server: &LochServer, sql: &str) -> Vec<Vec<Cell>> {
             password.as_str(),
             path.to_str().unwrap(),
             FORCE_DISTRIBUTION,
+            SPLIT,
             sql,
         ],
         "adbc_driver_flightsql",
@@ -89,27 +95,30 @@ async fn scans_take_kept_files_until_a_file_changes() {
     let c = server.connect().await;
     wait_alive(&server, &c, 2).await;
     c.batch_execute(FORCE_DISTRIBUTION).await.unwrap();
+    c.batch_execute(SPLIT).await.unwrap();
     let lake = tempfile::tempdir().unwrap();
-    let orders = lake.path().join("orders");
-    std::fs::create_dir(&orders).unwrap();
-    let mut parts: Vec<_> = std::fs::read_dir(server.sample_dir().join("orders"))
+    // lineitem: big enough at this scale for scans of one of its files to
+    // run on the executors.
+    let table = lake.path().join("lineitem");
+    std::fs::create_dir(&table).unwrap();
+    let mut parts: Vec<_> = std::fs::read_dir(server.sample_dir().join("lineitem"))
         .unwrap()
         .map(|e| e.unwrap().path())
         .collect();
     parts.sort();
     assert!(parts.len() >= 2, "{parts:?}");
-    std::fs::copy(&parts[0], orders.join("a.parquet")).unwrap();
+    std::fs::copy(&parts[0], table.join("a.parquet")).unwrap();
     c.batch_execute(&format!(
         "CREATE SCHEMA s;
-         CREATE EXTERNAL TABLE s.orders STORED AS PARQUET LOCATION '{}/'",
-        orders.display()
+         CREATE EXTERNAL TABLE s.lineitem STORED AS PARQUET LOCATION '{}/'",
+        table.display()
     ))
     .await
     .unwrap();
-    let all = "SELECT * FROM s.orders";
-    let filtered = "SELECT * FROM s.orders WHERE o_totalprice > 150000";
-    let oracle_all = oracle_orders(&orders, &all.replace("s.orders", "orders")).await;
-    let oracle_filtered = oracle_orders(&orders, &filtered.replace("s.orders", "orders")).await;
+    let all = "SELECT * FROM s.lineitem";
+    let filtered = "SELECT * FROM s.lineitem WHERE l_quantity > 40";
+    let oracle_all = oracle_lake(&table, all).await;
+    let oracle_filtered = oracle_lake(&table, filtered).await;
 
     // First scan: decoded and kept, on the executors that read it.
     let start = counters(&c).await;
@@ -135,8 +144,8 @@ async fn scans_take_kept_files_until_a_file_changes() {
 
     // Another process rewrites the file in place: the next scans read the
     // new rows, never the kept ones.
-    std::fs::copy(&parts[1], orders.join("a.parquet")).unwrap();
-    let oracle_new = oracle_orders(&orders, &all.replace("s.orders", "orders")).await;
+    std::fs::copy(&parts[1], table.join("a.parquet")).unwrap();
+    let oracle_new = oracle_lake(&table, all).await;
     assert_ne!(oracle_new.len(), 0);
     let got = rows(&c, all).await;
     oracle::compare(&oracle_new, &got, false).unwrap();
