@@ -39,7 +39,7 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -64,7 +64,7 @@ use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselize
 use futures::stream::{BoxStream, Stream, StreamExt};
 use ring::digest;
 
-use crate::results::CacheStats;
+use crate::results::{Budget, CacheStats};
 
 /// What identifies a kept file: a SHA-256 digest.
 type FileKey = [u8; 32];
@@ -83,7 +83,7 @@ pub struct DataCache {
     max_entry: usize,
     /// Bytes held by files being recorded, all scans together; at most
     /// the capacity.
-    collecting: AtomicUsize,
+    collecting: Budget,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -116,7 +116,7 @@ impl DataCache {
             entries,
             capacity,
             max_entry: usize::try_from(capacity / 4).unwrap_or(usize::MAX),
-            collecting: AtomicUsize::new(0),
+            collecting: Budget::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
@@ -170,25 +170,6 @@ impl DataCache {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         found
-    }
-
-    /// Reserves `bytes` for a recording; false when the recordings
-    /// already hold the capacity.
-    fn reserve(&self, bytes: usize) -> bool {
-        let limit = usize::try_from(self.capacity).unwrap_or(usize::MAX);
-        self.collecting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                held.checked_add(bytes).filter(|total| *total <= limit)
-            })
-            .is_ok()
-    }
-
-    fn release(&self, bytes: usize) {
-        let _ = self
-            .collecting
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
-                Some(held.saturating_sub(bytes))
-            });
     }
 
     fn insert(&self, key: FileKey, batches: Vec<RecordBatch>, bytes: usize) {
@@ -580,7 +561,7 @@ impl Recording {
         }
         // Past what all recordings may hold together, this file is simply
         // not kept (nor counted as too big).
-        if !self.cache.reserve(added) {
+        if !self.cache.collecting.reserve(added) {
             self.abandon(&mut state);
             return;
         }
@@ -591,7 +572,7 @@ impl Recording {
     /// Stops recording, giving back what the recording reserved.
     fn abandon(&self, state: &mut RecordingState) {
         if !state.abandoned {
-            self.cache.release(state.bytes);
+            self.cache.collecting.release(state.bytes);
         }
         state.abandoned = true;
         state.batches = Vec::new();
@@ -934,12 +915,13 @@ mod tests {
     #[test]
     fn recordings_together_hold_at_most_the_capacity() {
         let cache = DataCache::new(4096).unwrap();
-        assert!(cache.reserve(3000));
-        assert!(!cache.reserve(2000));
-        cache.release(3000);
-        assert!(cache.reserve(2048));
-        assert!(cache.reserve(2048));
-        assert!(!cache.reserve(1));
+        let budget = &cache.collecting;
+        assert!(budget.reserve(3000));
+        assert!(!budget.reserve(2000));
+        budget.release(3000);
+        assert!(budget.reserve(2048));
+        assert!(budget.reserve(2048));
+        assert!(!budget.reserve(1));
     }
 
     #[tokio::test]

@@ -178,7 +178,7 @@ pub struct ResultCache {
     capacity: u64,
     max_entry: usize,
     /// Bytes held by results being collected, all queries together.
-    collecting: AtomicUsize,
+    collecting: Budget,
     hits: AtomicU64,
     misses: AtomicU64,
     inserts: AtomicU64,
@@ -209,7 +209,7 @@ impl ResultCache {
             too_big: moka::sync::Cache::new(TOO_BIG_KEYS),
             capacity,
             max_entry: usize::try_from(capacity / 2).unwrap_or(usize::MAX),
-            collecting: AtomicUsize::new(0),
+            collecting: Budget::new(capacity),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             inserts: AtomicU64::new(0),
@@ -328,20 +328,46 @@ impl ResultCache {
         self.too_big.insert(key, ());
         self.too_big_count.fetch_add(1, Ordering::Relaxed);
     }
+}
 
-    /// Counts `bytes` more being collected; false (and nothing counted)
-    /// when that would pass the capacity, all collections together.
-    fn reserve(&self, bytes: usize) -> bool {
-        let limit = usize::try_from(self.capacity).unwrap_or(usize::MAX);
-        self.collecting
+/// Bytes held by what is being collected — results being kept, files
+/// being recorded — all collections of one cache together, up to a limit.
+#[derive(Debug)]
+pub(crate) struct Budget {
+    held: AtomicUsize,
+    limit: usize,
+}
+
+impl Budget {
+    pub(crate) fn new(limit: u64) -> Self {
+        Budget {
+            held: AtomicUsize::new(0),
+            limit: usize::try_from(limit).unwrap_or(usize::MAX),
+        }
+    }
+
+    /// Counts `bytes` more; false (and nothing counted) when that would
+    /// pass the limit.
+    pub(crate) fn reserve(&self, bytes: usize) -> bool {
+        self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
-                held.checked_add(bytes).filter(|total| *total <= limit)
+                held.checked_add(bytes).filter(|total| *total <= self.limit)
             })
             .is_ok()
     }
 
-    fn release(&self, bytes: usize) {
-        self.collecting.fetch_sub(bytes, Ordering::AcqRel);
+    pub(crate) fn release(&self, bytes: usize) {
+        let _ = self
+            .held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                Some(held.saturating_sub(bytes))
+            });
+    }
+
+    /// What is counted now.
+    #[cfg(test)]
+    pub(crate) fn held(&self) -> usize {
+        self.held.load(Ordering::Acquire)
     }
 }
 
@@ -400,7 +426,7 @@ impl Capturing {
     /// Stops collecting, giving back what was counted.
     fn stop(&mut self) -> Option<Collected> {
         let collected = self.collected.take()?;
-        self.cache.release(collected.bytes);
+        self.cache.collecting.release(collected.bytes);
         Some(collected)
     }
 
@@ -418,7 +444,7 @@ impl Capturing {
         if collected.bytes + added > self.cache.max_entry {
             self.stop();
             self.cache.refuse(self.key);
-        } else if self.cache.reserve(added) {
+        } else if self.cache.collecting.reserve(added) {
             collected.bytes += added;
         } else {
             // Other queries' results being collected hold the capacity:
@@ -635,12 +661,12 @@ mod tests {
         assert!(cache.admits(&[11; 32], None), "not remembered as too big");
         assert_eq!(cache.stats().too_big, 0);
         // What collections hold is given back when they end, kept or not.
-        assert_eq!(cache.collecting.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.collecting.held(), 0);
         let mut dropped = capture([12; 32]);
         dropped.next().await.unwrap().unwrap();
-        assert!(cache.collecting.load(Ordering::Relaxed) > 0);
+        assert!(cache.collecting.held() > 0);
         drop(dropped);
-        assert_eq!(cache.collecting.load(Ordering::Relaxed), 0);
+        assert_eq!(cache.collecting.held(), 0);
     }
 
     #[tokio::test]
