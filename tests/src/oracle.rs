@@ -23,16 +23,20 @@ pub const TABLES: [&str; 8] = [
 pub async fn tpch_context(sample_dir: &Path) -> SessionContext {
     let ctx = SessionContext::new();
     for table in TABLES {
-        let dir = sample_dir.join(table);
-        ctx.register_parquet(
-            table,
-            format!("{}/", dir.display()),
-            ParquetReadOptions::default(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("register {table}: {e}"));
+        register_dir(&ctx, table, &sample_dir.join(table)).await;
     }
     ctx
+}
+
+/// Registers the Parquet files in `dir` as `table` of `ctx`.
+async fn register_dir(ctx: &SessionContext, table: &str, dir: &Path) {
+    ctx.register_parquet(
+        table,
+        format!("{}/", dir.display()),
+        ParquetReadOptions::default(),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("register {table}: {e}"));
 }
 
 /// The Arrow schema of `table` as the oracle reads it from the Parquet files.
@@ -181,13 +185,7 @@ pub async fn pg_query(client: &tokio_postgres::Client, sql: &str) -> Vec<Vec<Cel
 /// would not see files added since).
 pub async fn run_over_dir(dir: &Path, table: &str, sql: &str) -> Vec<Vec<Cell>> {
     let ctx = SessionContext::new();
-    ctx.register_parquet(
-        table,
-        format!("{}/", dir.display()),
-        ParquetReadOptions::default(),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("register {table}: {e}"));
+    register_dir(&ctx, table, dir).await;
     run(&ctx, sql).await
 }
 
