@@ -9,6 +9,8 @@
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
 use datafusion::sql::sqlparser::parser::ParserError;
+use datafusion::sql::sqlparser::tokenizer::TokenizerError;
+use loch_executor::cluster::ExecutorUnreachable;
 
 /// Errors a session can return to a client.
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +225,12 @@ fn classify_delta(e: &loch_catalog::deltalake::DeltaTableError) -> &'static str 
     }
 }
 
+impl From<TokenizerError> for LochError {
+    fn from(e: TokenizerError) -> Self {
+        LochError::Syntax(e.to_string())
+    }
+}
+
 impl From<ParserError> for LochError {
     fn from(e: ParserError) -> Self {
         LochError::Syntax(parser_message(&e))
@@ -283,7 +291,7 @@ pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
             } else if inner.downcast_ref::<std::io::Error>().is_some() {
                 "58030"
             } else if is_executor_failure(inner.as_ref()) {
-                "58000"
+                EXECUTOR_LOST
             } else {
                 "XX000"
             }
@@ -315,9 +323,6 @@ fn classify_plan_message(msg: &str) -> &'static str {
         || lower.contains("type")
     {
         "42804"
-    } else if lower.contains("unrecognized configuration parameter") {
-        // current_setting() of a setting that does not exist.
-        "42704"
     } else if lower.contains("placeholder") || lower.contains("parameter") {
         "08P01"
     } else {
@@ -327,9 +332,8 @@ fn classify_plan_message(msg: &str) -> &'static str {
 
 fn classify_execution_message(msg: &str) -> &'static str {
     let lower = msg.to_ascii_lowercase();
-    if lower.contains("distributed datafusion worker") {
-        // datafusion-distributed could not reach an executor.
-        "58000"
+    if is_worker_connect_message(&lower) {
+        EXECUTOR_LOST
     } else if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"
     } else if lower.contains("cast") || lower.contains("parse") {
@@ -434,17 +438,58 @@ fn datafusion_message(e: &DataFusionError) -> String {
     }
 }
 
+/// The SQLSTATE of a query that lost an executor (`system_error`).
+const EXECUTOR_LOST: &str = "58000";
+
+/// Whether `e` is (or wraps) the failure of a call to an executor rather
+/// than an error the query itself raised: the one answer to "did this
+/// query lose an executor?", which both its SQLSTATE (58000) and the
+/// decision to plan it again read.
+pub fn executor_lost(e: &DataFusionError) -> bool {
+    match e {
+        DataFusionError::Context(_, inner) | DataFusionError::Diagnostic(_, inner) => {
+            executor_lost(inner)
+        }
+        DataFusionError::Shared(inner) => executor_lost(inner),
+        DataFusionError::Collection(errors) => errors.first().is_some_and(executor_lost),
+        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
+            Some(df) => executor_lost(df),
+            None => is_executor_failure(inner.as_ref()),
+        },
+        DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
+            ArrowError::ExternalError(inner) => match inner.downcast_ref::<DataFusionError>() {
+                Some(df) => executor_lost(df),
+                None => is_executor_failure(inner.as_ref()),
+            },
+            _ => false,
+        },
+        DataFusionError::Execution(message) => {
+            is_worker_connect_message(&message.to_ascii_lowercase())
+        }
+        _ => false,
+    }
+}
+
 /// A call to an executor that failed as a call (connection reset, executor
-/// gone), not with a DataFusion error the executor sent back. When one
-/// executor's call to another fails, the error reaches the coordinator
-/// through datafusion-distributed's error encoding as text only (its
-/// generic error type is private): a gRPC status written out, which starts
-/// with `code: '`.
+/// gone, never reachable), not with a DataFusion error the executor sent
+/// back: known by type ([`ExecutorUnreachable`] from Loch's channels,
+/// tonic's status, Flight's error). The one exception: when one executor's
+/// call to another fails, datafusion-distributed carries the error to the
+/// coordinator as text only (its generic error type is private): a gRPC
+/// status written out, which starts with `code: '`.
 fn is_executor_failure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.downcast_ref::<tonic::Status>().is_some()
+    e.downcast_ref::<ExecutorUnreachable>().is_some()
+        || e.downcast_ref::<tonic::Status>().is_some()
         || e.downcast_ref::<arrow_flight::error::FlightError>()
             .is_some()
         || e.to_string().starts_with("code: '")
+}
+
+/// datafusion-distributed's own message when it cannot connect to a
+/// worker, relayed from another executor (it has no error type of its own).
+fn is_worker_connect_message(lower: &str) -> bool {
+    lower.contains("distributed datafusion worker")
+        || lower.contains("distributed datafusion channel")
 }
 
 #[cfg(test)]

@@ -1,28 +1,38 @@
 //! Loch's coordinator: the front door of the warehouse.
 //!
-//! It accepts PostgreSQL wire protocol connections ([`pgwire`]) and Arrow
-//! Flight SQL calls ([`flight`]), keeps one
-//! [`session::Session`] per client, parses statements ([`statement`]), maps
-//! every error to a SQLSTATE ([`error`]) and runs plans on the engine from
-//! `loch-executor`, distributed over the executors of the [`cluster`].
-//! [`local`] wires it all together for `loch local` and `loch coordinator`.
+//! The modules, from the client inwards (each uses only those below it):
+//!
+//! - [`server`]: starting a coordinator (`loch local`, `loch coordinator`):
+//!   options, the data directory's secrets, executor children.
+//! - [`frontend`]: the protocols: pg wire, Flight SQL, TLS.
+//! - [`commands`]: runs each parsed statement where it belongs (DDL, Delta
+//!   maintenance, roles and grants, storage credentials, prepared
+//!   statements).
+//! - [`planning`]: runs a query: authorization, policies, the result
+//!   cache, distributed or local, re-planning after a lost executor.
+//! - [`session`]: one client's state: settings, transaction block and
+//!   cursors, cancel and timeout.
+//! - [`pgcatalog`]: the per-session `pg_catalog` clients browse.
+//! - [`access`]: who may connect, and may this user do this.
+//! - [`sql`]: SQL text parsed once into a typed [`sql::Command`].
+//! - [`cache`]: what makes a kept result reusable (its key).
+//! - [`cluster`]: the executors: registry, heartbeats, placement.
+//! - [`engine`]: the DataFusion runtime and catalog every session plans on.
+//! - [`types`], [`error`]: PostgreSQL type facts; the error type and its
+//!   SQLSTATE table.
 
-pub mod auth;
-pub mod block;
+pub mod access;
+pub mod cache;
 pub mod cluster;
-pub mod credentials;
-pub mod databricks;
-pub(crate) mod ddl;
+pub mod commands;
+pub mod engine;
 pub mod error;
-pub mod flight;
-pub mod local;
+pub mod frontend;
 pub mod pgcatalog;
-pub mod pgwire;
-pub mod policy;
-pub mod results;
-pub mod security;
+pub mod planning;
+pub mod server;
 pub mod session;
-pub mod statement;
-pub mod tls;
+pub mod sql;
+pub mod types;
 
 pub use error::LochError;

@@ -147,7 +147,8 @@ impl ClusterSecret {
     }
 }
 
-fn unix_ms() -> u64 {
+/// Milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
@@ -253,12 +254,29 @@ impl ChannelResolver for SignedChannelResolver {
         &self,
         url: &Url,
     ) -> Result<Box<dyn WorkerChannel>, DataFusionError> {
-        let channel = self.inner.get_channel(url).await?;
+        let channel = self.inner.get_channel(url).await.map_err(|source| {
+            DataFusionError::External(Box::new(ExecutorUnreachable {
+                url: url.to_string(),
+                source,
+            }))
+        })?;
         Ok(create_worker_client(BoxCloneSyncChannel::new(Signed {
             inner: channel,
             secret: self.secret.clone(),
         })))
     }
+}
+
+/// An executor that could not be reached: its connection failed or never
+/// became ready. The coordinator finds it in a failed query's error by its
+/// type (it counts as a lost executor: SQLSTATE 58000, and a reason to
+/// plan the query again on the executors left).
+#[derive(Debug, thiserror::Error)]
+#[error("executor {url} cannot be reached: {source}")]
+pub struct ExecutorUnreachable {
+    pub url: String,
+    #[source]
+    pub source: DataFusionError,
 }
 
 /// A channel that adds a fresh credential to each request.

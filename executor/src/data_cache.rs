@@ -39,7 +39,6 @@
 use std::collections::HashSet;
 use std::fmt;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 
@@ -64,7 +63,7 @@ use datafusion_datasource::morsel::{Morsel, MorselPlan, MorselPlanner, Morselize
 use futures::stream::{BoxStream, Stream, StreamExt};
 use ring::digest;
 
-use crate::results::{Budget, CacheStats};
+use crate::accounting::{Budget, CacheStats, Counters};
 
 /// What identifies a kept file: a SHA-256 digest.
 type FileKey = [u8; 32];
@@ -84,10 +83,7 @@ pub struct DataCache {
     /// Bytes held by files being recorded, all scans together; at most
     /// the capacity.
     collecting: Budget,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    inserts: AtomicU64,
-    too_big: AtomicU64,
+    counters: Counters,
 }
 
 impl fmt::Debug for DataCache {
@@ -117,25 +113,16 @@ impl DataCache {
             capacity,
             max_entry: usize::try_from(capacity / 4).unwrap_or(usize::MAX),
             collecting: Budget::new(capacity),
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            inserts: AtomicU64::new(0),
-            too_big: AtomicU64::new(0),
+            counters: Counters::default(),
         }))
     }
 
     /// The counters.
     pub fn stats(&self) -> CacheStats {
         self.entries.run_pending_tasks();
-        CacheStats {
-            entries: self.entries.entry_count(),
-            bytes: self.entries.iter().map(|(_, kept)| kept.bytes as u64).sum(),
-            capacity: self.capacity,
-            hits: self.hits.load(Ordering::Relaxed),
-            misses: self.misses.load(Ordering::Relaxed),
-            inserts: self.inserts.load(Ordering::Relaxed),
-            too_big: self.too_big.load(Ordering::Relaxed),
-        }
+        let bytes = self.entries.iter().map(|(_, kept)| kept.bytes as u64).sum();
+        self.counters
+            .stats(self.entries.entry_count(), bytes, self.capacity)
     }
 
     /// `plan` with every Parquet scan in it reading through this cache.
@@ -163,17 +150,12 @@ impl DataCache {
 
     fn get(&self, key: &FileKey) -> Option<Arc<KeptFile>> {
         let found = self.entries.get(key);
-        let counter = if found.is_some() {
-            &self.hits
-        } else {
-            &self.misses
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.counters.lookup(found.is_some());
         found
     }
 
     fn insert(&self, key: FileKey, batches: Vec<RecordBatch>, bytes: usize) {
-        self.inserts.fetch_add(1, Ordering::Relaxed);
+        self.counters.inserted();
         self.entries
             .insert(key, Arc::new(KeptFile { batches, bytes }));
     }
@@ -555,7 +537,7 @@ impl Recording {
             batch_bytes(batch, seen)
         };
         if state.bytes + added > self.cache.max_entry {
-            self.cache.too_big.fetch_add(1, Ordering::Relaxed);
+            self.cache.counters.too_big();
             self.abandon(&mut state);
             return;
         }

@@ -24,13 +24,10 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
+use arrow_flight::flight_service_server::FlightServiceServer;
+use arrow_flight::{Action, FlightData, Ticket};
 use datafusion::error::DataFusionError;
 use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::runtime_env::RuntimeEnv;
@@ -44,9 +41,11 @@ use futures::StreamExt;
 use futures::stream::BoxStream;
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status};
 
-use crate::cluster::ClusterSecret;
+use crate::cluster::{ClusterSecret, unix_ms};
+pub use crate::internal_flight::Stream;
+use crate::internal_flight::{Internal, InternalCalls};
 use crate::wire::flight_data;
 
 /// How long a direct ticket can be redeemed after the coordinator made it.
@@ -241,8 +240,8 @@ impl DirectService {
     }
 
     /// The tonic service, with message limits for plans in tickets.
-    pub fn into_server(self) -> FlightServiceServer<Self> {
-        FlightServiceServer::new(self)
+    pub fn into_server(self) -> FlightServiceServer<Internal<Self>> {
+        FlightServiceServer::new(Internal(self))
             .max_decoding_message_size(64 * 1024 * 1024)
             .max_encoding_message_size(usize::MAX)
     }
@@ -399,92 +398,19 @@ fn refused(e: TicketError) -> Status {
     }
 }
 
-fn unix_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// A stream of Flight messages, as the service's calls answer.
-pub type Stream<T> = Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-fn only_do_get<T>() -> Result<T, Status> {
-    Err(Status::unimplemented(
-        "an executor serves only DoGet of the direct tickets its coordinator hands out",
-    ))
-}
-
 #[tonic::async_trait]
-impl FlightService for DirectService {
-    type HandshakeStream = Stream<HandshakeResponse>;
-    type ListFlightsStream = Stream<FlightInfo>;
-    type DoGetStream = Stream<FlightData>;
-    type DoPutStream = Stream<PutResult>;
-    type DoActionStream = Stream<arrow_flight::Result>;
-    type ListActionsStream = Stream<ActionType>;
-    type DoExchangeStream = Stream<FlightData>;
+impl InternalCalls for DirectService {
+    const SERVES: &'static str =
+        "an executor serves only DoGet of the direct tickets its coordinator hands out";
 
-    async fn do_get(
-        &self,
-        request: Request<Ticket>,
-    ) -> Result<Response<Self::DoGetStream>, Status> {
-        self.redeem(&request.get_ref().ticket).map(Response::new)
-    }
-
-    async fn handshake(
-        &self,
-        _: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        only_do_get()
-    }
-
-    async fn list_flights(
-        &self,
-        _: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        only_do_get()
-    }
-
-    async fn get_flight_info(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        only_do_get()
-    }
-
-    async fn poll_flight_info(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        only_do_get()
-    }
-
-    async fn get_schema(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        only_do_get()
-    }
-
-    async fn do_put(
-        &self,
-        _: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        only_do_get()
-    }
-
-    async fn do_exchange(
-        &self,
-        _: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        only_do_get()
+    async fn do_get(&self, request: Request<Ticket>) -> Result<Stream<FlightData>, Status> {
+        self.redeem(&request.get_ref().ticket)
     }
 
     async fn do_action(
         &self,
         request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
+    ) -> Result<Stream<arrow_flight::Result>, Status> {
         let action = request.get_ref();
         let body: &'static [u8] = match action.r#type.as_str() {
             CANCEL_ACTION => {
@@ -498,19 +424,12 @@ impl FlightService for DirectService {
                     TAKEN
                 }
             }
-            _ => return only_do_get(),
+            _ => return Err(Status::unimplemented(Self::SERVES)),
         };
         let done = arrow_flight::Result {
             body: body.to_vec().into(),
         };
-        Ok(Response::new(Box::pin(futures::stream::iter([Ok(done)]))))
-    }
-
-    async fn list_actions(
-        &self,
-        _: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        only_do_get()
+        Ok(Box::pin(futures::stream::iter([Ok(done)])))
     }
 }
 

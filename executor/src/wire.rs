@@ -110,7 +110,7 @@ pub fn flight_data(
 }
 
 /// Whether `data_type` is, or has at any depth, a dictionary.
-pub(crate) fn has_dictionary(data_type: &DataType) -> bool {
+pub fn has_dictionary(data_type: &DataType) -> bool {
     match data_type {
         DataType::Dictionary(..) => true,
         DataType::List(f)
@@ -131,24 +131,21 @@ pub(crate) fn has_dictionary(data_type: &DataType) -> bool {
 /// buffer once, straight into it. (arrow-flight's encoder grows each body
 /// from an empty vector, which copied a 2 MiB body about twice more: an
 /// eighth of the CPU of a server sending a scan.)
-pub(crate) struct WireEncoder {
+pub struct WireEncoder {
     writer: StreamWriter<Vec<u8>>,
 }
 
 impl WireEncoder {
     /// An encoder for batches of `schema` (the schema message itself is
     /// not among what it returns).
-    pub(crate) fn try_new(schema: &Schema) -> Result<Self, ArrowError> {
+    pub fn try_new(schema: &Schema) -> Result<Self, ArrowError> {
         let mut writer = StreamWriter::try_new(Vec::new(), schema)?;
         writer.get_mut().clear();
         Ok(WireEncoder { writer })
     }
 
     /// `batch` as one message, and the bytes its buffer holds.
-    pub(crate) fn encode(
-        &mut self,
-        batch: &RecordBatch,
-    ) -> Result<(FlightData, usize), ArrowError> {
+    pub fn encode(&mut self, batch: &RecordBatch) -> Result<(FlightData, usize), ArrowError> {
         *self.writer.get_mut() = Vec::with_capacity(encoded_size(batch));
         self.writer.write(batch)?;
         let written = std::mem::take(self.writer.get_mut());

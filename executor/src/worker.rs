@@ -60,7 +60,7 @@ pub struct Heartbeat {
     pub direct_tls: Option<String>,
     /// Its data cache's counters, when it keeps one.
     #[serde(default)]
-    pub data_cache: Option<crate::results::CacheStats>,
+    pub data_cache: Option<crate::accounting::CacheStats>,
 }
 
 /// How an executor process runs.

@@ -13,10 +13,10 @@ use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::Distribution;
 use datafusion::execution::SessionStateBuilder;
 use datafusion_distributed::{DistributedExt, SessionStateBuilderExt};
 use loch_executor::cluster::{ClusterSecret, SignedChannelResolver};
-use loch_executor::engine::Distribution;
 use tokio::process::{Child, Command};
 
 pub use registry::{Registry, RegistryResolver};

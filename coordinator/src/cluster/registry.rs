@@ -12,10 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::engine::ExecutorCheck;
 use datafusion::error::DataFusionError;
 use datafusion_distributed::WorkerResolver;
-use loch_executor::engine::ExecutorCheck;
-use loch_executor::results::CacheStats;
+use loch_executor::accounting::CacheStats;
 use loch_executor::worker::Heartbeat;
 use tokio::sync::watch;
 use url::Url;

@@ -4,19 +4,17 @@
 
 use std::sync::Arc;
 
-use arrow_flight::flight_service_server::{FlightService, FlightServiceServer};
-use arrow_flight::{
-    Action, ActionType, Criteria, Empty, FlightData, FlightDescriptor, FlightInfo,
-    HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
-};
-use futures::stream::{self, BoxStream};
+use arrow_flight::Action;
+use arrow_flight::flight_service_server::FlightServiceServer;
+use futures::stream;
 use loch_catalog::stores::StoreRegistry;
 use loch_executor::cluster::ClusterSecret;
+use loch_executor::internal_flight::{Internal, InternalCalls, Stream};
 use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION, STORE_ACTION};
 use tokio::net::TcpListener;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::server::TcpIncoming;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Request, Status};
 
 use super::registry::Registry;
 
@@ -31,7 +29,7 @@ pub async fn serve(
     secret: ClusterSecret,
 ) {
     let service = InterceptedService::new(
-        FlightServiceServer::new(RegistryService { registry, stores })
+        FlightServiceServer::new(Internal(RegistryService { registry, stores }))
             .max_decoding_message_size(MAX_MESSAGE),
         secret.verifier().interceptor(),
     );
@@ -53,40 +51,25 @@ struct RegistryService {
 impl RegistryService {
     /// The settings tables gave an object store, for an executor about to
     /// read it (empty when none: the executor's environment applies).
-    fn store_settings(
-        &self,
-        key: &[u8],
-    ) -> Result<Response<BoxStream<'static, Result<arrow_flight::Result, Status>>>, Status> {
+    fn store_settings(&self, key: &[u8]) -> Result<Stream<arrow_flight::Result>, Status> {
         let key = std::str::from_utf8(key)
             .map_err(|_| Status::invalid_argument("store key is not UTF-8"))?;
         let settings = self.stores.settings(key).unwrap_or_default();
         let body = serde_json::to_vec(&settings)
             .map_err(|e| Status::internal(format!("store settings: {e}")))?;
         let answer = arrow_flight::Result { body: body.into() };
-        Ok(Response::new(Box::pin(stream::iter([Ok(answer)]))))
+        Ok(Box::pin(stream::iter([Ok(answer)])))
     }
 }
 
-fn unsupported<T>() -> Result<T, Status> {
-    Err(Status::unimplemented(
-        "the cluster endpoint serves executor registration only",
-    ))
-}
-
 #[tonic::async_trait]
-impl FlightService for RegistryService {
-    type HandshakeStream = BoxStream<'static, Result<HandshakeResponse, Status>>;
-    type ListFlightsStream = BoxStream<'static, Result<FlightInfo, Status>>;
-    type DoGetStream = BoxStream<'static, Result<FlightData, Status>>;
-    type DoPutStream = BoxStream<'static, Result<PutResult, Status>>;
-    type DoExchangeStream = BoxStream<'static, Result<FlightData, Status>>;
-    type DoActionStream = BoxStream<'static, Result<arrow_flight::Result, Status>>;
-    type ListActionsStream = BoxStream<'static, Result<ActionType, Status>>;
+impl InternalCalls for RegistryService {
+    const SERVES: &'static str = "the cluster endpoint serves executor registration only";
 
     async fn do_action(
         &self,
         request: Request<Action>,
-    ) -> Result<Response<Self::DoActionStream>, Status> {
+    ) -> Result<Stream<arrow_flight::Result>, Status> {
         let action = request.into_inner();
         if action.r#type == STORE_ACTION {
             return self.store_settings(&action.body);
@@ -105,58 +88,6 @@ impl FlightService for RegistryService {
                 )));
             }
         }
-        Ok(Response::new(Box::pin(stream::empty())))
-    }
-
-    async fn handshake(
-        &self,
-        _: Request<Streaming<HandshakeRequest>>,
-    ) -> Result<Response<Self::HandshakeStream>, Status> {
-        unsupported()
-    }
-    async fn list_flights(
-        &self,
-        _: Request<Criteria>,
-    ) -> Result<Response<Self::ListFlightsStream>, Status> {
-        unsupported()
-    }
-    async fn get_flight_info(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<FlightInfo>, Status> {
-        unsupported()
-    }
-    async fn poll_flight_info(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<PollInfo>, Status> {
-        unsupported()
-    }
-    async fn get_schema(
-        &self,
-        _: Request<FlightDescriptor>,
-    ) -> Result<Response<SchemaResult>, Status> {
-        unsupported()
-    }
-    async fn do_get(&self, _: Request<Ticket>) -> Result<Response<Self::DoGetStream>, Status> {
-        unsupported()
-    }
-    async fn do_put(
-        &self,
-        _: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoPutStream>, Status> {
-        unsupported()
-    }
-    async fn do_exchange(
-        &self,
-        _: Request<Streaming<FlightData>>,
-    ) -> Result<Response<Self::DoExchangeStream>, Status> {
-        unsupported()
-    }
-    async fn list_actions(
-        &self,
-        _: Request<Empty>,
-    ) -> Result<Response<Self::ListActionsStream>, Status> {
-        unsupported()
+        Ok(Box::pin(stream::empty()))
     }
 }

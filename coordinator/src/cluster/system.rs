@@ -16,7 +16,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
-use loch_executor::results::{CacheStats, ResultCache};
+use crate::cache::result_cache::ResultCache;
+use loch_executor::accounting::CacheStats;
 
 use super::registry::Registry;
 

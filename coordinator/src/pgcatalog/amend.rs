@@ -29,7 +29,8 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::{ExecutionPlan, collect};
 
-use crate::pgwire::numeric_typmod;
+use crate::sql::client_catalog::INFORMATION_SCHEMA_COLUMNS;
+use crate::types::numeric_typmod;
 
 /// The namespaces every PostgreSQL database has, with PostgreSQL 16's OIDs
 /// (the ones the crate's static `pg_type` and `pg_proc` rows refer to).
@@ -197,11 +198,6 @@ impl TableProvider for Amended {
         )?)
     }
 }
-
-/// The hidden `pg_catalog` table that client queries of
-/// `information_schema.columns` are pointed at (DataFusion answers
-/// `information_schema` itself, so it cannot be wrapped in place).
-pub const INFORMATION_SCHEMA_COLUMNS: &str = "loch_information_schema_columns";
 
 /// PostgreSQL's `information_schema` name for an Arrow type as DataFusion
 /// prints it (`Int64`, `Decimal128(15, 2)`, `Timestamp(µs, "UTC")`, …).

@@ -1,0 +1,292 @@
+//! Starting a coordinator: `loch local` (the whole warehouse on loopback,
+//! with the TPC-H sample and executor child processes) and `loch
+//! coordinator` (executors join from other machines).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::engine::{Engine, EngineOptions};
+use loch_executor::cluster::ClusterSecret;
+use tokio::net::TcpListener;
+
+use super::secrets::{PasswordSource, bootstrap_admin};
+use crate::access::authn::{AuthError, Users};
+use crate::cluster::{Children, Registry, distribution, system::system_schema};
+use crate::frontend::flight::{LochFlightSql, Sessions};
+use crate::frontend::pgwire::{LochHandlers, serve};
+use crate::frontend::tls::{TlsError, TlsIdentity, self_signed};
+
+/// Settings of `loch local`.
+#[derive(Debug, Clone)]
+pub struct LocalOptions {
+    /// Data directory (created when missing).
+    pub data_dir: PathBuf,
+    /// Where pg wire listens.
+    pub pg_addr: SocketAddr,
+    /// TPC-H sample scale factor; 0 for none.
+    pub sample_scale: f64,
+    /// Partitions per query stage; 0 means one per core.
+    pub target_partitions: usize,
+    /// Where Flight SQL listens; `None` turns it off.
+    pub flight_addr: Option<SocketAddr>,
+    /// How long a Flight SQL token lives without being used.
+    pub flight_token_ttl: Duration,
+    /// The admin password (`LOCH_ADMIN_PASSWORD`); generated when `None`.
+    pub admin_password: Option<String>,
+    /// TLS for both client protocols; `None` serves clear text only.
+    pub tls: Option<TlsOptions>,
+    /// The cluster: where executors register; `None` runs every query in
+    /// this process.
+    pub cluster: Option<ClusterOptions>,
+    /// Bytes of query results kept for repeated queries; 0 keeps none.
+    pub result_cache_bytes: u64,
+}
+
+/// TLS settings of the client protocols.
+#[derive(Debug, Clone)]
+pub struct TlsOptions {
+    /// Where the certificate and key come from.
+    pub source: TlsSource,
+    /// Refuse pg wire logins that did not switch to TLS (Flight SQL is TLS
+    /// only whenever TLS is on).
+    pub required: bool,
+}
+
+/// Where the server certificate comes from.
+#[derive(Debug, Clone)]
+pub enum TlsSource {
+    /// PEM files the operator provides.
+    Files { cert: PathBuf, key: PathBuf },
+    /// A private CA and loopback certificate under `<data-dir>/tls/`.
+    SelfSigned,
+}
+
+/// The executors side of a coordinator.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// Where the registry endpoint listens (port 0 = any free port).
+    pub addr: SocketAddr,
+    /// The secret every internal call is signed with.
+    pub secret: ClusterSecret,
+    /// An executor silent this long gets no new work.
+    pub heartbeat_timeout: Duration,
+    /// Executor child processes to start (`loch local --executors N`); the
+    /// start waits until they have registered.
+    pub spawn_executors: usize,
+    /// `--data-cache-mb` of those executors.
+    pub executor_data_cache_mb: u64,
+}
+
+/// How long `loch local` waits for its executors to register.
+const EXECUTOR_START_LIMIT: Duration = Duration::from_secs(60);
+
+/// Errors that stop `loch local` from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("opening the catalog: {0}")]
+    Catalog(#[from] loch_catalog::CatalogError),
+    #[error("admin credentials: {0}")]
+    Auth(#[from] AuthError),
+    #[error("starting Flight SQL: {0}")]
+    Flight(crate::LochError),
+    #[error("starting executors: {0}")]
+    Executors(std::io::Error),
+    #[error("{0} executors did not register within {1:?}")]
+    ExecutorsSilent(usize, Duration),
+    #[error("system schema: {0}")]
+    System(#[from] datafusion::error::DataFusionError),
+    #[error("TLS: {0}")]
+    Tls(#[from] TlsError),
+    #[error("TLS on Flight SQL: {0}")]
+    FlightTls(#[from] tonic::transport::Error),
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A started server: its address, and the task serving it.
+pub struct Running {
+    /// The address pg wire listens on (the real port when 0 was asked for).
+    pub pg_addr: SocketAddr,
+    /// The address Flight SQL listens on, when it is on.
+    pub flight_addr: Option<SocketAddr>,
+    /// Where the admin password came from.
+    pub password_source: PasswordSource,
+    /// The admin password, when this start generated it (printed once).
+    pub generated_password: Option<String>,
+    /// The CA certificate clients should trust, when `--tls-self-signed`
+    /// made one.
+    pub tls_ca: Option<PathBuf>,
+    /// Whether the client protocols offer TLS.
+    pub tls: bool,
+    /// The cluster endpoint executors register with, when there is one.
+    pub cluster_addr: Option<SocketAddr>,
+    /// The executor registry, when there is a cluster.
+    pub registry: Option<Arc<Registry>>,
+    children: Children,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Running {
+    /// Process ids of the executors this process started.
+    pub fn executor_pids(&self) -> Vec<u32> {
+        self.children.pids()
+    }
+
+    /// Stops accepting connections and stops the executors it started.
+    pub async fn shutdown(self) {
+        for task in self.tasks {
+            task.abort();
+        }
+        self.children.stop().await;
+    }
+}
+
+async fn listen(addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartError> {
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Listen { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| StartError::Listen { addr, source })?;
+    Ok((listener, bound))
+}
+
+/// Opens the engine (generating the sample data on first start), starts the
+/// cluster endpoint and executors when asked, and starts serving pg wire
+/// and Flight SQL.
+pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
+    // Before anything slow: a bad certificate should stop the start at once.
+    let (tls, tls_ca, tls_files) = match &options.tls {
+        Some(tls) => {
+            let (cert, key, ca) = match &tls.source {
+                TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
+                TlsSource::SelfSigned => {
+                    let files = self_signed(&options.data_dir)?;
+                    (files.cert, files.key, Some(files.ca))
+                }
+            };
+            (Some(TlsIdentity::load(&cert, &key)?), ca, Some((cert, key)))
+        }
+        None => (None, None, None),
+    };
+    let flight_server = crate::frontend::flight::server(tls.as_ref())?;
+    let mut engine = Engine::open(&EngineOptions {
+        data_dir: options.data_dir.clone(),
+        sample_scale: options.sample_scale,
+        target_partitions: options.target_partitions,
+    })
+    .await?
+    .with_result_cache(options.result_cache_bytes);
+    let mut tasks = Vec::new();
+    let mut children = Children::default();
+    let (registry, cluster_addr) = match &options.cluster {
+        Some(cluster) => {
+            let registry = Registry::new(cluster.heartbeat_timeout);
+            let (listener, addr) = listen(cluster.addr).await?;
+            tasks.push(tokio::spawn(crate::cluster::service::serve(
+                listener,
+                Arc::clone(&registry),
+                Arc::clone(engine.stores()),
+                cluster.secret.clone(),
+            )));
+            engine = engine.with_distribution(
+                distribution(
+                    Arc::clone(&registry),
+                    &cluster.secret,
+                    addr.ip().is_loopback(),
+                ),
+                Arc::clone(&registry) as Arc<dyn crate::engine::ExecutorCheck>,
+            );
+            // With TLS, direct endpoints only at executors that serve them
+            // over TLS: rows must not leave in clear when the Flight SQL
+            // port encrypts them.
+            engine = engine.with_ticket_secret(cluster.secret.clone(), tls.is_some());
+            if cluster.spawn_executors > 0 {
+                let url = format!("http://{addr}");
+                children = Children::spawn(
+                    cluster.spawn_executors,
+                    &url,
+                    &cluster.secret,
+                    &options.data_dir,
+                    tls_files
+                        .as_ref()
+                        .map(|(cert, key)| (cert.as_path(), key.as_path())),
+                    cluster.executor_data_cache_mb,
+                )
+                .map_err(StartError::Executors)?;
+                if !registry
+                    .wait_for_live(cluster.spawn_executors, EXECUTOR_START_LIMIT)
+                    .await
+                {
+                    for task in &tasks {
+                        task.abort();
+                    }
+                    children.stop().await;
+                    return Err(StartError::ExecutorsSilent(
+                        cluster.spawn_executors,
+                        EXECUTOR_START_LIMIT,
+                    ));
+                }
+            }
+            (Some(registry), Some(addr))
+        }
+        None => (None, None),
+    };
+    engine.catalog().provider().register_schema(
+        "system",
+        system_schema(registry.clone(), engine.result_cache().cloned())?,
+    )?;
+    let store = Arc::clone(engine.catalog().store());
+    let (password_source, generated_password) =
+        bootstrap_admin(&store, &options.data_dir, options.admin_password.clone())?;
+    let (storage_key, _) = super::secrets::storage_key(&options.data_dir)?;
+    store.set_storage_key(&storage_key)?;
+    let users = Users::new(store)?;
+    let (listener, pg_addr) = listen(options.pg_addr).await?;
+    let flight_addr = match options.flight_addr {
+        Some(addr) => {
+            let (flight_listener, flight_addr) = listen(addr).await?;
+            let sessions = Arc::new(Sessions::new(options.flight_token_ttl));
+            let service = LochFlightSql::new(engine.clone(), users.clone(), Arc::clone(&sessions))
+                .map_err(StartError::Flight)?;
+            tasks.push(tokio::spawn(crate::frontend::flight::serve(
+                flight_listener,
+                service,
+                sessions,
+                flight_server,
+            )));
+            Some(flight_addr)
+        }
+        None => None,
+    };
+    let tls_required = options.tls.as_ref().is_some_and(|t| t.required);
+    let handlers = Arc::new(LochHandlers::new(
+        engine,
+        users,
+        tls_required,
+        tls.as_ref().and_then(TlsIdentity::server_end_point),
+    ));
+    tasks.push(tokio::spawn(serve(
+        listener,
+        handlers,
+        tls.as_ref().map(TlsIdentity::pg_acceptor),
+    )));
+    Ok(Running {
+        pg_addr,
+        flight_addr,
+        password_source,
+        generated_password,
+        tls_ca,
+        tls: tls.is_some(),
+        cluster_addr,
+        registry,
+        children,
+        tasks,
+    })
+}
