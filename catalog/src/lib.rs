@@ -6,17 +6,17 @@
 //! to DataFusion as the catalog `loch`; the DDL methods of [`LochCatalog`]
 //! change it. Nothing here knows about the network.
 
-pub mod credentials;
+pub mod access_control;
 pub mod delta;
 pub mod delta_table;
 pub mod delta_write;
 pub mod error;
 pub mod maintenance;
+pub mod object_stores;
 pub mod provider;
 pub mod sample;
-pub mod security;
+pub mod storage_credentials;
 pub mod store;
-pub mod stores;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub use provider::LochCatalogProvider;
 pub use store::{CatalogStore, Relation, RelationKind};
 
 use provider::{Resolver, is_delta};
-use stores::StoreRegistry;
+use object_stores::StoreRegistry;
 
 /// The database (DataFusion catalog) name clients connect to.
 pub const DATABASE_NAME: &str = "loch";
@@ -88,7 +88,7 @@ impl LochCatalog {
         state: &SessionState,
         stores: Arc<StoreRegistry>,
     ) -> Result<Self> {
-        stores::register_delta_factories();
+        object_stores::register_delta_factories();
         std::fs::create_dir_all(data_dir).map_err(|source| CatalogError::Io {
             path: data_dir.to_path_buf(),
             source,

@@ -1,7 +1,7 @@
 //! The durable metadata store: one SQLite file in the data directory.
 //!
 //! It holds schemas and relations (external tables, managed Delta tables,
-//! views), and users, roles, ownership and grants ([`crate::security`]). Every change is one SQLite transaction
+//! views), and users, roles, ownership and grants ([`crate::access_control`]). Every change is one SQLite transaction
 //! in WAL mode with `synchronous = FULL`, so after a crash (even `kill -9`
 //! in the middle of a DDL statement) the store holds either the state before
 //! the statement or the state after it.
@@ -86,8 +86,8 @@ pub struct Relation {
 pub struct CatalogStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// Seals storage credentials ([`crate::credentials`]); set at start.
-    pub(crate) sealer: std::sync::OnceLock<crate::credentials::Sealer>,
+    /// Seals storage credentials ([`crate::storage_credentials`]); set at start.
+    pub(crate) sealer: std::sync::OnceLock<crate::storage_credentials::Sealer>,
 }
 
 impl CatalogStore {
@@ -142,8 +142,8 @@ impl CatalogStore {
                      PRIMARY KEY (schema_name, name)
                  );",
             )?;
-            crate::security::create_tables(&tx)?;
-            crate::credentials::create_tables(&tx)?;
+            crate::access_control::create_tables(&tx)?;
+            crate::storage_credentials::create_tables(&tx)?;
             let version: Option<String> = tx
                 .query_row(
                     "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -161,7 +161,7 @@ impl CatalogStore {
                     params![crate::DEFAULT_SCHEMA, now()],
                 )?;
             }
-            crate::security::initialize(&tx)?;
+            crate::access_control::initialize(&tx)?;
             tx.commit()
         })
     }
@@ -226,7 +226,7 @@ impl CatalogStore {
                 params![name],
             )?;
             tx.execute("DELETE FROM schemas WHERE name = ?1", params![name])?;
-            crate::security::forget_schema(&tx, name)?;
+            crate::access_control::forget_schema(&tx, name)?;
             tx.commit()?;
             Ok(Ok(relations))
         })?;
@@ -333,7 +333,7 @@ impl CatalogStore {
                 params![schema, name],
             )?;
             if old.is_some() {
-                crate::security::forget_relation(&tx, schema, name)?;
+                crate::access_control::forget_relation(&tx, schema, name)?;
             }
             tx.commit()?;
             Ok(old)

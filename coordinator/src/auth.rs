@@ -19,7 +19,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2};
 
 use loch_catalog::CatalogStore;
-use loch_catalog::security::Role;
+use loch_catalog::access_control::Role;
 
 /// The admin user `loch local` creates.
 pub const ADMIN_USER: &str = "loch";
@@ -482,7 +482,7 @@ pub fn cluster_secret(
 }
 
 /// The key storage credentials are sealed with in the catalog
-/// ([`loch_catalog::credentials`]): `LOCH_STORAGE_KEY` (64 hex digits) when
+/// ([`loch_catalog::storage_credentials`]): `LOCH_STORAGE_KEY` (64 hex digits) when
 /// set, else `<data_dir>/storage-key`, generated and written there 0600 on
 /// first start. Keep it out of backups of `catalog.sqlite`: without it the
 /// credentials there cannot be read.

@@ -1,6 +1,6 @@
 //! `CREATE STORAGE CREDENTIAL`, `DROP STORAGE CREDENTIAL` and `SHOW STORAGE
 //! CREDENTIALS`: named object store settings tables use with
-//! `OPTIONS ('credential' 'name')` ([`loch_catalog::credentials`] keeps
+//! `OPTIONS ('credential' 'name')` ([`loch_catalog::storage_credentials`] keeps
 //! them, sealed). Superusers only, like the external tables that use them.
 
 use std::collections::BTreeMap;
@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use loch_catalog::credentials;
+use loch_catalog::storage_credentials;
 
 use crate::databricks::{Tokens, is_word};
 use crate::error::LochError;
@@ -188,7 +188,7 @@ pub fn run(
             or_replace,
             if_not_exists,
         } => {
-            let settings = credentials::validate(&settings)
+            let settings = storage_credentials::validate(&settings)
                 .map_err(|e| LochError::InvalidParameter(e.to_string()))?;
             store.create_credential(&name, &settings, session.user(), or_replace, if_not_exists)?;
         }

@@ -36,7 +36,7 @@ use datafusion::sql::sqlparser::ast::{
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use loch_catalog::security::{SecurityState, TablePolicy};
+use loch_catalog::access_control::{SecurityState, TablePolicy};
 use loch_catalog::{DATABASE_NAME, RelationKind};
 
 use crate::ddl;

@@ -22,7 +22,7 @@ use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::dml::MergeIntoAction;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
 use datafusion::sql::sqlparser::tokenizer::Token;
-use loch_catalog::security::{Grant, PUBLIC, Privilege, Role, Securable, SecurityState};
+use loch_catalog::access_control::{Grant, PUBLIC, Privilege, Role, Securable, SecurityState};
 use loch_catalog::view::ViewBoundary;
 use loch_catalog::{CatalogStore, DATABASE_NAME};
 

@@ -10,7 +10,7 @@ use arrow_flight::{
     HandshakeRequest, HandshakeResponse, PollInfo, PutResult, SchemaResult, Ticket,
 };
 use futures::stream::{self, BoxStream};
-use loch_catalog::stores::StoreRegistry;
+use loch_catalog::object_stores::StoreRegistry;
 use loch_executor::cluster::ClusterSecret;
 use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION, STORE_ACTION};
 use tokio::net::TcpListener;

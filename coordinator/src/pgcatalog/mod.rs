@@ -85,7 +85,7 @@ impl PgCatalogContextProvider for StoreRoles {
         let inherited_roles = state
             .roles_of(name)
             .into_iter()
-            .filter(|r| r != name && r != loch_catalog::security::PUBLIC)
+            .filter(|r| r != name && r != loch_catalog::access_control::PUBLIC)
             .collect();
         Some(Role {
             name: role.name.clone(),

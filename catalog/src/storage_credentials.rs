@@ -22,7 +22,7 @@ use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
 use crate::error::{CatalogError, Result};
 use crate::store::{CatalogStore, Relation};
-use crate::stores::{self, StoreOptions};
+use crate::object_stores::{self, StoreOptions};
 
 /// The table option that names a credential.
 pub const CREDENTIAL_OPTION: &str = "credential";
@@ -129,7 +129,7 @@ pub fn validate(settings: &BTreeMap<String, String>) -> Result<StoreOptions> {
             "a storage credential needs at least one setting".into(),
         ));
     }
-    let (storage, other) = stores::split_options(settings);
+    let (storage, other) = object_stores::split_options(settings);
     let unknown: Vec<&String> = other
         .keys()
         .chain(storage.keys().filter(|k| !is_known_setting(k)))
@@ -308,7 +308,7 @@ impl CatalogStore {
         resolved
             .options
             .retain(|k, _| k.trim().trim_start_matches("format.") != CREDENTIAL_OPTION);
-        let (own, _) = stores::split_options(&resolved.options);
+        let (own, _) = object_stores::split_options(&resolved.options);
         for (key, value) in settings {
             if !own.contains_key(&key) {
                 resolved.options.insert(key, value);

@@ -74,7 +74,7 @@ fn normalize_key(key: &str) -> String {
 /// name of a storage credential) rather than a format option.
 pub fn is_storage_option(key: &str) -> bool {
     let key = normalize_key(key);
-    key == crate::credentials::CREDENTIAL_OPTION
+    key == crate::storage_credentials::CREDENTIAL_OPTION
         || ["aws_", "azure_", "google_", "object_store_"]
             .iter()
             .any(|p| key.starts_with(p))
@@ -102,7 +102,7 @@ pub fn split_options(
 fn environment() -> StoreOptions {
     std::env::vars()
         .filter(|(k, _)| {
-            is_storage_option(k) && normalize_key(k) != crate::credentials::CREDENTIAL_OPTION
+            is_storage_option(k) && normalize_key(k) != crate::storage_credentials::CREDENTIAL_OPTION
         })
         .map(|(k, v)| (normalize_key(&k), v))
         .collect()
