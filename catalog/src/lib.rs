@@ -36,8 +36,9 @@ pub use error::{CatalogError, Result};
 pub use provider::LochCatalogProvider;
 pub use store::{CatalogStore, Relation, RelationKind};
 
-use provider::{Resolver, is_delta};
 use object_stores::StoreRegistry;
+use provider::{Resolver, is_delta};
+use store::SqliteStore;
 
 /// The database (DataFusion catalog) name clients connect to.
 pub const DATABASE_NAME: &str = "loch";
@@ -66,7 +67,7 @@ pub enum DropKind {
 #[derive(Debug, Clone)]
 pub struct LochCatalog {
     data_dir: PathBuf,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     resolver: Arc<Resolver>,
     provider: Arc<LochCatalogProvider>,
 }
@@ -93,7 +94,7 @@ impl LochCatalog {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let store = Arc::new(CatalogStore::open(data_dir)?);
+        let store: Arc<dyn CatalogStore> = Arc::new(SqliteStore::open(data_dir)?);
         let resolver = Arc::new(Resolver::new(Arc::clone(&store), stores));
         let provider = Arc::new(LochCatalogProvider::new(Arc::clone(&resolver)));
         let catalog = LochCatalog {
@@ -130,7 +131,7 @@ impl LochCatalog {
     }
 
     /// The metadata store.
-    pub fn store(&self) -> &Arc<CatalogStore> {
+    pub fn store(&self) -> &Arc<dyn CatalogStore> {
         &self.store
     }
 

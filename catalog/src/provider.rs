@@ -24,8 +24,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::delta::TimeTravel;
 use crate::error::{CatalogError, Result};
-use crate::store::{CatalogStore, Relation, RelationKind};
 use crate::object_stores::{self, StoreRegistry};
+use crate::store::{CatalogStore, Relation, RelationKind};
 use crate::{DATABASE_NAME, delta};
 
 /// Views nested deeper than this are refused (a cycle of views would
@@ -40,7 +40,7 @@ tokio::task_local! {
 /// Turns stored definitions into table providers.
 #[derive(Debug)]
 pub(crate) struct Resolver {
-    pub(crate) store: Arc<CatalogStore>,
+    pub(crate) store: Arc<dyn CatalogStore>,
     /// The runtime's object stores: cloud tables set theirs up here.
     stores: Arc<StoreRegistry>,
     /// A session state over this catalog, for inferring schemas and planning
@@ -54,7 +54,7 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(store: Arc<CatalogStore>, stores: Arc<StoreRegistry>) -> Self {
+    pub(crate) fn new(store: Arc<dyn CatalogStore>, stores: Arc<StoreRegistry>) -> Self {
         Resolver {
             store,
             stores,

@@ -166,7 +166,7 @@ impl LoginFailure {
 /// Where logins are checked: the roles of the catalog store.
 #[derive(Clone)]
 pub struct Users {
-    store: std::sync::Arc<CatalogStore>,
+    store: std::sync::Arc<dyn CatalogStore>,
     /// Per-process key for the made-up salts of unknown users, so the
     /// exchange for a user that does not exist looks like a real one.
     mock_key: [u8; 32],
@@ -179,7 +179,7 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub fn new(store: std::sync::Arc<CatalogStore>) -> Result<Self, AuthError> {
+    pub fn new(store: std::sync::Arc<dyn CatalogStore>) -> Result<Self, AuthError> {
         let mut mock_key = [0u8; 32];
         SystemRandom::new()
             .fill(&mut mock_key)
@@ -246,7 +246,7 @@ impl Users {
 /// is, and the password itself when it was generated just now (to print
 /// once).
 pub fn bootstrap_admin(
-    store: &CatalogStore,
+    store: &dyn CatalogStore,
     data_dir: &Path,
     from_env: Option<String>,
 ) -> Result<(PasswordSource, Option<String>), AuthError> {

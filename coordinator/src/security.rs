@@ -528,7 +528,7 @@ impl Principal {
 /// Privilege checks over one snapshot of the grants.
 struct Checker<'a> {
     state: &'a SecurityState,
-    store: &'a CatalogStore,
+    store: &'a dyn CatalogStore,
 }
 
 impl Checker<'_> {
@@ -812,7 +812,7 @@ pub fn authorize(session: &Session, plan: &LogicalPlan) -> Result<SecurityState,
     if !me.superuser {
         let checker = Checker {
             state: &state,
-            store: session.engine().catalog().store(),
+            store: session.engine().catalog().store().as_ref(),
         };
         checker.check_plan(&me, plan, &ddl::current_schema(session))?;
     }
@@ -831,7 +831,7 @@ pub fn authorize_delta(
     let me = Principal::of(&state, session.user());
     let checker = Checker {
         state: &state,
-        store: session.engine().catalog().store(),
+        store: session.engine().catalog().store().as_ref(),
     };
     if reads_only {
         checker.check_table(&me, Privilege::Select, schema, name)
@@ -843,7 +843,7 @@ pub fn authorize_delta(
 /// Whether `user` may see `schema.name` (a schema when `name` is "") in
 /// catalog listings: it owns it, or may use the schema and holds some
 /// privilege on the table. Reads the grants once per listing.
-fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
+fn visibility(store: Arc<dyn CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
     let state = store.security_state().unwrap_or_else(|e| {
         tracing::error!(error = %e, "reading grants for a catalog listing");
         SecurityState::default()
@@ -852,7 +852,7 @@ fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bo
     move |schema: &str, name: &str| {
         let checker = Checker {
             state: &state,
-            store: &store,
+            store: store.as_ref(),
         };
         OPEN_SCHEMAS.contains(&schema)
             || checker.check_owner(&me, schema, name).is_ok()
@@ -868,7 +868,7 @@ fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bo
 #[derive(Debug)]
 pub struct VisibleCatalog {
     inner: Arc<dyn CatalogProvider>,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     user: String,
     /// Schemas of this session only (its `pg_catalog`), ahead of the
     /// shared catalog's.
@@ -876,7 +876,7 @@ pub struct VisibleCatalog {
 }
 
 impl VisibleCatalog {
-    pub fn new(inner: Arc<dyn CatalogProvider>, store: Arc<CatalogStore>, user: &str) -> Self {
+    pub fn new(inner: Arc<dyn CatalogProvider>, store: Arc<dyn CatalogStore>, user: &str) -> Self {
         VisibleCatalog {
             inner,
             store,
@@ -955,7 +955,7 @@ impl CatalogProvider for VisibleCatalog {
 struct VisibleSchema {
     inner: Arc<dyn SchemaProvider>,
     name: String,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     user: String,
 }
 
@@ -1023,7 +1023,7 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
     };
     let checker = Checker {
         state: &state,
-        store: session.engine().catalog().store(),
+        store: session.engine().catalog().store().as_ref(),
     };
     match command {
         SecurityCommand::CreateRole {

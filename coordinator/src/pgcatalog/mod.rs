@@ -64,7 +64,7 @@ fn static_tables() -> Result<Arc<PgCatalogStaticTables>, LochError> {
 /// Roles for `pg_roles`/`pg_user`, from the catalog store.
 #[derive(Debug, Clone)]
 struct StoreRoles {
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
 }
 
 #[async_trait]
