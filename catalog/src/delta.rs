@@ -228,5 +228,5 @@ pub(crate) async fn create(
     .build()?;
     let plan = state.create_physical_plan(&insert).await?;
     let batches = datafusion::physical_plan::collect(plan, state.task_ctx()).await?;
-    Ok(batches.iter().map(crate::delta_table::counted).sum())
+    Ok(batches.iter().map(crate::delta_write::counted).sum())
 }

@@ -17,7 +17,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use arrow::array::UInt64Array;
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use datafusion::catalog::{Session, TableProvider};
@@ -38,7 +38,9 @@ use datafusion::physical_plan::{
 use datafusion::prelude::DataFrame;
 use deltalake::DeltaTable;
 
-use crate::delta_write::{CommitTarget, DeltaCommitExec, DeltaWriteExec, WriteSpec};
+use crate::delta_write::{
+    CommitTarget, DeltaCommitExec, DeltaWriteExec, WriteSpec, count_schema, one_child,
+};
 
 /// A Delta table as DataFusion sees it in Loch.
 #[derive(Debug)]
@@ -368,25 +370,6 @@ impl fmt::Debug for DeltaChangeExec {
     }
 }
 
-/// The schema of what a write answers: one `count` row (DataFusion's DML
-/// answer, which Loch's Delta writes and changes answer too).
-pub(crate) fn count_schema() -> SchemaRef {
-    Arc::new(Schema::new(vec![Field::new(
-        "count",
-        DataType::UInt64,
-        false,
-    )]))
-}
-
-/// The rows a batch of a write's answer ([`count_schema`]) counts; 0 for a
-/// batch without that column.
-pub fn counted(batch: &RecordBatch) -> u64 {
-    batch
-        .column_by_name("count")
-        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
-        .map_or(0, |c| c.iter().flatten().sum())
-}
-
 impl DeltaChangeExec {
     fn new(table: DeltaTable, name: String, change: Change, state: SessionState) -> Self {
         let properties = PlanProperties::new(
@@ -687,7 +670,7 @@ impl ExecutionPlan for AppendInTurn {
         children: Vec<Arc<dyn ExecutionPlan>>,
     ) -> DfResult<Arc<dyn ExecutionPlan>> {
         Ok(Arc::new(AppendInTurn {
-            inner: crate::delta_write::one_child("AppendInTurn", children)?,
+            inner: one_child("AppendInTurn", children)?,
             lock: Arc::clone(&self.lock),
             table: self.table.clone(),
         }))

@@ -256,6 +256,25 @@ impl ExecutionPlan for DeltaWriteExec {
     }
 }
 
+/// The schema of what a write answers: one `count` row (DataFusion's DML
+/// answer, which Loch's Delta writes and changes answer too).
+pub(crate) fn count_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![Field::new(
+        "count",
+        DataType::UInt64,
+        false,
+    )]))
+}
+
+/// The rows a batch of a write's answer ([`count_schema`]) counts; 0 for a
+/// batch without that column.
+pub fn counted(batch: &RecordBatch) -> u64 {
+    batch
+        .column_by_name("count")
+        .and_then(|c| c.as_any().downcast_ref::<UInt64Array>())
+        .map_or(0, |c| c.iter().flatten().sum())
+}
+
 /// The child of a node that has exactly one (its `with_new_children`).
 pub(crate) fn one_child(
     node: &str,
@@ -368,7 +387,7 @@ impl fmt::Debug for DeltaCommitExec {
 impl DeltaCommitExec {
     pub fn new(input: Arc<dyn ExecutionPlan>, target: Arc<CommitTarget>) -> Self {
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(crate::delta_table::count_schema()),
+            EquivalenceProperties::new(count_schema()),
             Partitioning::UnknownPartitioning(1),
             EmissionType::Final,
             Boundedness::Bounded,
@@ -438,7 +457,7 @@ impl ExecutionPlan for DeltaCommitExec {
         }
         let written = self.input.execute(0, context)?;
         let target = Arc::clone(&self.target);
-        let schema = crate::delta_table::count_schema();
+        let schema = count_schema();
         let out = Arc::clone(&schema);
         let committed = futures::stream::once(async move {
             let batches: Vec<RecordBatch> = written.try_collect().await?;

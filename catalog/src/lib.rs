@@ -1,22 +1,32 @@
 //! Loch's catalog: where tables live and how DataFusion finds them.
 //!
 //! It owns the data directory layout: the metadata store
-//! ([`store::CatalogStore`], SQLite), managed Delta tables under
-//! `warehouse/`, and the bundled TPC-H sample. [`provider`] exposes all of it
-//! to DataFusion as the catalog `loch`; the DDL methods of [`LochCatalog`]
-//! change it. Nothing here knows about the network.
+//! ([`store::CatalogStore`], kept in SQLite by [`store::SqliteStore`]),
+//! managed Delta tables under `warehouse/`, and the bundled TPC-H sample.
+//! [`provider`] exposes all of it to DataFusion as the catalog `loch`;
+//! [`LochCatalog`], here, opens it, and its DDL methods change it. Nothing
+//! here knows about the network.
+//!
+//! The modules depend one way. From the bottom: [`error`];
+//! [`object_stores`] (clients, table OPTIONS); [`storage_credentials`]
+//! (over object_stores); [`access_control`] (types only); [`store`] (over
+//! those three); [`view`]; [`delta_write`], then [`delta_table`] (over
+//! delta_write), then [`delta`] (over both and store's `Relation`), then
+//! [`delta_plans`] and [`maintenance`]; [`provider`] over store, delta,
+//! object_stores and view; [`sample`] alone; and this file over them all.
 
-pub mod credentials;
+pub mod access_control;
 pub mod delta;
+pub mod delta_plans;
 pub mod delta_table;
 pub mod delta_write;
 pub mod error;
 pub mod maintenance;
+pub mod object_stores;
 pub mod provider;
 pub mod sample;
-pub mod security;
+pub mod storage_credentials;
 pub mod store;
-pub mod stores;
 pub mod view;
 
 use std::path::{Path, PathBuf};
@@ -31,13 +41,15 @@ use datafusion::datasource::listing::{
 use datafusion::execution::SessionState;
 use datafusion::logical_expr::{CreateExternalTable, LogicalPlan};
 
+pub use delta_plans::{delta_versions, keeps_delta_on_coordinator, merge_plan};
 pub use deltalake;
 pub use error::{CatalogError, Result};
 pub use provider::LochCatalogProvider;
 pub use store::{CatalogStore, Relation, RelationKind};
 
+use object_stores::StoreRegistry;
 use provider::{Resolver, is_delta};
-use stores::StoreRegistry;
+use store::SqliteStore;
 
 /// The database (DataFusion catalog) name clients connect to.
 pub const DATABASE_NAME: &str = "loch";
@@ -66,7 +78,7 @@ pub enum DropKind {
 #[derive(Debug, Clone)]
 pub struct LochCatalog {
     data_dir: PathBuf,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     resolver: Arc<Resolver>,
     provider: Arc<LochCatalogProvider>,
 }
@@ -88,12 +100,12 @@ impl LochCatalog {
         state: &SessionState,
         stores: Arc<StoreRegistry>,
     ) -> Result<Self> {
-        stores::register_delta_factories();
+        object_stores::register_delta_factories();
         std::fs::create_dir_all(data_dir).map_err(|source| CatalogError::Io {
             path: data_dir.to_path_buf(),
             source,
         })?;
-        let store = Arc::new(CatalogStore::open(data_dir)?);
+        let store: Arc<dyn CatalogStore> = Arc::new(SqliteStore::open(data_dir)?);
         let resolver = Arc::new(Resolver::new(Arc::clone(&store), stores));
         let provider = Arc::new(LochCatalogProvider::new(Arc::clone(&resolver)));
         let catalog = LochCatalog {
@@ -130,7 +142,7 @@ impl LochCatalog {
     }
 
     /// The metadata store.
-    pub fn store(&self) -> &Arc<CatalogStore> {
+    pub fn store(&self) -> &Arc<dyn CatalogStore> {
         &self.store
     }
 
@@ -516,90 +528,6 @@ impl LochCatalog {
         }
         self.register_builtin_schema(schema_name, schema)
     }
-}
-
-/// The plan that carries out a `MERGE INTO` statement (`dml`'s op is
-/// `MergeInto`); only Delta tables can be merged into.
-pub fn merge_plan(
-    dml: &datafusion::logical_expr::DmlStatement,
-    state: &SessionState,
-) -> std::result::Result<
-    Arc<dyn datafusion::physical_plan::ExecutionPlan>,
-    datafusion::error::DataFusionError,
-> {
-    use datafusion::error::DataFusionError;
-    let datafusion::logical_expr::WriteOp::MergeInto(op) = &dml.op else {
-        return Err(DataFusionError::Internal(format!(
-            "{} is not a MERGE",
-            dml.op
-        )));
-    };
-    let provider = datafusion::datasource::source_as_provider(&dml.target)?;
-    let Some(delta) = provider.downcast_ref::<delta_table::LochDeltaTable>() else {
-        return Err(DataFusionError::NotImplemented(format!(
-            "MERGE INTO {}: only Delta tables can be merged into",
-            dml.table_name
-        )));
-    };
-    delta.merge_plan(state, &dml.table_name, dml.input.as_ref().clone(), op)
-}
-
-/// True when `plan` has to run the single-process way, on the coordinator:
-/// it reads a Delta table (delta-rs' scan cannot be sent to executors), or
-/// changes one other than by appending (`UPDATE`, `DELETE`, `MERGE`,
-/// `INSERT OVERWRITE` are delta-rs operations). Anywhere, subqueries
-/// included. An append whose input reads no Delta table may distribute:
-/// its files are written by [`delta_write::DeltaWriteExec`] tasks.
-pub fn keeps_delta_on_coordinator(plan: &LogicalPlan) -> bool {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    use datafusion::logical_expr::WriteOp;
-    use datafusion::logical_expr::dml::InsertOp;
-    let mut found = false;
-    let _ = plan.apply_with_subqueries(|node| {
-        found = match node {
-            LogicalPlan::TableScan(scan) => is_delta_source(&scan.source),
-            LogicalPlan::Dml(dml) => {
-                is_delta_source(&dml.target) && !matches!(dml.op, WriteOp::Insert(InsertOp::Append))
-            }
-            _ => false,
-        };
-        Ok(if found {
-            TreeNodeRecursion::Stop
-        } else {
-            TreeNodeRecursion::Continue
-        })
-    });
-    found
-}
-
-/// The Delta tables `plan` reads, each as its location and the version
-/// this statement reads (part of the result cache's keys: a new version
-/// may change rows without changing which files are read, with deletion
-/// vectors). `None` when one has no version.
-pub fn delta_versions(plan: &LogicalPlan) -> Option<Vec<String>> {
-    use datafusion::common::tree_node::TreeNodeRecursion;
-    let mut versions = Some(Vec::new());
-    let _ = plan.apply_with_subqueries(|node| {
-        if let LogicalPlan::TableScan(scan) = node
-            && let Ok(provider) = datafusion::datasource::source_as_provider(&scan.source)
-            && let Some(delta) = provider.downcast_ref::<delta_table::LochDeltaTable>()
-        {
-            match (delta.read_version(), versions.as_mut()) {
-                (Some(version), Some(list)) => list.push(version),
-                _ => {
-                    versions = None;
-                    return Ok(TreeNodeRecursion::Stop);
-                }
-            }
-        }
-        Ok(TreeNodeRecursion::Continue)
-    });
-    versions
-}
-
-fn is_delta_source(source: &Arc<dyn datafusion::logical_expr::TableSource>) -> bool {
-    datafusion::datasource::source_as_provider(source)
-        .is_ok_and(|provider| provider.is::<delta_table::LochDeltaTable>())
 }
 
 /// A location as stored: URLs as given, local paths made absolute (a

@@ -24,8 +24,8 @@ use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
 use crate::delta::TimeTravel;
 use crate::error::{CatalogError, Result};
+use crate::object_stores::{self, StoreRegistry};
 use crate::store::{CatalogStore, Relation, RelationKind};
-use crate::stores::{self, StoreRegistry};
 use crate::{DATABASE_NAME, delta};
 
 /// Views nested deeper than this are refused (a cycle of views would
@@ -40,7 +40,7 @@ tokio::task_local! {
 /// Turns stored definitions into table providers.
 #[derive(Debug)]
 pub(crate) struct Resolver {
-    pub(crate) store: Arc<CatalogStore>,
+    pub(crate) store: Arc<dyn CatalogStore>,
     /// The runtime's object stores: cloud tables set theirs up here.
     stores: Arc<StoreRegistry>,
     /// A session state over this catalog, for inferring schemas and planning
@@ -54,7 +54,7 @@ pub(crate) struct Resolver {
 }
 
 impl Resolver {
-    pub(crate) fn new(store: Arc<CatalogStore>, stores: Arc<StoreRegistry>) -> Self {
+    pub(crate) fn new(store: Arc<dyn CatalogStore>, stores: Arc<StoreRegistry>) -> Self {
         Resolver {
             store,
             stores,
@@ -96,7 +96,7 @@ impl Resolver {
         let Some(url) = relation.location.as_deref().and_then(delta::as_url) else {
             return Ok(());
         };
-        let (storage, _) = stores::split_options(&relation.options);
+        let (storage, _) = object_stores::split_options(&relation.options);
         self.stores.configure(&url, &storage)
     }
 
@@ -225,7 +225,7 @@ fn external_command(relation: &Relation) -> Result<CreateExternalTable> {
     .with_partition_cols(relation.partition_cols.clone())
     // Storage settings configure the store, not the format.
     .with_options(
-        stores::split_options(&relation.options)
+        object_stores::split_options(&relation.options)
             .1
             .into_iter()
             .collect(),

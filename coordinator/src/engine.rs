@@ -15,7 +15,7 @@ use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
 use loch_catalog::deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
-use loch_catalog::stores::StoreRegistry;
+use loch_catalog::object_stores::StoreRegistry;
 use loch_catalog::view::StripViewBoundaries;
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
 

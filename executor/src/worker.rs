@@ -29,7 +29,7 @@ use url::Url;
 use crate::cluster::{ClusterSecret, Signed, SignedChannelResolver};
 use crate::data_cache::DataCache;
 use crate::direct::{DirectService, StatusOf};
-use loch_catalog::stores::{StoreOptions, StoreRegistry};
+use loch_catalog::object_stores::{StoreOptions, StoreRegistry};
 
 /// DoAction type an executor sends to register and to stay registered.
 pub const HEARTBEAT_ACTION: &str = "loch.executor.heartbeat";

@@ -18,7 +18,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 use ring::{digest, hmac, pbkdf2};
 
 use loch_catalog::CatalogStore;
-use loch_catalog::security::Role;
+use loch_catalog::access_control::Role;
 
 /// The admin user `loch local` creates.
 pub const ADMIN_USER: &str = "loch";
@@ -165,7 +165,7 @@ impl LoginFailure {
 /// Where logins are checked: the roles of the catalog store.
 #[derive(Clone)]
 pub struct Users {
-    store: std::sync::Arc<CatalogStore>,
+    store: std::sync::Arc<dyn CatalogStore>,
     /// Per-process key for the made-up salts of unknown users, so the
     /// exchange for a user that does not exist looks like a real one.
     mock_key: [u8; 32],
@@ -178,7 +178,7 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub fn new(store: std::sync::Arc<CatalogStore>) -> Result<Self, AuthError> {
+    pub fn new(store: std::sync::Arc<dyn CatalogStore>) -> Result<Self, AuthError> {
         let mut mock_key = [0u8; 32];
         SystemRandom::new()
             .fill(&mut mock_key)

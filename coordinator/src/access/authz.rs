@@ -14,7 +14,7 @@ use datafusion::common::TableReference;
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::dml::MergeIntoAction;
 use datafusion::logical_expr::{DdlStatement, LogicalPlan, WriteOp};
-use loch_catalog::security::{Privilege, Securable, SecurityState};
+use loch_catalog::access_control::{Privilege, Securable, SecurityState};
 use loch_catalog::view::ViewBoundary;
 use loch_catalog::{CatalogStore, DATABASE_NAME};
 
@@ -59,7 +59,7 @@ impl Principal {
 /// Privilege checks over one snapshot of the grants.
 pub(crate) struct Checker<'a> {
     pub(crate) state: &'a SecurityState,
-    pub(crate) store: &'a CatalogStore,
+    pub(crate) store: &'a dyn CatalogStore,
 }
 
 impl Checker<'_> {
@@ -348,7 +348,7 @@ pub fn authorize(session: &dyn Subject, plan: &LogicalPlan) -> Result<SecuritySt
     if !me.superuser {
         let checker = Checker {
             state: &state,
-            store: session.catalog().store(),
+            store: session.catalog().store().as_ref(),
         };
         checker.check_plan(&me, plan, &session.current_schema())?;
     }
@@ -367,7 +367,7 @@ pub fn authorize_delta(
     let me = Principal::of(&state, session.user());
     let checker = Checker {
         state: &state,
-        store: session.catalog().store(),
+        store: session.catalog().store().as_ref(),
     };
     if reads_only {
         checker.check_table(&me, Privilege::Select, schema, name)

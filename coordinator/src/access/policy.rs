@@ -33,7 +33,7 @@ use datafusion::logical_expr::{
 use datafusion::sql::sqlparser::ast::{
     Expr as SqlExpr, FunctionArg, FunctionArgExpr, FunctionArguments, Value, visit_expressions_mut,
 };
-use loch_catalog::security::{SecurityState, TablePolicy};
+use loch_catalog::access_control::{SecurityState, TablePolicy};
 
 use super::Subject;
 use crate::error::LochError;

@@ -6,14 +6,14 @@ use std::sync::Arc;
 
 use datafusion::catalog::{CatalogProvider, SchemaProvider};
 use loch_catalog::CatalogStore;
-use loch_catalog::security::SecurityState;
+use loch_catalog::access_control::SecurityState;
 
 use super::authz::{Checker, OPEN_SCHEMAS, Principal};
 
 /// Whether `user` may see `schema.name` (a schema when `name` is "") in
 /// catalog listings: it owns it, or may use the schema and holds some
 /// privilege on the table. Reads the grants once per listing.
-fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
+fn visibility(store: Arc<dyn CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bool + use<> {
     let state = store.security_state().unwrap_or_else(|e| {
         tracing::error!(error = %e, "reading grants for a catalog listing");
         SecurityState::default()
@@ -22,7 +22,7 @@ fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bo
     move |schema: &str, name: &str| {
         let checker = Checker {
             state: &state,
-            store: &store,
+            store: store.as_ref(),
         };
         OPEN_SCHEMAS.contains(&schema)
             || checker.check_owner(&me, schema, name).is_ok()
@@ -38,7 +38,7 @@ fn visibility(store: Arc<CatalogStore>, user: &str) -> impl Fn(&str, &str) -> bo
 #[derive(Debug)]
 pub struct VisibleCatalog {
     inner: Arc<dyn CatalogProvider>,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     user: String,
     /// Schemas of this session only (its `pg_catalog`), ahead of the
     /// shared catalog's.
@@ -46,7 +46,7 @@ pub struct VisibleCatalog {
 }
 
 impl VisibleCatalog {
-    pub fn new(inner: Arc<dyn CatalogProvider>, store: Arc<CatalogStore>, user: &str) -> Self {
+    pub fn new(inner: Arc<dyn CatalogProvider>, store: Arc<dyn CatalogStore>, user: &str) -> Self {
         VisibleCatalog {
             inner,
             store,
@@ -125,7 +125,7 @@ impl CatalogProvider for VisibleCatalog {
 struct VisibleSchema {
     inner: Arc<dyn SchemaProvider>,
     name: String,
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     user: String,
 }
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use arrow_flight::Action;
 use arrow_flight::flight_service_server::FlightServiceServer;
 use futures::stream;
-use loch_catalog::stores::StoreRegistry;
+use loch_catalog::object_stores::StoreRegistry;
 use loch_executor::cluster::ClusterSecret;
 use loch_executor::internal_flight::{Internal, InternalCalls, Stream};
 use loch_executor::worker::{HEARTBEAT_ACTION, Heartbeat, LEAVE_ACTION, STORE_ACTION};

@@ -3,7 +3,7 @@
 //! `OPTIONS ('credential' 'name')` (the catalog keeps them, sealed).
 //! Superusers only, like the external tables that use them.
 
-use loch_catalog::credentials;
+use loch_catalog::storage_credentials;
 
 use crate::error::LochError;
 use crate::session::{Output, Session};
@@ -29,7 +29,7 @@ pub fn run(
             or_replace,
             if_not_exists,
         } => {
-            let settings = credentials::validate(&settings)
+            let settings = storage_credentials::validate(&settings)
                 .map_err(|e| LochError::InvalidParameter(e.to_string()))?;
             store.create_credential(&name, &settings, session.user(), or_replace, if_not_exists)?;
         }

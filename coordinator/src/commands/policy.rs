@@ -5,7 +5,7 @@
 use datafusion::arrow::datatypes::DataType;
 use datafusion::common::{DFSchema, TableReference};
 use datafusion::logical_expr::ExprSchemable;
-use loch_catalog::security::SecurityState;
+use loch_catalog::access_control::SecurityState;
 use loch_catalog::{DATABASE_NAME, RelationKind};
 
 use crate::access::policy::{Reader, compile, fit_mask};

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use loch_catalog::security::{Grant, PUBLIC, Privilege, Role, Securable};
+use loch_catalog::access_control::{Grant, PUBLIC, Privilege, Role, Securable};
 
 use crate::access::Subject;
 use crate::access::authn::Verifier;
@@ -40,7 +40,7 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
     };
     let checker = Checker {
         state: &state,
-        store: session.engine().catalog().store(),
+        store: session.engine().catalog().store().as_ref(),
     };
     match command {
         SecurityCommand::CreateRole {

@@ -55,7 +55,7 @@ fn static_tables() -> Result<Arc<PgCatalogStaticTables>, LochError> {
 /// Roles for `pg_roles`/`pg_user`, from the catalog store.
 #[derive(Debug, Clone)]
 struct StoreRoles {
-    store: Arc<CatalogStore>,
+    store: Arc<dyn CatalogStore>,
 }
 
 #[async_trait]
@@ -76,7 +76,7 @@ impl PgCatalogContextProvider for StoreRoles {
         let inherited_roles = state
             .roles_of(name)
             .into_iter()
-            .filter(|r| r != name && r != loch_catalog::security::PUBLIC)
+            .filter(|r| r != name && r != loch_catalog::access_control::PUBLIC)
             .collect();
         Some(Role {
             name: role.name.clone(),

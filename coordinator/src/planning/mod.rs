@@ -56,7 +56,7 @@ impl Session {
             let mut stream = self.guard(stream, cancel);
             let mut count = 0u64;
             while let Some(batch) = stream.next().await {
-                count += loch_catalog::delta_table::counted(&batch?);
+                count += loch_catalog::delta_write::counted(&batch?);
             }
             return Ok(Output::Command {
                 tag,
@@ -106,7 +106,7 @@ impl Session {
         let mut stream = self.guard(self.engine().execute(df), cancel);
         let mut count = 0u64;
         while let Some(batch) = stream.next().await {
-            count += loch_catalog::delta_table::counted(&batch?);
+            count += loch_catalog::delta_write::counted(&batch?);
         }
         Ok(Output::Command {
             tag,

@@ -244,7 +244,7 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
     )?;
     let store = Arc::clone(engine.catalog().store());
     let (password_source, generated_password) =
-        bootstrap_admin(&store, &options.data_dir, options.admin_password.clone())?;
+        bootstrap_admin(&*store, &options.data_dir, options.admin_password.clone())?;
     let (storage_key, _) = super::secrets::storage_key(&options.data_dir)?;
     store.set_storage_key(&storage_key)?;
     let users = Users::new(store)?;

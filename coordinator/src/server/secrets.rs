@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use loch_catalog::CatalogStore;
-use loch_catalog::security::Role;
+use loch_catalog::access_control::Role;
 
 use crate::access::authn::{ADMIN_USER, AuthError, PASSWORD_FILE, Verifier, random_hex};
 
@@ -16,7 +16,7 @@ use crate::access::authn::{ADMIN_USER, AuthError, PASSWORD_FILE, Verifier, rando
 /// is, and the password itself when it was generated just now (to print
 /// once).
 pub fn bootstrap_admin(
-    store: &CatalogStore,
+    store: &dyn CatalogStore,
     data_dir: &Path,
     from_env: Option<String>,
 ) -> Result<(PasswordSource, Option<String>), AuthError> {
@@ -88,7 +88,7 @@ pub fn cluster_secret(
 }
 
 /// The key storage credentials are sealed with in the catalog
-/// ([`loch_catalog::credentials`]): `LOCH_STORAGE_KEY` (64 hex digits) when
+/// ([`loch_catalog::storage_credentials`]): `LOCH_STORAGE_KEY` (64 hex digits) when
 /// set, else `<data_dir>/storage-key`, generated and written there 0600 on
 /// first start. Keep it out of backups of `catalog.sqlite`: without it the
 /// credentials there cannot be read.

@@ -12,7 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use datafusion::sql::sqlparser::tokenizer::Token;
-use loch_catalog::security::Privilege;
+use loch_catalog::access_control::Privilege;
 
 use super::tokens::{Tokens, is_word};
 use crate::error::LochError;

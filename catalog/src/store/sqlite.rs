@@ -1,22 +1,25 @@
-//! The durable metadata store: one SQLite file in the data directory.
+//! [`CatalogStore`] in one SQLite file in the data directory
+//! ([`STORE_FILE`]).
 //!
-//! It holds schemas and relations (external tables, managed Delta tables,
-//! views), and users, roles, ownership and grants ([`crate::security`]). Every change is one SQLite transaction
-//! in WAL mode with `synchronous = FULL`, so after a crash (even `kill -9`
-//! in the middle of a DDL statement) the store holds either the state before
-//! the statement or the state after it.
-//!
-//! The store knows nothing about DataFusion: it keeps the definitions, and
-//! [`crate::provider`] turns them into table providers.
+//! Schemas and relations are here; the tables of access control and of
+//! storage credentials are in the two submodules. Every change is one
+//! SQLite transaction in WAL mode with `synchronous = FULL`, so after a
+//! crash (even `kill -9` in the middle of a DDL statement) the file holds
+//! either the state before the statement or the state after it.
 
-use std::collections::BTreeMap;
+mod access_control;
+mod storage_credentials;
+
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
-use serde::{Deserialize, Serialize};
 
+use super::{CatalogStore, Relation, RelationKind};
+use crate::access_control::{Grant, Privilege, Role, Securable, SecurityState};
 use crate::error::{CatalogError, Result};
+use crate::object_stores::StoreOptions;
+use crate::storage_credentials::{CredentialInfo, Sealer};
 
 /// The store file's name inside the data directory.
 pub const STORE_FILE: &str = "catalog.sqlite";
@@ -24,81 +27,24 @@ pub const STORE_FILE: &str = "catalog.sqlite";
 /// Bumped when the tables below change; older files are migrated on open.
 const SCHEMA_VERSION: i64 = 1;
 
-/// What a relation is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RelationKind {
-    /// Data at a location Loch does not own; `DROP` leaves it alone.
-    External,
-    /// A Delta table under the warehouse directory; `DROP` removes its data.
-    Managed,
-    /// A view: SQL text planned when it is used.
-    View,
-}
-
-impl RelationKind {
-    fn as_str(self) -> &'static str {
-        match self {
-            RelationKind::External => "external",
-            RelationKind::Managed => "managed",
-            RelationKind::View => "view",
-        }
-    }
-
-    fn parse(s: &str) -> Result<Self> {
-        match s {
-            "external" => Ok(RelationKind::External),
-            "managed" => Ok(RelationKind::Managed),
-            "view" => Ok(RelationKind::View),
-            other => Err(CatalogError::Store(format!(
-                "unknown relation kind {other:?}"
-            ))),
-        }
-    }
-}
-
-/// A table or view as the store keeps it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Relation {
-    pub schema: String,
-    pub name: String,
-    pub kind: RelationKind,
-    /// `PARQUET`, `CSV`, `JSON` or `DELTA`; `None` for views.
-    pub format: Option<String>,
-    /// URL of the data (a directory, a file, or a Delta table root).
-    pub location: Option<String>,
-    /// Format and object-store options (`OPTIONS (…)`).
-    pub options: BTreeMap<String, String>,
-    /// Hive-style partition columns of an external table.
-    pub partition_cols: Vec<String>,
-    /// Columns declared by `CREATE EXTERNAL TABLE t (…)`, as an Arrow IPC
-    /// schema ([`encode_schema`]); `None` when the schema is inferred.
-    pub columns: Option<Vec<u8>>,
-    /// A view's `CREATE VIEW` statement.
-    pub definition: Option<String>,
-    /// The schema the view was created in: unqualified names in its text
-    /// resolve there.
-    pub default_schema: Option<String>,
-}
-
-/// The SQLite-backed store. Cheap calls: one short transaction each.
+/// The store in one SQLite file. Cheap calls: one short transaction each.
 #[derive(Debug)]
-pub struct CatalogStore {
+pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
-    /// Seals storage credentials ([`crate::credentials`]); set at start.
-    pub(crate) sealer: std::sync::OnceLock<crate::credentials::Sealer>,
+    /// Seals storage credentials; set at start.
+    sealer: OnceLock<Sealer>,
 }
 
-impl CatalogStore {
+impl SqliteStore {
     /// Opens (creating when missing) the store in `data_dir`.
     pub fn open(data_dir: &Path) -> Result<Self> {
         let path = data_dir.join(STORE_FILE);
         let conn = Connection::open(&path).map_err(|e| store_error(&path, e))?;
-        let store = CatalogStore {
+        let store = SqliteStore {
             path,
             conn: Mutex::new(conn),
-            sealer: std::sync::OnceLock::new(),
+            sealer: OnceLock::new(),
         };
         store.init()?;
         Ok(store)
@@ -142,8 +88,8 @@ impl CatalogStore {
                      PRIMARY KEY (schema_name, name)
                  );",
             )?;
-            crate::security::create_tables(&tx)?;
-            crate::credentials::create_tables(&tx)?;
+            access_control::create_tables(&tx)?;
+            storage_credentials::create_tables(&tx)?;
             let version: Option<String> = tx
                 .query_row(
                     "SELECT value FROM meta WHERE key = 'schema_version'",
@@ -161,24 +107,23 @@ impl CatalogStore {
                     params![crate::DEFAULT_SCHEMA, now()],
                 )?;
             }
-            crate::security::initialize(&tx)?;
+            access_control::initialize(&tx)?;
             tx.commit()
         })
     }
 
-    pub(crate) fn with_conn<T>(
-        &self,
-        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
-    ) -> Result<T> {
+    /// Runs `f` on the connection, a SQLite error made the store's.
+    fn with_conn<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
         let mut conn = self
             .conn
             .lock()
             .map_err(|_| CatalogError::Store("catalog store lock poisoned".into()))?;
         f(&mut conn).map_err(|e| store_error(&self.path, e))
     }
+}
 
-    /// Every schema, sorted.
-    pub fn schemas(&self) -> Result<Vec<String>> {
+impl CatalogStore for SqliteStore {
+    fn schemas(&self) -> Result<Vec<String>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached("SELECT name FROM schemas ORDER BY name")?;
             let rows = stmt.query_map([], |r| r.get(0))?;
@@ -186,16 +131,14 @@ impl CatalogStore {
         })
     }
 
-    /// True when schema `name` exists.
-    pub fn schema_exists(&self, name: &str) -> Result<bool> {
+    fn schema_exists(&self, name: &str) -> Result<bool> {
         self.with_conn(|conn| {
             conn.prepare_cached("SELECT 1 FROM schemas WHERE name = ?1")?
                 .exists(params![name])
         })
     }
 
-    /// Creates schema `name`; false when it existed already.
-    pub fn create_schema(&self, name: &str) -> Result<bool> {
+    fn create_schema(&self, name: &str) -> Result<bool> {
         self.with_conn(|conn| {
             let n = conn.execute(
                 "INSERT OR IGNORE INTO schemas (name, created_at) VALUES (?1, ?2)",
@@ -205,10 +148,7 @@ impl CatalogStore {
         })
     }
 
-    /// Drops schema `name`. Without `cascade` it must be empty; with it its
-    /// relations go too, and are returned so managed data can be removed.
-    /// `None` when the schema did not exist.
-    pub fn drop_schema(&self, name: &str, cascade: bool) -> Result<Option<Vec<Relation>>> {
+    fn drop_schema(&self, name: &str, cascade: bool) -> Result<Option<Vec<Relation>>> {
         let result = self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists = tx
@@ -226,7 +166,7 @@ impl CatalogStore {
                 params![name],
             )?;
             tx.execute("DELETE FROM schemas WHERE name = ?1", params![name])?;
-            crate::security::forget_schema(&tx, name)?;
+            access_control::forget_schema(&tx, name)?;
             tx.commit()?;
             Ok(Ok(relations))
         })?;
@@ -240,8 +180,7 @@ impl CatalogStore {
         }
     }
 
-    /// The names of the relations in `schema`, sorted.
-    pub fn relation_names(&self, schema: &str) -> Result<Vec<String>> {
+    fn relation_names(&self, schema: &str) -> Result<Vec<String>> {
         self.with_conn(|conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT name FROM relations WHERE schema_name = ?1 ORDER BY name",
@@ -251,24 +190,20 @@ impl CatalogStore {
         })
     }
 
-    /// The relations in `schema`, sorted by name.
-    pub fn relations(&self, schema: &str) -> Result<Vec<Relation>> {
+    fn relations(&self, schema: &str) -> Result<Vec<Relation>> {
         self.with_conn(|conn| select_relations(conn, schema, None))?
             .into_iter()
             .collect()
     }
 
-    /// One relation, when it exists.
-    pub fn relation(&self, schema: &str, name: &str) -> Result<Option<Relation>> {
+    fn relation(&self, schema: &str, name: &str) -> Result<Option<Relation>> {
         self.with_conn(|conn| select_relations(conn, schema, Some(name)))?
             .into_iter()
             .next()
             .transpose()
     }
 
-    /// Adds `relation`. With `replace`, an existing one of the same name is
-    /// replaced and returned; otherwise an existing one is an error.
-    pub fn create_relation(&self, relation: &Relation, replace: bool) -> Result<Option<Relation>> {
+    fn create_relation(&self, relation: &Relation, replace: bool) -> Result<Option<Relation>> {
         let options = serde_json::to_string(&relation.options)
             .map_err(|e| CatalogError::Store(e.to_string()))?;
         let partition_cols = serde_json::to_string(&relation.partition_cols)
@@ -321,8 +256,7 @@ impl CatalogStore {
         result?.transpose()
     }
 
-    /// Removes a relation and returns it; `None` when there was none.
-    pub fn drop_relation(&self, schema: &str, name: &str) -> Result<Option<Relation>> {
+    fn drop_relation(&self, schema: &str, name: &str) -> Result<Option<Relation>> {
         self.with_conn(|conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let old = select_relations(&tx, schema, Some(name))?
@@ -333,12 +267,100 @@ impl CatalogStore {
                 params![schema, name],
             )?;
             if old.is_some() {
-                crate::security::forget_relation(&tx, schema, name)?;
+                access_control::forget_relation(&tx, schema, name)?;
             }
             tx.commit()?;
             Ok(old)
         })?
         .transpose()
+    }
+
+    fn role(&self, name: &str) -> Result<Option<Role>> {
+        access_control::role(self, name)
+    }
+
+    fn create_role(&self, role: &Role) -> Result<bool> {
+        access_control::create_role(self, role)
+    }
+
+    fn update_role(&self, role: &Role) -> Result<bool> {
+        access_control::update_role(self, role)
+    }
+
+    fn drop_role(&self, name: &str) -> Result<bool> {
+        access_control::drop_role(self, name)
+    }
+
+    fn add_member(&self, role: &str, member: &str) -> Result<bool> {
+        access_control::add_member(self, role, member)
+    }
+
+    fn remove_member(&self, role: &str, member: &str) -> Result<bool> {
+        access_control::remove_member(self, role, member)
+    }
+
+    fn grant(&self, grant: &Grant) -> Result<()> {
+        access_control::grant(self, grant)
+    }
+
+    fn revoke(&self, grantee: &str, securable: &Securable, privilege: Privilege) -> Result<bool> {
+        access_control::revoke(self, grantee, securable, privilege)
+    }
+
+    fn set_owner(&self, schema: &str, name: &str, owner: &str) -> Result<()> {
+        access_control::set_owner(self, schema, name, owner)
+    }
+
+    fn claim_owner(&self, schema: &str, name: &str, owner: &str) -> Result<()> {
+        access_control::claim_owner(self, schema, name, owner)
+    }
+
+    fn set_policy(
+        &self,
+        schema: &str,
+        name: &str,
+        column: &str,
+        expression: Option<&str>,
+    ) -> Result<bool> {
+        access_control::set_policy(self, schema, name, column, expression)
+    }
+
+    fn security_state(&self) -> Result<SecurityState> {
+        access_control::security_state(self)
+    }
+
+    fn set_storage_key(&self, hex_key: &str) -> Result<()> {
+        storage_credentials::set_storage_key(self, hex_key)
+    }
+
+    fn create_credential(
+        &self,
+        name: &str,
+        settings: &StoreOptions,
+        owner: &str,
+        or_replace: bool,
+        if_not_exists: bool,
+    ) -> Result<bool> {
+        storage_credentials::create_credential(
+            self,
+            name,
+            settings,
+            owner,
+            or_replace,
+            if_not_exists,
+        )
+    }
+
+    fn drop_credential(&self, name: &str) -> Result<bool> {
+        storage_credentials::drop_credential(self, name)
+    }
+
+    fn credentials(&self) -> Result<Vec<CredentialInfo>> {
+        storage_credentials::credentials(self)
+    }
+
+    fn with_credential(&self, relation: &Relation) -> Result<Relation> {
+        storage_credentials::with_credential(self, relation)
     }
 }
 
@@ -407,30 +429,21 @@ fn select_relations(
     Ok(out)
 }
 
-/// An Arrow schema as bytes: an IPC stream holding only the schema.
-pub fn encode_schema(schema: &arrow::datatypes::Schema) -> Result<Vec<u8>> {
-    let mut writer = arrow::ipc::writer::StreamWriter::try_new(Vec::new(), schema)?;
-    writer.finish()?;
-    Ok(writer.into_inner()?)
-}
-
-/// The schema [`encode_schema`] wrote.
-pub fn decode_schema(bytes: &[u8]) -> Result<arrow::datatypes::Schema> {
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    Ok(reader.schema().as_ref().clone())
-}
-
 fn store_error(path: &Path, e: rusqlite::Error) -> CatalogError {
     CatalogError::Store(format!("catalog store {}: {e}", path.display()))
 }
 
-pub(crate) fn now() -> String {
+/// Now, as the store writes times.
+fn now() -> String {
     chrono::Utc::now().to_rfc3339()
 }
 
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+    use crate::store::{decode_schema, encode_schema};
 
     fn external(schema: &str, name: &str) -> Relation {
         Relation {
@@ -454,12 +467,12 @@ mod tests {
     fn definitions_survive_reopening() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| CatalogError::Store(e.to_string()))?;
         {
-            let store = CatalogStore::open(dir.path())?;
+            let store = SqliteStore::open(dir.path())?;
             assert!(store.create_schema("sales")?);
             assert!(!store.create_schema("sales")?);
             store.create_relation(&external("sales", "orders"), false)?;
         }
-        let store = CatalogStore::open(dir.path())?;
+        let store = SqliteStore::open(dir.path())?;
         assert_eq!(store.schemas()?, vec!["public".to_string(), "sales".into()]);
         assert_eq!(
             store.relation("sales", "orders")?,
@@ -478,7 +491,7 @@ mod tests {
     #[test]
     fn duplicates_missing_schemas_and_non_empty_drops_are_refused() -> Result<()> {
         let dir = tempfile::tempdir().map_err(|e| CatalogError::Store(e.to_string()))?;
-        let store = CatalogStore::open(dir.path())?;
+        let store = SqliteStore::open(dir.path())?;
         assert!(matches!(
             store.create_relation(&external("nope", "t"), false),
             Err(CatalogError::SchemaNotFound(_))

@@ -40,6 +40,10 @@ use crate::error::{CatalogError, Result};
 /// URL schemes of the cloud object stores Loch reads and writes.
 pub const CLOUD_SCHEMES: [&str; 8] = ["s3", "s3a", "gs", "az", "adl", "azure", "abfs", "abfss"];
 
+/// The table option that names a storage credential: a storage setting
+/// (it stands for some), never a format option.
+pub const CREDENTIAL_OPTION: &str = "credential";
+
 /// Settings of one store: object_store's configuration keys
 /// (`aws_endpoint`, `azure_storage_account_key`, `google_base_url`, …).
 pub type StoreOptions = BTreeMap<String, String>;
@@ -74,7 +78,7 @@ fn normalize_key(key: &str) -> String {
 /// name of a storage credential) rather than a format option.
 pub fn is_storage_option(key: &str) -> bool {
     let key = normalize_key(key);
-    key == crate::credentials::CREDENTIAL_OPTION
+    key == CREDENTIAL_OPTION
         || ["aws_", "azure_", "google_", "object_store_"]
             .iter()
             .any(|p| key.starts_with(p))
@@ -101,9 +105,7 @@ pub fn split_options(
 /// `AZURE_STORAGE_ACCOUNT_NAME`, `GOOGLE_SERVICE_ACCOUNT`, …).
 fn environment() -> StoreOptions {
     std::env::vars()
-        .filter(|(k, _)| {
-            is_storage_option(k) && normalize_key(k) != crate::credentials::CREDENTIAL_OPTION
-        })
+        .filter(|(k, _)| is_storage_option(k) && normalize_key(k) != CREDENTIAL_OPTION)
         .map(|(k, v)| (normalize_key(&k), v))
         .collect()
 }
