@@ -1,10 +1,21 @@
 //! The coordinator's error type and the one table that maps every error a
 //! client can see to a PostgreSQL SQLSTATE.
 //!
-//! Both protocols use [`LochError::sqlstate`]; pg wire sends it as the error
-//! code, Flight SQL (a later issue) will map the same codes to gRPC statuses.
-//! `XX000` (internal_error) is reserved for real bugs: anything a client can
-//! provoke with bad input gets a specific class.
+//! Both protocols use [`LochError::sqlstate`]: pg wire sends it as the
+//! error code, Flight SQL maps the same code to a gRPC status
+//! (`frontend::flight::code_for`). `XX000` (internal_error) is reserved
+//! for real bugs: anything a client can provoke with bad input gets a
+//! specific class.
+//!
+//! Errors Loch makes carry their code in their type: a [`LochError`]
+//! variant, also when it crosses a DataFusion stream or a UDF (wrapped as
+//! `DataFusionError::External` and found again by downcasting), and
+//! [`executor_lost`] knows a lost executor by its type, for the 58000
+//! class and for the decision to plan a query again alike. What is still
+//! read from text is what arrives only as text: DataFusion's own planning
+//! and execution errors (`Plan`/`Execution` carry a message and nothing
+//! else), two delta-rs errors whose types are private, and an executor's
+//! error relayed by another executor through datafusion-distributed.
 
 use arrow::error::ArrowError;
 use datafusion::error::DataFusionError;
@@ -534,7 +545,26 @@ mod tests {
             LochError::CursorExists("x".into()),
             LochError::InvalidCursorDefinition("x".into()),
             LochError::Internal("x".into()),
+            LochError::Catalog(loch_catalog::CatalogError::Invalid("x".into())),
+            LochError::PermissionDenied("x".into()),
+            LochError::UnknownRole("x".into()),
+            LochError::RoleExists("x".into()),
+            LochError::SessionRoleGone("x".into()),
+            LochError::InvalidGrant("x".into()),
+            LochError::ReservedName("x".into()),
+            LochError::ObjectInUse("x".into()),
+            LochError::DatatypeMismatch("x".into()),
+            LochError::WrongObjectType("x".into()),
+            LochError::UndefinedColumn("x".into()),
+            LochError::UndefinedObject("x".into()),
         ];
+        // Every variant is in the list: `ordinal` names each one (a new
+        // variant does not compile until it is added there, and then this
+        // fails until it is added above).
+        let mut seen: Vec<usize> = all.iter().map(ordinal).collect();
+        seen.sort_unstable();
+        seen.dedup();
+        assert_eq!(seen, (0..VARIANTS).collect::<Vec<_>>());
         for e in &all {
             let code = e.sqlstate();
             assert_eq!(code.len(), 5, "{e:?}");
@@ -544,6 +574,79 @@ mod tests {
                 matches!(e, LochError::Internal(_)),
                 "{e:?} -> {code}"
             );
+        }
+    }
+
+    const VARIANTS: usize = 30;
+
+    fn ordinal(e: &LochError) -> usize {
+        match e {
+            LochError::DataFusion(_) => 0,
+            LochError::Syntax(_) => 1,
+            LochError::NotSupported(_) => 2,
+            LochError::InvalidParameterValue { .. } => 3,
+            LochError::UnknownParameter(_) => 4,
+            LochError::InvalidParameter(_) => 5,
+            LochError::Canceled => 6,
+            LochError::StatementTimeout => 7,
+            LochError::InFailedTransaction => 8,
+            LochError::UnknownTicket => 9,
+            LochError::UnknownPreparedStatement => 10,
+            LochError::TooMany(_) => 11,
+            LochError::Catalog(_) => 12,
+            LochError::PermissionDenied(_) => 13,
+            LochError::UnknownRole(_) => 14,
+            LochError::RoleExists(_) => 15,
+            LochError::SessionRoleGone(_) => 16,
+            LochError::InvalidGrant(_) => 17,
+            LochError::ReservedName(_) => 18,
+            LochError::ObjectInUse(_) => 19,
+            LochError::DatatypeMismatch(_) => 20,
+            LochError::WrongObjectType(_) => 21,
+            LochError::UndefinedColumn(_) => 22,
+            LochError::UndefinedObject(_) => 23,
+            LochError::NoActiveTransaction(_) => 24,
+            LochError::InvalidSavepoint(_) => 25,
+            LochError::UnknownCursor(_) => 26,
+            LochError::CursorExists(_) => 27,
+            LochError::InvalidCursorDefinition(_) => 28,
+            LochError::Internal(_) => 29,
+        }
+    }
+
+    /// Re-planning and the 58000 class read the same typed answer; errors
+    /// a query raises itself are not a lost executor, however wrapped.
+    #[test]
+    fn a_lost_executor_is_known_by_type() {
+        let unreachable = || {
+            DataFusionError::External(Box::new(ExecutorUnreachable {
+                url: "http://127.0.0.1:1".into(),
+                source: DataFusionError::Execution("connection refused".into()),
+            }))
+        };
+        let lost = [
+            unreachable(),
+            DataFusionError::Context("stage 2".into(), Box::new(unreachable())),
+            DataFusionError::Shared(std::sync::Arc::new(unreachable())),
+            DataFusionError::ArrowError(
+                Box::new(ArrowError::ExternalError(Box::new(unreachable()))),
+                None,
+            ),
+            DataFusionError::External(Box::new(tonic::Status::unavailable("gone"))),
+        ];
+        for e in &lost {
+            assert!(executor_lost(e), "{e}");
+            assert_eq!(classify_datafusion(e), "58000", "{e}");
+        }
+        let not_lost = [
+            DataFusionError::External(Box::new(LochError::Canceled)),
+            DataFusionError::Execution("Divide by zero error".into()),
+            DataFusionError::ResourcesExhausted("memory".into()),
+            DataFusionError::Plan("table 'x' not found".into()),
+        ];
+        for e in &not_lost {
+            assert!(!executor_lost(e), "{e}");
+            assert_ne!(classify_datafusion(e), "58000", "{e}");
         }
     }
 

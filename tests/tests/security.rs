@@ -609,6 +609,35 @@ async fn row_filters_and_column_masks_on_both_protocols() {
     )
     .unwrap();
 
+    // A table ann creates from a protected one holds what she sees, with
+    // or without PARTITIONED BY (both paths pass the same check).
+    exec(
+        &admin,
+        "CREATE SCHEMA scratch; GRANT USAGE, CREATE ON SCHEMA scratch TO ann",
+    )
+    .await;
+    for (name, clause) in [("plain", ""), ("split", "PARTITIONED BY (c_nationkey)")] {
+        ann.batch_execute(&format!(
+            "CREATE TABLE scratch.{name} {clause} AS SELECT * FROM crm.customer"
+        ))
+        .await
+        .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        let copied = pg_rows(
+            &admin,
+            &format!(
+                "SELECT c_custkey, c_name, c_nationkey, c_phone, c_acctbal
+                 FROM scratch.{name} ORDER BY c_custkey"
+            ),
+        )
+        .await;
+        let expected = oracle_rows(
+            &server,
+            &format!("SELECT * FROM ({ann_sees}) ORDER BY c_custkey"),
+        )
+        .await;
+        compare(&expected, &copied, true).unwrap_or_else(|e| panic!("{name}: {e}"));
+    }
+
     // Changes: a DELETE removes only the rows its user sees; changes that
     // would read or write hidden values are refused.
     let deleted = ann.execute("DELETE FROM crm.accounts", &[]).await.unwrap();

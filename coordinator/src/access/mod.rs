@@ -22,6 +22,35 @@ use loch_catalog::LochCatalog;
 pub use authz::{authorize, authorize_delta};
 pub use visible::VisibleCatalog;
 
+use datafusion::logical_expr::LogicalPlan;
+
+use crate::error::LochError;
+
+/// A plan that passed the access check, with the row filters and column
+/// masks of what it reads put into it: the only kind of plan the planner
+/// runs. Only [`protect`] makes one.
+#[derive(Debug, Clone)]
+pub struct Authorized(LogicalPlan);
+
+impl Authorized {
+    /// The plan.
+    pub fn plan(&self) -> &LogicalPlan {
+        &self.0
+    }
+
+    /// The plan, to run.
+    pub fn into_plan(self) -> LogicalPlan {
+        self.0
+    }
+}
+
+/// `plan` checked against `who`'s grants ([`authorize`]) and protected by
+/// the row filters and column masks of what it reads ([`policy::apply`]).
+pub fn protect(who: &dyn Subject, plan: LogicalPlan) -> Result<Authorized, LochError> {
+    let grants = authorize(who, &plan)?;
+    Ok(Authorized(policy::apply(who, plan, &grants)?))
+}
+
 /// Who a check is for, and where it looks: what the access checks need of
 /// a session.
 pub trait Subject: Send + Sync {

@@ -32,9 +32,8 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
-        let grants = access::authorize(self, &plan)?;
-        let plan = access::policy::apply(self, plan, &grants)?;
-        if let LogicalPlan::Ddl(ddl) = &plan
+        let plan = access::protect(self, plan)?;
+        if let LogicalPlan::Ddl(ddl) = plan.plan()
             && let Some(output) = ddl::run(self, ddl).await
         {
             return output;
@@ -127,23 +126,25 @@ impl Session {
                     rows: None,
                 })
             }
-            Command::Delta(command) => crate::commands::ddl::run_delta(self, command).await,
-            Command::Security(command) => crate::commands::security::run(self, command).await,
+            Command::Delta(command) => ddl::run_delta(self, command).await,
+            Command::Security(command) => security::run(self, command).await,
             Command::CreatePartitioned {
                 statement,
                 partition_by,
             } => {
                 let plan = self.plan(*statement).await?;
-                crate::access::authorize(self, &plan)?;
+                // The same check and policies as any statement: the rows a
+                // CREATE TABLE … AS copies are the rows its user may see.
+                let plan = access::protect(self, plan)?;
                 let LogicalPlan::Ddl(datafusion::logical_expr::DdlStatement::CreateMemoryTable(
                     create,
-                )) = &plan
+                )) = plan.plan()
                 else {
                     return Err(LochError::NotSupported(
                         "PARTITIONED BY here: it partitions a new managed table".into(),
                     ));
                 };
-                crate::commands::ddl::create_managed(self, create, partition_by).await
+                ddl::create_managed(self, create, partition_by).await
             }
             Command::Query(statement) => {
                 let plan = self.plan(*statement).await?;
@@ -168,13 +169,13 @@ impl Session {
         let (plan, param_types, rows_schema) = match &command {
             Command::Query(statement) => {
                 let plan = self.plan((**statement).clone()).await?;
-                // Describing a table reveals its columns: checked now too.
-                let grants = crate::access::authorize(self, &plan)?;
                 let types = ordered_parameter_types(&plan)?;
-                // Policies are applied again at every execution (they may
-                // change); this is only what clients are told to expect.
-                let protected = crate::access::policy::apply(self, plan.clone(), &grants)?;
-                let schema: SchemaRef = Arc::new(protected.schema().as_arrow().clone());
+                // Describing a table reveals its columns: checked now too.
+                // Grants and policies are applied again at every execution
+                // (they may change); this is only what clients are told to
+                // expect.
+                let protected = access::protect(self, plan.clone())?;
+                let schema: SchemaRef = Arc::new(protected.plan().schema().as_arrow().clone());
                 (Some(plan), types, Some(schema))
             }
             // A FETCH answers with its cursor's columns (the cursor must be

@@ -18,6 +18,7 @@ use datafusion::prelude::DataFrame;
 use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 
+use crate::access::Authorized;
 use crate::error::LochError;
 use crate::session::settings::is_on;
 use crate::session::{CancelState, Output, Session, text_rows};
@@ -30,15 +31,16 @@ impl Session {
     }
 
     /// Runs a query or a change of table data (`INSERT`, `UPDATE`,
-    /// `DELETE`, `MERGE`) already authorized, with its row filters and
-    /// column masks in it; `cancel` can stop it, `tag` is the command tag
-    /// for statements that return no rows.
+    /// `DELETE`, `MERGE`) that passed the access check, with its row
+    /// filters and column masks in it; `cancel` can stop it, `tag` is the
+    /// command tag for statements that return no rows.
     pub async fn run_plan(
         &self,
-        plan: LogicalPlan,
+        plan: Authorized,
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
+        let plan = plan.into_plan();
         if let LogicalPlan::Explain(explain) = &plan
             && !explain.verbose
             && self.engine().is_distributed()
@@ -178,8 +180,7 @@ impl Session {
         if (self.result_cache().is_none() && !direct) || !row_by_row(&plan) {
             return Ok(FlightRows::Coordinator);
         }
-        let grants = crate::access::authorize(self, &plan)?;
-        let plan = crate::access::policy::apply(self, plan, &grants)?;
+        let plan = crate::access::protect(self, plan)?.into_plan();
         if !row_by_row(&plan) {
             return Ok(FlightRows::Coordinator);
         }

@@ -109,10 +109,7 @@ fn partitioned_by(tokens: &mut [Token]) -> bool {
         let words = significant(&tokens[start..i]);
         let managed = words.first().is_some_and(|t| is(t, Keyword::CREATE))
             && words.iter().any(|t| is(t, Keyword::TABLE))
-            // (`create_table` may have put `EXTERNAL ` there, space included.)
-            && !words
-                .iter()
-                .any(|t| matches!(t, Token::Word(w) if w.value.trim().eq_ignore_ascii_case("EXTERNAL")));
+            && !words.iter().any(|t| is(t, Keyword::EXTERNAL));
         if managed {
             tokens[i] = Token::make_keyword("PARTITION");
             changed = true;
@@ -355,8 +352,19 @@ fn create_table(tokens: &mut Vec<Token>) -> bool {
             .iter()
             .any(|t| is(t, Keyword::LOCATION));
         if has_location {
-            tokens[using_at] = Token::make_keyword("STORED AS");
-            tokens.insert(table_at, Token::make_keyword("EXTERNAL "));
+            let space = || Token::Whitespace(Whitespace::Space);
+            tokens.splice(
+                using_at..=using_at,
+                [
+                    Token::make_keyword("STORED"),
+                    space(),
+                    Token::make_keyword("AS"),
+                ],
+            );
+            tokens.splice(
+                table_at..table_at,
+                [Token::make_keyword("EXTERNAL"), space()],
+            );
         } else if is_delta {
             tokens[using_at] = Token::Whitespace(Whitespace::Space);
             tokens[format_at] = Token::Whitespace(Whitespace::Space);
