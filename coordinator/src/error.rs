@@ -258,6 +258,9 @@ fn parser_message(e: &ParserError) -> String {
 /// The SQLSTATE of a DataFusion error, looking through contexts, shared and
 /// external wrappers to the root cause.
 pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
+    if executor_lost(e) {
+        return EXECUTOR_LOST;
+    }
     match e {
         DataFusionError::SQL(..) => "42601",
         DataFusionError::NotImplemented(_) => "0A000",
@@ -463,15 +466,12 @@ pub fn executor_lost(e: &DataFusionError) -> bool {
         }
         DataFusionError::Shared(inner) => executor_lost(inner),
         DataFusionError::Collection(errors) => errors.first().is_some_and(executor_lost),
-        DataFusionError::External(inner) => match inner.downcast_ref::<DataFusionError>() {
-            Some(df) => executor_lost(df),
-            None => is_executor_failure(inner.as_ref()),
-        },
+        DataFusionError::External(inner) => external_lost(inner.as_ref()),
         DataFusionError::ArrowError(arrow, _) => match arrow.as_ref() {
-            ArrowError::ExternalError(inner) => match inner.downcast_ref::<DataFusionError>() {
-                Some(df) => executor_lost(df),
-                None => is_executor_failure(inner.as_ref()),
-            },
+            ArrowError::ExternalError(inner) => external_lost(inner.as_ref()),
+            ArrowError::ComputeError(message) => {
+                is_worker_connect_message(&message.to_ascii_lowercase())
+            }
             _ => false,
         },
         DataFusionError::Execution(message) => {
@@ -481,19 +481,38 @@ pub fn executor_lost(e: &DataFusionError) -> bool {
     }
 }
 
+/// [`executor_lost`] of an error wrapped as external.
+fn external_lost(inner: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
+    match inner.downcast_ref::<DataFusionError>() {
+        Some(df) => executor_lost(df),
+        None => match inner.downcast_ref::<LochError>() {
+            Some(LochError::DataFusion(df)) => executor_lost(df),
+            Some(_) => false,
+            None => is_executor_failure(inner),
+        },
+    }
+}
+
 /// A call to an executor that failed as a call (connection reset, executor
 /// gone, never reachable), not with a DataFusion error the executor sent
 /// back: known by type ([`ExecutorUnreachable`] from Loch's channels,
 /// tonic's status, Flight's error). The one exception: when one executor's
 /// call to another fails, datafusion-distributed carries the error to the
 /// coordinator as text only (its generic error type is private): a gRPC
-/// status written out, which starts with `code: '`.
+/// status written out, which starts with `code: '`, or an
+/// `ExecutorUnreachable` written out.
 fn is_executor_failure(e: &(dyn std::error::Error + Send + Sync + 'static)) -> bool {
-    e.downcast_ref::<ExecutorUnreachable>().is_some()
+    if e.downcast_ref::<ExecutorUnreachable>().is_some()
         || e.downcast_ref::<tonic::Status>().is_some()
         || e.downcast_ref::<arrow_flight::error::FlightError>()
             .is_some()
-        || e.to_string().starts_with("code: '")
+    {
+        return true;
+    }
+    let text = e.to_string();
+    text.starts_with("code: '")
+        || text.starts_with("executor ") && text.contains(" cannot be reached: ")
+        || is_worker_connect_message(&text.to_ascii_lowercase())
 }
 
 /// datafusion-distributed's own message when it cannot connect to a
@@ -633,6 +652,15 @@ mod tests {
                 None,
             ),
             DataFusionError::External(Box::new(tonic::Status::unavailable("gone"))),
+            // One executor's failure to reach another, relayed as text.
+            DataFusionError::External(Box::new(Relayed(
+                ExecutorUnreachable {
+                    url: "http://127.0.0.1:1".into(),
+                    source: DataFusionError::Execution("connection refused".into()),
+                }
+                .to_string(),
+            ))),
+            DataFusionError::External(Box::new(LochError::DataFusion(unreachable()))),
         ];
         for e in &lost {
             assert!(executor_lost(e), "{e}");

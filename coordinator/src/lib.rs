@@ -8,16 +8,17 @@
 //! - [`commands`]: runs each parsed statement where it belongs (DDL, Delta
 //!   maintenance, roles and grants, storage credentials, prepared
 //!   statements).
-//! - [`planning`]: runs a query: authorization, policies, the result
-//!   cache, distributed or local, re-planning after a lost executor.
+//! - [`planning`]: runs an authorized plan: the result cache,
+//!   distributed or local, re-planning after a lost executor.
 //! - [`session`]: one client's state: settings, transaction block and
 //!   cursors, cancel and timeout.
 //! - [`pgcatalog`]: the per-session `pg_catalog` clients browse.
 //! - [`access`]: who may connect, and may this user do this.
-//! - [`sql`]: SQL text parsed once into a typed [`sql::Command`].
-//! - [`cache`]: what makes a kept result reusable (its key).
 //! - [`cluster`]: the executors: registry, heartbeats, placement.
 //! - [`engine`]: the DataFusion runtime and catalog every session plans on.
+//! - [`cache`]: the result cache and what makes a kept result reusable.
+//! - [`sql`]: SQL text parsed once into a typed [`sql::Command`] (the front
+//!   doors call its parser; it uses only the error type).
 //! - [`types`], [`error`]: PostgreSQL type facts; the error type and its
 //!   SQLSTATE table.
 

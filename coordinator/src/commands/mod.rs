@@ -169,12 +169,12 @@ impl Session {
         let (plan, param_types, rows_schema) = match &command {
             Command::Query(statement) => {
                 let plan = self.plan((**statement).clone()).await?;
-                let types = ordered_parameter_types(&plan)?;
                 // Describing a table reveals its columns: checked now too.
                 // Grants and policies are applied again at every execution
                 // (they may change); this is only what clients are told to
                 // expect.
                 let protected = access::protect(self, plan.clone())?;
+                let types = ordered_parameter_types(&plan)?;
                 let schema: SchemaRef = Arc::new(protected.plan().schema().as_arrow().clone());
                 (Some(plan), types, Some(schema))
             }

@@ -1,7 +1,8 @@
-//! Planning and running a query: authorization and policies applied to
-//! the plan, the result cache, whether it runs over the executors or on
-//! the coordinator, `EXPLAIN` with stages and placement, and where a Flight
-//! SQL client reads its rows.
+//! Running a query that passed the access check (an `Authorized` plan; a
+//! Flight SQL query is checked in [`Session::flight_rows`]): the result
+//! cache, whether it runs over the executors or on the coordinator,
+//! `EXPLAIN` with stages and placement, and where a Flight SQL client reads
+//! its rows.
 
 pub mod params;
 pub mod replan;
@@ -34,7 +35,7 @@ impl Session {
     /// `DELETE`, `MERGE`) that passed the access check, with its row
     /// filters and column masks in it; `cancel` can stop it, `tag` is the
     /// command tag for statements that return no rows.
-    pub async fn run_plan(
+    pub(crate) async fn run_plan(
         &self,
         plan: Authorized,
         tag: String,

@@ -75,17 +75,29 @@ const CATALOG_WORDS: &[&str] = &[
 static COMPATIBILITY: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
+/// Whether `sql` reads `pg_catalog` or uses its casts and operators.
+fn reads_pg_catalog(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    lower.contains("::reg")
+        || lower.contains("operator(")
+        || lower
+            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .any(|word| CATALOG_WORDS.iter().any(|w| word.starts_with(w)))
+}
+
+/// Whether `sql` may be a client's catalog query: it reads `pg_catalog`
+/// or `information_schema.columns` (which reads Loch's copy in
+/// `pg_catalog`, see [`information_schema_columns`]).
+pub fn is_client_catalog_query(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    reads_pg_catalog(sql) || lower.contains("information_schema") && lower.contains("columns")
+}
+
 /// A client's catalog query, rewritten for DataFusion: `Some` when `sql`
 /// reads `pg_catalog` or uses its casts and operators and parses into
 /// queries only; `None` leaves it to the normal path.
 pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
-    let lower = sql.to_ascii_lowercase();
-    let catalog_like = lower.contains("::reg")
-        || lower.contains("operator(")
-        || lower
-            .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .any(|word| CATALOG_WORDS.iter().any(|w| word.starts_with(w)));
-    if !catalog_like {
+    if !reads_pg_catalog(sql) {
         return None;
     }
     let regproc = regproc_columns_as_text(sql);
@@ -172,14 +184,38 @@ fn array_subquery_to_aggregate(expr: &mut SqlExpr) {
 /// [`redirect_information_schema_columns`]).
 pub const INFORMATION_SCHEMA_COLUMNS: &str = "loch_information_schema_columns";
 
+/// `sql` with its reads of `information_schema.columns` redirected to
+/// Loch's copy ([`redirect_information_schema_columns`]); `None` when it
+/// reads none.
+pub fn information_schema_columns(sql: &str) -> Option<String> {
+    let lower = sql.to_ascii_lowercase();
+    if !lower.contains("information_schema") || !lower.contains("columns") {
+        return None;
+    }
+    let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
+    let changed = statements.iter_mut().fold(false, |changed, s| {
+        redirect_information_schema_columns(s) || changed
+    });
+    changed.then(|| {
+        statements
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+}
+
 /// Client queries of `information_schema.columns` read Loch's copy in
 /// `pg_catalog` instead, whose `data_type` has PostgreSQL's type names
-/// (Metabase, Grafana and hand-written queries read it).
-pub fn redirect_information_schema_columns(statement: &mut Statement) {
+/// (Metabase, Grafana and hand-written queries read it). True when
+/// `statement` read it.
+pub fn redirect_information_schema_columns(statement: &mut Statement) -> bool {
     use datafusion::sql::sqlparser::ast::{
         Ident, ObjectName, ObjectNamePart, TableAlias, TableFactor, VisitMut, VisitorMut,
     };
-    struct Redirect;
+    struct Redirect {
+        changed: bool,
+    }
     impl VisitorMut for Redirect {
         type Break = ();
         fn pre_visit_table_factor(&mut self, factor: &mut TableFactor) -> ControlFlow<()> {
@@ -201,12 +237,15 @@ pub fn redirect_information_schema_columns(statement: &mut Statement) {
                         columns: Vec::new(),
                         at: None,
                     });
+                    self.changed = true;
                 }
             }
             ControlFlow::Continue(())
         }
     }
-    let _ = statement.visit(&mut Redirect);
+    let mut redirect = Redirect { changed: false };
+    let _ = statement.visit(&mut redirect);
+    redirect.changed
 }
 
 /// `pg_type`'s function columns, which the crate keeps as the function's

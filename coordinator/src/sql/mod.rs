@@ -15,7 +15,7 @@ use datafusion::sql::sqlparser::ast::{
 };
 use datafusion::sql::sqlparser::dialect::PostgreSqlDialect;
 
-use datafusion::sql::sqlparser::tokenizer::{Token, TokenWithSpan, Tokenizer};
+use datafusion::sql::sqlparser::tokenizer::{Location, Token, TokenWithSpan, Tokenizer};
 
 use crate::error::LochError;
 
@@ -122,9 +122,9 @@ impl Command {
 /// statement is then read once: Loch's own statements (Delta utilities,
 /// roles and grants, storage credentials) by Loch's parsers, the rest by
 /// DataFusion's parser from the same tokens, after the Databricks
-/// spellings were rewritten on the tokens ([`databricks::rewrite`]);
-/// client catalog rewrites then work on the parsed statement
-/// ([`client_catalog`]).
+/// spellings were rewritten on the tokens ([`databricks::rewrite`]). Client
+/// catalog queries are the exception: datafusion-pg-catalog's rewrites
+/// ([`client_catalog`]) take their text.
 pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
     let dialect = PostgreSqlDialect {};
     let tokens = Tokenizer::new(&dialect, sql).tokenize_with_location()?;
@@ -140,7 +140,7 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
         } else if databricks::is_delta_utility(&words) {
             commands.push(Command::Delta(databricks::parse_utility(&words)?));
         } else {
-            commands.extend(parse_statement(statement.to_vec(), plain, &dialect)?);
+            commands.extend(parse_statement(sql, statement.to_vec(), plain, &dialect)?);
         }
     }
     Ok(commands)
@@ -148,20 +148,39 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
 
 /// Parses one statement for DataFusion: its tokens as the tokenizer made
 /// them (with their positions, for error messages), and without them.
+///
+/// Client catalog queries (`pg_catalog`, `::regclass`, `information_schema.
+/// columns`, …) take datafusion-pg-catalog's rewrites, which read text: they
+/// are handed the statement's text as the client wrote it. Every other
+/// statement is parsed once, from its tokens.
 fn parse_statement(
+    sql: &str,
     located: Vec<TokenWithSpan>,
     mut plain: Vec<Token>,
     dialect: &PostgreSqlDialect,
 ) -> Result<Vec<Command>, LochError> {
     let rewritten = databricks::rewrite(&mut plain);
-    if let Some(statements) = client_catalog::catalog_query(&text_of(&plain)) {
-        return statements
-            .into_iter()
-            .map(|mut s| {
-                client_catalog::redirect_information_schema_columns(&mut s);
-                classify(DfStatement::Statement(Box::new(s)))
-            })
-            .collect();
+    let text = match source_text(sql, &located) {
+        Some(text) if !rewritten => text.to_string(),
+        _ => text_of(&plain),
+    };
+    if client_catalog::is_client_catalog_query(&text) {
+        let redirected = client_catalog::information_schema_columns(&text);
+        let text = redirected.as_deref().unwrap_or(&text);
+        if let Some(statements) = client_catalog::catalog_query(text) {
+            return statements
+                .into_iter()
+                .map(|s| classify(DfStatement::Statement(Box::new(s))))
+                .collect();
+        }
+        if redirected.is_some() {
+            let mut parser = DFParserBuilder::new(text).with_dialect(dialect).build()?;
+            return parser
+                .parse_statements()?
+                .into_iter()
+                .map(classify)
+                .collect();
+        }
     }
     // A rewritten statement has tokens the text did not: no positions.
     let tokens = if rewritten {
@@ -170,21 +189,44 @@ fn parse_statement(
         located
     };
     let mut parser = DFParserBuilder::new(tokens).with_dialect(dialect).build()?;
-    let statements = parser.parse_statements()?;
-    statements
+    parser
+        .parse_statements()?
         .into_iter()
-        .map(|mut statement| {
-            if let DfStatement::Statement(inner) = &mut statement {
-                client_catalog::redirect_information_schema_columns(inner);
-            }
-            classify(statement)
-        })
+        .map(classify)
         .collect()
 }
 
-/// The SQL text of tokens (as the tokenizer read it, or rewritten).
+/// The SQL text of tokens (as the tokenizer read it, or rewritten). String
+/// literals lose the doubling of their quotes: only for rewritten tokens.
 fn text_of(tokens: &[Token]) -> String {
     tokens.iter().map(ToString::to_string).collect()
+}
+
+/// The text of a statement as the client wrote it: from its first token's
+/// start to its last token's end in `sql`.
+fn source_text<'a>(sql: &'a str, tokens: &[TokenWithSpan]) -> Option<&'a str> {
+    let significant = |t: &&TokenWithSpan| !matches!(t.token, Token::Whitespace(_) | Token::EOF);
+    let first = tokens.iter().find(significant)?;
+    let last = tokens.iter().rev().find(significant)?;
+    sql.get(offset(sql, first.span.start)?..offset(sql, last.span.end)?)
+}
+
+/// The byte offset of a tokenizer location (1-based line and column, the
+/// column counted in characters).
+fn offset(sql: &str, at: Location) -> Option<usize> {
+    let mut line_start = 0;
+    for _ in 1..at.line {
+        line_start += sql.get(line_start..)?.find('\n')? + 1;
+    }
+    let column = usize::try_from(at.column.checked_sub(1)?).ok()?;
+    let line = sql.get(line_start..)?;
+    Some(
+        line_start
+            + line
+                .char_indices()
+                .nth(column)
+                .map_or(line.len(), |(i, _)| i),
+    )
 }
 
 fn classify(statement: DfStatement) -> Result<Command, LochError> {
@@ -627,6 +669,20 @@ mod tests {
                 "{sql}"
             );
         }
+    }
+
+    /// A client catalog query reaches datafusion-pg-catalog as the client
+    /// wrote it: quotes doubled inside a literal stay doubled.
+    #[test]
+    fn catalog_queries_keep_their_text() {
+        let sql = "SELECT 1; select relname from pg_catalog.pg_class where relname = 'o''brien'";
+        let commands = parse(sql).unwrap();
+        let [Command::Query(_), Command::Query(query)] = commands.as_slice() else {
+            panic!("{commands:?}");
+        };
+        let text = query.to_string();
+        assert!(text.contains("'o''brien'"), "{text}");
+        assert!(!text.contains("'o'brien'"), "{text}");
     }
 
     #[test]
