@@ -193,9 +193,11 @@ pub fn information_schema_columns(sql: &str) -> Option<String> {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;
-    let changed = statements.iter_mut().fold(false, |changed, s| {
-        redirect_information_schema_columns(s) || changed
-    });
+    let mut changed = false;
+    for statement in &mut statements {
+        // Every statement, not only up to the first one that changed.
+        changed |= redirect_information_schema_columns(statement);
+    }
     changed.then(|| {
         statements
             .iter()
