@@ -294,8 +294,13 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
             }
         }
         let ordered = oracle::is_ordered(&sql);
+        // Which protocol differed is said: both are checked on their first run.
         let agree = oracle::compare(&expected, &got, ordered)
-            .and_then(|()| oracle::compare(&expected, &flight_got, ordered));
+            .map_err(|e| format!("over pg wire: {e}"))
+            .and_then(|()| {
+                oracle::compare(&expected, &flight_got, ordered)
+                    .map_err(|e| format!("over Flight SQL: {e}"))
+            });
         if let Err(e) = &agree {
             eprintln!("q{n}: answers differ: {e}");
             all_agree = false;
