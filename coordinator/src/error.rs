@@ -304,8 +304,6 @@ pub fn classify_datafusion(e: &DataFusionError) -> &'static str {
                 classify_arrow(arrow)
             } else if inner.downcast_ref::<std::io::Error>().is_some() {
                 "58030"
-            } else if is_executor_failure(inner.as_ref()) {
-                EXECUTOR_LOST
             } else {
                 "XX000"
             }
@@ -346,9 +344,7 @@ fn classify_plan_message(msg: &str) -> &'static str {
 
 fn classify_execution_message(msg: &str) -> &'static str {
     let lower = msg.to_ascii_lowercase();
-    if is_worker_connect_message(&lower) {
-        EXECUTOR_LOST
-    } else if lower.contains("divide by zero") || lower.contains("division by zero") {
+    if lower.contains("divide by zero") || lower.contains("division by zero") {
         "22012"
     } else if lower.contains("cast") || lower.contains("parse") {
         "22P02"

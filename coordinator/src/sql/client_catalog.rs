@@ -75,9 +75,9 @@ const CATALOG_WORDS: &[&str] = &[
 static COMPATIBILITY: LazyLock<PostgresCompatibilityParser> =
     LazyLock::new(PostgresCompatibilityParser::new);
 
-/// Whether `sql` reads `pg_catalog` or uses its casts and operators.
-fn reads_pg_catalog(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
+/// Whether `lower` (SQL in lower case) reads `pg_catalog` or uses its
+/// casts and operators.
+fn reads_pg_catalog(lower: &str) -> bool {
     lower.contains("::reg")
         || lower.contains("operator(")
         || lower
@@ -90,14 +90,19 @@ fn reads_pg_catalog(sql: &str) -> bool {
 /// `pg_catalog`, see [`information_schema_columns`]).
 pub fn is_client_catalog_query(sql: &str) -> bool {
     let lower = sql.to_ascii_lowercase();
-    reads_pg_catalog(sql) || lower.contains("information_schema") && lower.contains("columns")
+    reads_pg_catalog(&lower) || names_information_schema_columns(&lower)
+}
+
+/// Whether `lower` (SQL in lower case) may read `information_schema.columns`.
+fn names_information_schema_columns(lower: &str) -> bool {
+    lower.contains("information_schema") && lower.contains("columns")
 }
 
 /// A client's catalog query, rewritten for DataFusion: `Some` when `sql`
 /// reads `pg_catalog` or uses its casts and operators and parses into
 /// queries only; `None` leaves it to the normal path.
 pub fn catalog_query(sql: &str) -> Option<Vec<Statement>> {
-    if !reads_pg_catalog(sql) {
+    if !reads_pg_catalog(&sql.to_ascii_lowercase()) {
         return None;
     }
     let regproc = regproc_columns_as_text(sql);
@@ -188,8 +193,7 @@ pub const INFORMATION_SCHEMA_COLUMNS: &str = "loch_information_schema_columns";
 /// Loch's copy ([`redirect_information_schema_columns`]); `None` when it
 /// reads none.
 pub fn information_schema_columns(sql: &str) -> Option<String> {
-    let lower = sql.to_ascii_lowercase();
-    if !lower.contains("information_schema") || !lower.contains("columns") {
+    if !names_information_schema_columns(&sql.to_ascii_lowercase()) {
         return None;
     }
     let mut statements = Parser::parse_sql(&PostgreSqlDialect {}, sql).ok()?;

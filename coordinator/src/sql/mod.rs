@@ -7,6 +7,8 @@
 //! drivers send at connect) does not exist in DataFusion; `SET datafusion.*`
 //! and `SET distributed.*` still reach DataFusion's own configuration.
 
+use std::borrow::Cow;
+
 use datafusion::sql::parser::{DFParserBuilder, ResetStatement, Statement as DfStatement};
 use datafusion::sql::sqlparser::ast::{
     CloseCursor, Declare, DeclareType, DiscardObject, Expr, FetchDirection, Ident, Reset, Set,
@@ -140,7 +142,7 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
         } else if databricks::is_delta_utility(&words) {
             commands.push(Command::Delta(databricks::parse_utility(&words)?));
         } else {
-            commands.extend(parse_statement(sql, statement.to_vec(), plain, &dialect)?);
+            commands.extend(parse_statement(sql, statement, plain, &dialect)?);
         }
     }
     Ok(commands)
@@ -155,14 +157,14 @@ pub fn parse(sql: &str) -> Result<Vec<Command>, LochError> {
 /// statement is parsed once, from its tokens.
 fn parse_statement(
     sql: &str,
-    located: Vec<TokenWithSpan>,
+    located: &[TokenWithSpan],
     mut plain: Vec<Token>,
     dialect: &PostgreSqlDialect,
 ) -> Result<Vec<Command>, LochError> {
     let rewritten = databricks::rewrite(&mut plain);
-    let text = match source_text(sql, &located) {
-        Some(text) if !rewritten => text.to_string(),
-        _ => text_of(&plain),
+    let text: Cow<'_, str> = match source_text(sql, located) {
+        Some(text) if !rewritten => Cow::Borrowed(text),
+        _ => Cow::Owned(text_of(&plain)),
     };
     if client_catalog::is_client_catalog_query(&text) {
         let redirected = client_catalog::information_schema_columns(&text);
@@ -186,7 +188,7 @@ fn parse_statement(
     let tokens = if rewritten {
         plain.into_iter().map(TokenWithSpan::wrap).collect()
     } else {
-        located
+        located.to_vec()
     };
     let mut parser = DFParserBuilder::new(tokens).with_dialect(dialect).build()?;
     parser
