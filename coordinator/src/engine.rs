@@ -14,12 +14,16 @@ use datafusion::physical_plan::ExecutionPlan;
 use datafusion::physical_planner::{DefaultPhysicalPlanner, PhysicalPlanner};
 use datafusion::prelude::DataFrame;
 use datafusion::prelude::{SessionConfig, SessionContext};
+use datafusion_distributed::DistributedExt;
 use loch_catalog::deltalake::delta_datafusion::planner::DeltaExtensionPlanner;
 use loch_catalog::object_stores::StoreRegistry;
 use loch_catalog::view::StripViewBoundaries;
 use loch_catalog::{DATABASE_NAME, DEFAULT_SCHEMA, LochCatalog};
 
 use loch_executor::cpu::CpuRuntime;
+use loch_executor::memory::{Budget, MemoryStats, QueryOptions};
+
+use crate::admission::Admission;
 
 /// How the engine is set up.
 #[derive(Debug, Clone)]
@@ -30,6 +34,12 @@ pub struct EngineOptions {
     pub sample_scale: f64,
     /// Partitions per query stage; 0 means one per core.
     pub target_partitions: usize,
+    /// This process's memory: its query pool's size.
+    pub memory: Budget,
+    /// Where queries spill (this process's own directory).
+    pub spill_dir: PathBuf,
+    /// Most bytes of spill files at once.
+    pub spill_limit: u64,
 }
 
 /// Turns a session's state into one that plans distributed queries (the
@@ -70,6 +80,10 @@ pub struct Engine {
     direct_over_tls: bool,
     /// Whole query results, on the coordinator ([`crate::cache::result_cache`]).
     result_cache: Option<Arc<crate::cache::result_cache::ResultCache>>,
+    /// How this process's memory is divided.
+    memory: Budget,
+    /// The line queries wait in; `None` lets every query run at once.
+    admission: Option<Arc<Admission>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -94,11 +108,16 @@ impl Engine {
         })?;
         // Object stores: local files, and cloud stores as tables name them.
         let stores = Arc::new(StoreRegistry::default());
-        let runtime = RuntimeEnvBuilder::new()
+        let mut runtime = RuntimeEnvBuilder::new()
             .with_object_store_registry(stores.clone())
             .with_cache_manager(cache_config())
-            .build_arc()
+            .with_memory_pool(loch_executor::memory::query_pool(options.memory.pool))
+            .build()
             .map_err(loch_catalog::CatalogError::from)?;
+        runtime.disk_manager =
+            loch_executor::memory::disk_manager(options.spill_dir.clone(), options.spill_limit)
+                .map_err(loch_catalog::CatalogError::from)?;
+        let runtime = Arc::new(runtime);
         let target_partitions = if options.target_partitions == 0 {
             threads
         } else {
@@ -133,6 +152,29 @@ impl Engine {
             ticket_secret: None,
             direct_over_tls: false,
             result_cache: None,
+            memory: options.memory,
+            admission: None,
+        })
+    }
+
+    /// Makes queries wait in `admission`'s line.
+    pub fn with_admission(mut self, admission: Arc<Admission>) -> Self {
+        self.admission = Some(admission);
+        self
+    }
+
+    /// The line queries wait in, when there is one.
+    pub fn admission(&self) -> Option<&Arc<Admission>> {
+        self.admission.as_ref()
+    }
+
+    /// What reads this process's memory now: limit, pool, spill files
+    /// (holding the runtime, not the engine).
+    pub fn memory_now(&self) -> Arc<dyn Fn() -> MemoryStats + Send + Sync> {
+        let runtime = Arc::clone(&self.runtime);
+        let budget = self.memory;
+        Arc::new(move || {
+            MemoryStats::of(&budget, runtime.memory_pool.as_ref(), &runtime.disk_manager)
         })
     }
 
@@ -235,6 +277,8 @@ impl Engine {
         if let Some(distribution) = &self.distribution {
             builder = distribution(builder);
         }
+        // The session's `memory_limit`, sent with its stages to executors.
+        builder = builder.with_distributed_option_extension(QueryOptions::default());
         let ctx = SessionContext::new_with_state(builder.build());
         ctx.register_catalog(DATABASE_NAME, self.catalog.provider());
         Ok(ctx)

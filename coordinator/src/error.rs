@@ -64,6 +64,9 @@ pub enum LochError {
     /// A per-session limit was reached.
     #[error("{0}")]
     TooMany(String),
+    /// The admission queue is full ([`crate::admission`]).
+    #[error("{0}")]
+    QueueFull(String),
     /// The catalog refused or failed a change (DDL) or could not read a
     /// table's metadata.
     #[error("{0}")]
@@ -140,6 +143,7 @@ impl LochError {
             LochError::UnknownTicket => "34000",
             LochError::UnknownPreparedStatement => "26000",
             LochError::TooMany(_) => "53400",
+            LochError::QueueFull(_) => "53000",
             LochError::Catalog(e) => classify_catalog(e),
             LochError::PermissionDenied(_) => "42501",
             LochError::UnknownRole(_) => "42704",
@@ -554,6 +558,7 @@ mod tests {
             LochError::UnknownTicket,
             LochError::UnknownPreparedStatement,
             LochError::TooMany("x".into()),
+            LochError::QueueFull("x".into()),
             LochError::NoActiveTransaction("x".into()),
             LochError::InvalidSavepoint("x".into()),
             LochError::UnknownCursor("x".into()),
@@ -592,7 +597,7 @@ mod tests {
         }
     }
 
-    const VARIANTS: usize = 30;
+    const VARIANTS: usize = 31;
 
     fn ordinal(e: &LochError) -> usize {
         match e {
@@ -626,6 +631,7 @@ mod tests {
             LochError::CursorExists(_) => 27,
             LochError::InvalidCursorDefinition(_) => 28,
             LochError::Internal(_) => 29,
+            LochError::QueueFull(_) => 30,
         }
     }
 

@@ -15,7 +15,8 @@
 //! - [`pgcatalog`]: the per-session `pg_catalog` clients browse.
 //! - [`access`]: who may connect, and may this user do this.
 //! - [`cluster`]: the executors: registry, heartbeats, placement.
-//! - [`engine`]: the DataFusion runtime and catalog every session plans on.
+//! - [`engine`]: the DataFusion runtime (memory pool, spill) and catalog
+//!   every session plans on, and the [`admission`] queue queries wait in.
 //! - [`cache`]: the result cache and what makes a kept result reusable.
 //! - [`sql`]: SQL text parsed once into a typed [`sql::Command`] (the front
 //!   doors call its parser; it uses only the error type).
@@ -23,6 +24,7 @@
 //!   SQLSTATE table.
 
 pub mod access;
+pub mod admission;
 pub mod cache;
 pub mod cluster;
 pub mod commands;

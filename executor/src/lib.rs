@@ -9,6 +9,8 @@
 //!   tickets redeemed at the executor that runs the scan.
 //! - [`data_cache`]: decoded Parquet files kept for the next scans.
 //! - [`cpu`]: the runtime CPU-bound work runs on, apart from network I/O.
+//! - [`memory`]: how much memory a process may use, its query pool, the
+//!   per-query limit and the spill directory (coordinator and executors).
 //! - [`internal_flight`]: the one Flight service shape of the internal
 //!   endpoints (direct tickets here, the coordinator's cluster endpoint).
 //! - What the coordinator shares: [`wire`] (Arrow Flight encoding, used by
@@ -23,5 +25,6 @@ pub mod cpu;
 pub mod data_cache;
 pub mod direct;
 pub mod internal_flight;
+pub mod memory;
 pub mod wire;
 pub mod worker;

@@ -2,6 +2,7 @@
 //! cluster-secret check, plus registration and heartbeats to the coordinator.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,9 @@ pub struct Heartbeat {
     /// Its data cache's counters, when it keeps one.
     #[serde(default)]
     pub data_cache: Option<crate::accounting::CacheStats>,
+    /// Its memory: limit, pool, spill ([`crate::memory`]).
+    #[serde(default)]
+    pub memory: Option<crate::memory::MemoryStats>,
 }
 
 /// How an executor process runs.
@@ -85,8 +89,14 @@ pub struct ExecutorOptions {
     /// The port of that service on the listen IP (0 = any free port).
     pub direct_tls_port: u16,
     /// Bytes of decoded Parquet files to keep ([`crate::data_cache`]; 0:
-    /// none).
+    /// none); shrunk to its share of `memory_limit`.
     pub data_cache_bytes: u64,
+    /// Bytes this process may use ([`crate::memory::Budget`]).
+    pub memory_limit: u64,
+    /// Where it spills (its own directory `<spill_dir>/<pid>` in it).
+    pub spill_dir: PathBuf,
+    /// Bytes of spill files it may hold at once.
+    pub spill_limit: u64,
 }
 
 /// Why an executor stopped.
@@ -103,6 +113,13 @@ pub enum ExecutorError {
     CoordinatorGone { url: String, secs: u64 },
     #[error("the heartbeat thread could not run")]
     HeartbeatThread,
+    #[error("spill directory {path}: {source}")]
+    Spill {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("memory pool: {0}")]
+    Memory(#[from] datafusion::error::DataFusionError),
     #[error("worker service failed: {0}")]
     Serve(#[from] tonic::transport::Error),
 }
@@ -136,8 +153,33 @@ pub async fn run_executor(
     let id = format!("{}-{}", host, local.port());
 
     let coordinator = coordinator_client(&options)?;
-    let data_cache = DataCache::new(options.data_cache_bytes);
-    let (worker, runtime) = new_worker(&options.secret, coordinator.clone(), data_cache.clone());
+    let budget = crate::memory::Budget::new(options.memory_limit, options.data_cache_bytes);
+    let spill_dir = crate::memory::prepare_spill_dir(&options.spill_dir).map_err(|source| {
+        ExecutorError::Spill {
+            path: options.spill_dir.clone(),
+            source,
+        }
+    })?;
+    tracing::info!(
+        limit = %crate::memory::human(budget.process),
+        pool = %crate::memory::human(budget.pool),
+        data_cache = %crate::memory::human(budget.cache),
+        spill = %spill_dir.display(),
+        "executor memory"
+    );
+    let data_cache = DataCache::new(budget.cache);
+    let (worker, runtime) = new_worker(
+        &options.secret,
+        coordinator.clone(),
+        data_cache.clone(),
+        &budget,
+        spill_dir,
+        options.spill_limit,
+    )?;
+    let memory = Memory {
+        budget,
+        runtime: Arc::clone(&runtime),
+    };
     let direct = DirectService::new(options.secret.clone(), runtime, options.status_of)
         .with_data_cache(data_cache.clone());
     let running = Arc::new(AtomicU64::new(0));
@@ -187,11 +229,13 @@ pub async fn run_executor(
         pid: std::process::id(),
         direct_tls,
         data_cache: None,
+        memory: None,
     };
     let beating = spawn_heartbeats(
         options.clone(),
         Arc::clone(&running),
         data_cache,
+        memory,
         beat.clone(),
     );
     let result = tokio::select! {
@@ -251,6 +295,7 @@ fn spawn_heartbeats(
     options: ExecutorOptions,
     running: Arc<AtomicU64>,
     data_cache: Option<Arc<DataCache>>,
+    memory: Memory,
     beat: Heartbeat,
 ) -> tokio::sync::oneshot::Receiver<Result<(), ExecutorError>> {
     let (done, result) = tokio::sync::oneshot::channel();
@@ -263,7 +308,15 @@ fn spawn_heartbeats(
             {
                 Ok(runtime) => runtime.block_on(async {
                     let client = coordinator_client(&options)?;
-                    heartbeats(&options, client, &running, data_cache.as_deref(), beat).await
+                    heartbeats(
+                        &options,
+                        client,
+                        &running,
+                        data_cache.as_deref(),
+                        &memory,
+                        beat,
+                    )
+                    .await
                 }),
                 Err(_) => Err(ExecutorError::HeartbeatThread),
             };
@@ -275,37 +328,57 @@ fn spawn_heartbeats(
     result
 }
 
+/// What the heartbeats report of an executor's memory.
+struct Memory {
+    budget: crate::memory::Budget,
+    runtime: Arc<RuntimeEnv>,
+}
+
 /// The worker: plans run in a session whose outgoing calls (to other
-/// executors, for shuffles) are signed like the coordinator's. Also its
-/// runtime (object stores), which direct tickets run on too.
+/// executors, for shuffles) are signed like the coordinator's, under the
+/// executor's memory pool (and the query's own `memory_limit`, which comes
+/// with each call), spilling into `spill_dir`. Also its runtime (object
+/// stores, pool), which direct tickets run on too.
 fn new_worker(
     secret: &ClusterSecret,
     coordinator: CoordinatorClient,
     data_cache: Option<Arc<DataCache>>,
-) -> (Worker, Arc<RuntimeEnv>) {
+    budget: &crate::memory::Budget,
+    spill_dir: PathBuf,
+    spill_limit: u64,
+) -> Result<(Worker, Arc<RuntimeEnv>), ExecutorError> {
     let resolver = SignedChannelResolver::new(secret.clone());
     let stores = StoreRegistry::with_fetch(Arc::new(move |key: String| {
         let mut client = coordinator.clone();
         Box::pin(async move { store_settings(&mut client, key).await })
     }));
-    let runtime = match RuntimeEnvBuilder::new()
+    let mut runtime = RuntimeEnvBuilder::new()
         .with_object_store_registry(Arc::new(stores))
-        .build_arc()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            tracing::error!("object store registry: {e}");
-            Arc::new(RuntimeEnv::default())
-        }
-    };
+        .with_memory_pool(crate::memory::query_pool(budget.pool))
+        .build()?;
+    runtime.disk_manager = crate::memory::disk_manager(spill_dir, spill_limit)?;
+    let runtime = Arc::new(runtime);
+    let shared = Arc::clone(&runtime);
     let worker = Worker::from_session_builder(move |ctx: WorkerQueryContext| {
         let resolver = resolver.clone();
         let data_cache = data_cache.clone();
+        let shared = Arc::clone(&shared);
         async move {
             let mut builder = ctx
                 .builder
                 .with_distributed_channel_resolver(resolver)
-                .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec);
+                .with_distributed_user_codec(loch_catalog::delta_write::DeltaWriteCodec)
+                .with_distributed_option_extension_from_headers::<crate::memory::QueryOptions>(
+                    &ctx.headers,
+                )?;
+            let limit = builder
+                .config()
+                .as_ref()
+                .and_then(|c| c.options().extensions.get::<crate::memory::QueryOptions>())
+                .map_or(0, |o| o.memory_limit);
+            if limit > 0 {
+                builder = builder.with_runtime_env(crate::memory::with_query_limit(&shared, limit));
+            }
             // Stage plans read their Parquet files through the data cache.
             if let Some(cache) = data_cache {
                 builder = builder.with_distributed_worker_plan_rewrite_handler(
@@ -318,7 +391,7 @@ fn new_worker(
         }
     })
     .with_runtime_env(Arc::clone(&runtime));
-    (worker, runtime)
+    Ok((worker, runtime))
 }
 
 type CoordinatorClient = FlightServiceClient<Signed<Channel>>;
@@ -362,6 +435,7 @@ async fn heartbeats(
     mut client: CoordinatorClient,
     running: &AtomicU64,
     data_cache: Option<&DataCache>,
+    memory: &Memory,
     mut beat: Heartbeat,
 ) -> Result<(), ExecutorError> {
     let url = beat.url.clone();
@@ -373,6 +447,11 @@ async fn heartbeats(
         tick.tick().await;
         beat.running_tasks = running.load(Ordering::Relaxed);
         beat.data_cache = data_cache.map(DataCache::stats);
+        beat.memory = Some(crate::memory::MemoryStats::of(
+            &memory.budget,
+            memory.runtime.memory_pool.as_ref(),
+            &memory.runtime.disk_manager,
+        ));
         let body = serde_json::to_vec(&beat).unwrap_or_default();
         let answer = async {
             let mut stream = client

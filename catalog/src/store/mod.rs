@@ -83,6 +83,14 @@ pub trait CatalogStore: Send + Sync + std::fmt::Debug {
     /// `ALTER … OWNER TO` them first. False when it did not exist.
     fn drop_role(&self, name: &str) -> Result<bool>;
 
+    /// Sets (`Some`) or removes (`None`) one of a role's settings (`ALTER
+    /// ROLE … SET name = value` / `RESET name`); false when the role does
+    /// not exist. Dropping the role drops its settings.
+    fn set_role_setting(&self, role: &str, name: &str, value: Option<&str>) -> Result<bool>;
+
+    /// A role's settings, by name.
+    fn role_settings(&self, role: &str) -> Result<std::collections::BTreeMap<String, String>>;
+
     /// Makes `member` a member of `role`; false when it was already.
     fn add_member(&self, role: &str, member: &str) -> Result<bool>;
 

@@ -291,6 +291,14 @@ impl CatalogStore for SqliteStore {
         access_control::drop_role(self, name)
     }
 
+    fn set_role_setting(&self, role: &str, name: &str, value: Option<&str>) -> Result<bool> {
+        access_control::set_role_setting(self, role, name, value)
+    }
+
+    fn role_settings(&self, role: &str) -> Result<std::collections::BTreeMap<String, String>> {
+        access_control::role_settings(self, role)
+    }
+
     fn add_member(&self, role: &str, member: &str) -> Result<bool> {
         access_control::add_member(self, role, member)
     }

@@ -74,6 +74,17 @@ pub fn distribution(
     })
 }
 
+/// The memory of each executor `loch local` starts.
+#[derive(Debug, Clone)]
+pub struct ExecutorMemory {
+    /// Bytes it may use.
+    pub limit: u64,
+    /// Where it spills (in a directory of its own there).
+    pub spill_dir: std::path::PathBuf,
+    /// Most bytes of spill files at once.
+    pub spill_limit: u64,
+}
+
 /// Executor processes started by `loch local`; killed when dropped.
 #[derive(Debug, Default)]
 pub struct Children(Vec<Child>);
@@ -88,6 +99,7 @@ impl Children {
         data_dir: &Path,
         tls: Option<(&Path, &Path)>,
         data_cache_mb: u64,
+        memory: &ExecutorMemory,
     ) -> std::io::Result<Children> {
         let exe = std::env::current_exe()?;
         // The children run in the data directory: absolute paths.
@@ -103,7 +115,11 @@ impl Children {
                 .args(["--coordinator", coordinator])
                 .args(["--listen", "127.0.0.1:0"])
                 .args(["--coordinator-timeout", "5"])
-                .args(["--data-cache-mb", &data_cache_mb.to_string()]);
+                .args(["--data-cache-mb", &data_cache_mb.to_string()])
+                .args(["--memory-limit", &memory.limit.to_string()])
+                .args(["--spill-limit", &memory.spill_limit.to_string()])
+                .arg("--spill-dir")
+                .arg(std::path::absolute(&memory.spill_dir)?);
             // Flight SQL clients then read direct endpoints over TLS too.
             if let Some((cert, key)) = &tls {
                 command

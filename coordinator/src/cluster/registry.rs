@@ -40,6 +40,8 @@ struct Entry {
     direct_tls: Option<String>,
     /// Its data cache's counters, as of its last heartbeat.
     data_cache: Option<CacheStats>,
+    /// Its memory, as of its last heartbeat.
+    memory: Option<loch_executor::memory::MemoryStats>,
 }
 
 /// One row of `system.executors`.
@@ -55,6 +57,8 @@ pub struct ExecutorInfo {
     pub running_tasks: u64,
     /// Its data cache's counters, when it keeps one.
     pub data_cache: Option<CacheStats>,
+    /// Its memory, as of its last heartbeat.
+    pub memory: Option<loch_executor::memory::MemoryStats>,
 }
 
 /// The registry; shared by the registry service, planning and `system.executors`.
@@ -127,6 +131,7 @@ impl Registry {
                     entry.pid = beat.pid;
                     entry.direct_tls = direct_tls;
                     entry.data_cache = beat.data_cache;
+                    entry.memory = beat.memory.clone();
                 }
                 None => {
                     if entries.len() >= MAX_EXECUTORS {
@@ -150,6 +155,7 @@ impl Registry {
                             unreachable: false,
                             direct_tls,
                             data_cache: beat.data_cache,
+                            memory: beat.memory.clone(),
                         },
                     );
                     changed = true;
@@ -213,6 +219,7 @@ impl Registry {
                         last_heartbeat: e.last_seen_at,
                         running_tasks: e.running_tasks,
                         data_cache: e.data_cache.clone(),
+                        memory: e.memory.clone(),
                     })
                     .collect()
             })
@@ -347,6 +354,7 @@ mod tests {
             pid: 1,
             direct_tls: None,
             data_cache: None,
+            memory: None,
         }
     }
 

@@ -1,6 +1,7 @@
-//! The `system` schema: `executors` (the registry) and `caches` (the
-//! result cache's counters and each live executor's data cache, as of its
-//! last heartbeat), read fresh at every scan.
+//! The `system` schema, read fresh at every scan: `executors` (the
+//! registry), `caches` (the result cache's counters and each live
+//! executor's data cache, as of its last heartbeat), `memory` (each
+//! process's limit, pool and spill files) and `admission` (the queue).
 
 use std::fmt;
 use std::sync::Arc;
@@ -16,17 +17,31 @@ use datafusion::error::Result;
 use datafusion::logical_expr::Expr;
 use datafusion::physical_plan::ExecutionPlan;
 
+use crate::admission::Admission;
 use crate::cache::result_cache::ResultCache;
 use loch_executor::accounting::CacheStats;
+use loch_executor::memory::MemoryStats;
 
 use super::registry::Registry;
 
-/// The `system` schema, with `executors` and `caches`.
+/// The coordinator's own memory now.
+pub type MemoryNow = Arc<dyn Fn() -> MemoryStats + Send + Sync>;
+
+/// The `system` schema, with `executors`, `caches`, `memory` and
+/// `admission`.
 pub fn system_schema(
     registry: Option<Arc<Registry>>,
     results: Option<Arc<ResultCache>>,
+    memory: MemoryNow,
+    admission: Option<Arc<Admission>>,
 ) -> Result<Arc<dyn SchemaProvider>> {
     let schema = MemorySchemaProvider::new();
+    let table = SystemTable("system.memory", MemoryTable::new(memory, registry.clone()));
+    schema.register_table("memory".into(), Arc::new(table))?;
+    if let Some(admission) = admission {
+        let table = SystemTable("system.admission", AdmissionTable::new(admission));
+        schema.register_table("admission".into(), Arc::new(table))?;
+    }
     let executors = SystemTable("system.executors", ExecutorsTable::new(registry.clone()));
     schema.register_table("executors".into(), Arc::new(executors))?;
     let caches = SystemTable("system.caches", CachesTable::new(results, registry));
@@ -154,6 +169,120 @@ impl SystemRows for CachesTable {
             Arc::new(StringArray::from_iter(
                 rows.iter().map(|r| r.executor.as_deref()),
             )),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// `system.memory`: one row per process, the coordinator first.
+struct MemoryTable {
+    coordinator: MemoryNow,
+    registry: Option<Arc<Registry>>,
+    schema: SchemaRef,
+}
+
+impl MemoryTable {
+    fn new(coordinator: MemoryNow, registry: Option<Arc<Registry>>) -> Self {
+        let bytes = |name: &str| Field::new(name, DataType::Int64, false);
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("process", DataType::Utf8, false),
+            Field::new("pid", DataType::Int64, false),
+            bytes("limit_bytes"),
+            bytes("cache_bytes"),
+            bytes("pool_bytes"),
+            bytes("reserved_bytes"),
+            bytes("spill_files"),
+            bytes("spill_bytes"),
+            bytes("rss_bytes"),
+        ]));
+        MemoryTable {
+            coordinator,
+            registry,
+            schema,
+        }
+    }
+}
+
+impl SystemRows for MemoryTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let mut rows = vec![(
+            "coordinator".to_string(),
+            std::process::id(),
+            (self.coordinator)(),
+        )];
+        let executors = self.registry.as_ref().map(|r| r.snapshot());
+        for executor in executors.into_iter().flatten().filter(|e| e.alive) {
+            if let Some(memory) = executor.memory {
+                rows.push((executor.id, executor.pid, memory));
+            }
+        }
+        let column = |f: fn(&MemoryStats) -> u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter()
+                    .map(|r| i64::try_from(f(&r.2)).unwrap_or(i64::MAX)),
+            ))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
+            Arc::new(Int64Array::from_iter_values(
+                rows.iter().map(|r| i64::from(r.1)),
+            )),
+            column(|m| m.limit),
+            column(|m| m.cache),
+            column(|m| m.pool),
+            column(|m| m.reserved),
+            column(|m| m.spill_files),
+            column(|m| m.spill_bytes),
+            column(|m| m.rss),
+        ];
+        Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
+    }
+}
+
+/// `system.admission`: the admission queue now (one row).
+struct AdmissionTable {
+    admission: Arc<Admission>,
+    schema: SchemaRef,
+}
+
+impl AdmissionTable {
+    fn new(admission: Arc<Admission>) -> Self {
+        let count = |name: &str| Field::new(name, DataType::Int64, false);
+        let schema = Arc::new(Schema::new(vec![
+            count("max_running"),
+            count("max_queued"),
+            count("running"),
+            count("queued"),
+            count("admitted"),
+            count("refused"),
+        ]));
+        AdmissionTable { admission, schema }
+    }
+}
+
+impl SystemRows for AdmissionTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn batch(&self) -> Result<RecordBatch> {
+        let stats = self.admission.stats();
+        let one = |n: u64| -> ArrayRef {
+            Arc::new(Int64Array::from_iter_values([
+                i64::try_from(n).unwrap_or(i64::MAX)
+            ]))
+        };
+        let columns: Vec<ArrayRef> = vec![
+            one(stats.max_running as u64),
+            one(stats.max_queued as u64),
+            one(stats.running as u64),
+            one(stats.queued as u64),
+            one(stats.admitted),
+            one(stats.refused),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

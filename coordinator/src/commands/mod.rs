@@ -32,6 +32,7 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
+        self.may_set(&plan)?;
         let plan = access::protect(self, plan)?;
         if let LogicalPlan::Ddl(ddl) = plan.plan()
             && let Some(output) = ddl::run(self, ddl).await
@@ -39,6 +40,25 @@ impl Session {
             return output;
         }
         self.run_plan(plan, tag, cancel).await
+    }
+
+    /// Refuses `SET`/`RESET` of a DataFusion or datafusion-distributed
+    /// setting that changes memory, spill or parallelism to all but
+    /// superusers ([`crate::session::settings::restricted`]).
+    fn may_set(&self, plan: &LogicalPlan) -> Result<(), LochError> {
+        use datafusion::logical_expr::Statement;
+        let variable = match plan {
+            LogicalPlan::Statement(Statement::SetVariable(set)) => &set.variable,
+            LogicalPlan::Statement(Statement::ResetVariable(reset)) => &reset.variable,
+            _ => return Ok(()),
+        };
+        if crate::session::settings::restricted(variable) && !self.is_superuser()? {
+            return Err(LochError::PermissionDenied(format!(
+                "setting {variable}: only superusers may change settings of memory, \
+                 spill and parallelism"
+            )));
+        }
+        Ok(())
     }
 
     /// Runs one parsed statement; the session's cancel flag (pg wire's

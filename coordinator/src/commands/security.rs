@@ -17,6 +17,33 @@ use crate::sql::security::{SecurityCommand, Target, show_grants_schema};
 // ---------------------------------------------------------------- running
 
 /// Runs a role, grant or ownership statement.
+/// What `ALTER ROLE … SET` may set: defaults for the role's sessions
+/// (`statement_timeout`, `memory_limit`) and the role's own admission
+/// limit (`max_concurrent_queries`, [`crate::admission`]).
+pub const ROLE_SETTINGS: &[&str] = &[
+    "max_concurrent_queries",
+    "memory_limit",
+    "statement_timeout",
+];
+
+/// Refuses a value `name` cannot take.
+fn check_role_setting(name: &str, value: &str) -> Result<(), LochError> {
+    let valid = match name {
+        "max_concurrent_queries" => value.trim().parse::<usize>().is_ok_and(|n| n > 0),
+        "memory_limit" => crate::session::settings::parse_memory_limit(value).is_some(),
+        "statement_timeout" => crate::session::settings::parse_timeout(value).is_some(),
+        _ => false,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(LochError::InvalidParameterValue {
+            name: name.to_string(),
+            value: value.to_string(),
+        })
+    }
+}
+
 pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, LochError> {
     let state = snapshot(session)?;
     let me = Principal::of(&state, session.user());
@@ -93,6 +120,29 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
             }
             if !store.update_role(&role)? {
                 return Err(LochError::UnknownRole(name));
+            }
+        }
+        SecurityCommand::RoleSetting { role, name, value } => {
+            superuser_only("changing a role's settings")?;
+            role_exists(&role)?;
+            let names: Vec<String> = if name == "all" && value.is_none() {
+                ROLE_SETTINGS.iter().map(|n| n.to_string()).collect()
+            } else {
+                if !ROLE_SETTINGS.contains(&name.as_str()) {
+                    return Err(LochError::NotSupported(format!(
+                        "role setting \"{name}\" (a role may set {})",
+                        ROLE_SETTINGS.join(", ")
+                    )));
+                }
+                if let Some(value) = &value {
+                    check_role_setting(&name, value)?;
+                }
+                vec![name]
+            };
+            for name in names {
+                if !store.set_role_setting(&role, &name, value.as_deref())? {
+                    return Err(LochError::UnknownRole(role));
+                }
             }
         }
         SecurityCommand::DropRole { names, if_exists } => {

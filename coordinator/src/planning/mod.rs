@@ -20,9 +20,11 @@ use datafusion::sql::parser::Statement as DfStatement;
 use futures::StreamExt;
 
 use crate::access::Authorized;
+use crate::admission::{Permit, needs_admission};
 use crate::error::LochError;
 use crate::session::settings::is_on;
 use crate::session::{CancelState, Output, Session, text_rows};
+use loch_executor::memory::QueryOptions;
 use replan::replanning;
 
 impl Session {
@@ -48,12 +50,14 @@ impl Session {
         {
             return self.explain_distributed(&explain.plan).await;
         }
+        // Its turn in the admission queue, held until its rows are read.
+        let permit = self.admit(&plan, &cancel).await?;
         if let LogicalPlan::Dml(dml) = &plan
             && matches!(dml.op, WriteOp::MergeInto(_))
         {
             // delta-rs merges from the logical plan: DataFusion's physical
             // planner would hand the table a physical source.
-            let state = self.context().state();
+            let state = self.query_state();
             let merge = loch_catalog::merge_plan(dml, &state)?;
             let stream = self.engine().execute_plan(merge, state.task_ctx());
             let mut stream = self.guard(stream, cancel);
@@ -78,6 +82,7 @@ impl Session {
                     let stream = self.guard(ResultCache::serve(result), cancel);
                     return Ok(Output::Rows { schema, stream });
                 }
+                // Kept results are read from memory: no turn needed.
                 Some(Cached::Collect {
                     cache,
                     key,
@@ -86,6 +91,7 @@ impl Session {
                 Some(Cached::Run(physical)) => (physical, None),
                 None => {
                     let stream = self.guard(replanning(self.engine(), df, None), cancel);
+                    let stream = holding(stream, permit);
                     return Ok(Output::Rows { schema, stream });
                 }
             };
@@ -95,15 +101,16 @@ impl Session {
                 physical,
                 keep,
             };
-            return Ok(self.run_planned(planned, cancel));
+            return Ok(self.start_planned(planned, cancel, permit));
         }
         let df = if is_dml {
             // A DML statement: distributed unless
             // `planning_state` says it must run on the coordinator.
             DataFrame::new(self.planning_state(&plan), plan)
         } else if self.engine().is_distributed() && !self.distributable(&plan) {
-            DataFrame::new(undistributed(self.context().state()), plan)
+            DataFrame::new(undistributed(self.query_state()), plan)
         } else {
+            // Statements DataFusion applies to the session itself.
             self.context().execute_logical_plan(plan).await?
         };
         let mut stream = self.guard(self.engine().execute(df), cancel);
@@ -223,8 +230,25 @@ impl Session {
         Ok(FlightRows::Planned(physical, Box::new(state)))
     }
 
-    /// Runs a query [`Session::flight_rows`] planned.
-    pub fn run_planned(&self, planned: PlannedRows, cancel: Arc<CancelState>) -> Output {
+    /// Runs a query [`Session::flight_rows`] planned, when its turn in the
+    /// admission queue comes.
+    pub async fn run_planned(
+        &self,
+        planned: PlannedRows,
+        cancel: Arc<CancelState>,
+    ) -> Result<Output, LochError> {
+        let permit = self.admit(planned.df.logical_plan(), &cancel).await?;
+        Ok(self.start_planned(planned, cancel, permit))
+    }
+
+    /// Starts a planned query that has its turn (`permit`, held until its
+    /// rows are read).
+    fn start_planned(
+        &self,
+        planned: PlannedRows,
+        cancel: Arc<CancelState>,
+        permit: Option<Permit>,
+    ) -> Output {
         let PlannedRows {
             df,
             schema,
@@ -241,8 +265,52 @@ impl Session {
         };
         Output::Rows {
             schema,
-            stream: self.guard(stream, cancel),
+            stream: holding(self.guard(stream, cancel), permit),
         }
+    }
+
+    /// The session's state to run a query with: with the session's
+    /// `memory_limit`, its own pool over the engine's
+    /// ([`loch_executor::memory::QueryPool`]); executors get the limit with
+    /// the query's stages.
+    pub(crate) fn query_state(&self) -> SessionState {
+        let state = self.context().state();
+        let limit = state
+            .config()
+            .options()
+            .extensions
+            .get::<QueryOptions>()
+            .map_or(0, |o| o.memory_limit);
+        if limit == 0 {
+            return state;
+        }
+        let runtime = loch_executor::memory::with_query_limit(state.runtime_env(), limit);
+        datafusion::execution::SessionStateBuilder::new_from_existing(state)
+            .with_runtime_env(runtime)
+            .build()
+    }
+
+    /// Waits for `plan`'s turn in the admission queue, unless it only reads
+    /// the catalog ([`needs_admission`]) or there is no queue; cancel and
+    /// `statement_timeout` stop the wait.
+    pub(crate) async fn admit(
+        &self,
+        plan: &LogicalPlan,
+        cancel: &CancelState,
+    ) -> Result<Option<Permit>, LochError> {
+        let Some(line) = self.engine().admission() else {
+            return Ok(None);
+        };
+        if !needs_admission(plan) {
+            return Ok(None);
+        }
+        let deadline = self
+            .statement_timeout()
+            .map(|t| tokio::time::Instant::now() + t);
+        let role_limit = self.role_concurrency();
+        line.admit(self.user(), role_limit, cancel.requested(), deadline)
+            .await
+            .map(Some)
     }
 
     /// Whether `plan` may run over the executors: not when it reads Delta
@@ -258,7 +326,7 @@ impl Session {
     /// optimization succeeds there (see `undistributed`), else the
     /// single-process one.
     pub(crate) fn planning_state(&self, plan: &LogicalPlan) -> datafusion::execution::SessionState {
-        let state = self.context().state();
+        let state = self.query_state();
         if self.engine().is_distributed()
             && (!self.distributable(plan) || state.optimize(plan).is_err())
         {
@@ -376,6 +444,27 @@ enum Cached {
     },
     /// Run it; its result will not be kept.
     Run(Arc<dyn ExecutionPlan>),
+}
+
+/// `stream`, keeping `permit` (a turn in the admission queue) until the
+/// stream ends or is dropped.
+fn holding(
+    stream: datafusion::execution::SendableRecordBatchStream,
+    permit: Option<Permit>,
+) -> datafusion::execution::SendableRecordBatchStream {
+    let Some(permit) = permit else {
+        return stream;
+    };
+    let schema = stream.schema();
+    Box::pin(
+        datafusion::physical_plan::stream::RecordBatchStreamAdapter::new(
+            schema,
+            stream.map(move |batch| {
+                let _turn = &permit;
+                batch
+            }),
+        ),
+    )
 }
 
 /// True for plans that answer with rows (queries, `EXPLAIN`), false for DDL,

@@ -9,9 +9,10 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use loch_executor::cluster::ClusterSecret;
+use loch_executor::memory::{DEFAULT_SHARE, Size, available_memory, human};
 use loch_executor::worker::{ExecutorOptions, run_executor};
 
-use super::local::{ClusterOptions, LocalOptions, TlsOptions, TlsSource, start};
+use super::local::{ClusterOptions, LocalOptions, MemoryOptions, TlsOptions, TlsSource, start};
 use super::secrets::{PasswordSource, cluster_secret};
 use crate::access::authn::ADMIN_USER;
 use crate::frontend::tls::TlsIdentity;
@@ -116,6 +117,17 @@ struct ExecutorArgs {
     /// scans of the same files skip decoding (0 = none).
     #[arg(long, env = "LOCH_DATA_CACHE_MB", default_value_t = DATA_CACHE_MB)]
     data_cache_mb: u64,
+    /// Memory this executor may use: 4GiB, 512MiB or 75% (of its cgroup
+    /// limit, else of the machine); default 80 % of that.
+    #[arg(long, env = "LOCH_MEMORY_LIMIT")]
+    memory_limit: Option<Size>,
+    /// Where it spills sorts and aggregations that do not fit (in a
+    /// directory of its own, `<spill-dir>/<pid>`).
+    #[arg(long, env = "LOCH_SPILL_DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Most bytes of spill files at once.
+    #[arg(long, env = "LOCH_SPILL_LIMIT", default_value = "100GiB")]
+    spill_limit: Size,
 }
 
 /// Default size of each executor's data cache, in MiB.
@@ -164,6 +176,25 @@ struct ServerArgs {
     /// queries (0 = no result cache); one result may take half of it.
     #[arg(long, env = "LOCH_RESULT_CACHE_MB", default_value_t = 2048)]
     result_cache_mb: u64,
+    /// Memory Loch may use: 4GiB, 512MiB or 75% (of the cgroup memory
+    /// limit, else of the machine's memory); default 80 % of that. `loch
+    /// local` divides it between the coordinator and its executors.
+    #[arg(long, env = "LOCH_MEMORY_LIMIT")]
+    memory_limit: Option<Size>,
+    /// Where queries spill what does not fit in memory (default
+    /// <data-dir>/spill).
+    #[arg(long, env = "LOCH_SPILL_DIR")]
+    spill_dir: Option<PathBuf>,
+    /// Most bytes of spill files each process holds at once.
+    #[arg(long, env = "LOCH_SPILL_LIMIT", default_value = "100GiB")]
+    spill_limit: Size,
+    /// Queries that run at once (default: from cores and memory); more
+    /// wait in line.
+    #[arg(long, env = "LOCH_MAX_CONCURRENT_QUERIES")]
+    max_concurrent_queries: Option<usize>,
+    /// Queries that may wait in line; past that they are refused (53000).
+    #[arg(long, env = "LOCH_MAX_QUEUED_QUERIES", default_value_t = 100)]
+    max_queued_queries: usize,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -275,7 +306,18 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
         },
         _ => None,
     };
+    let available = available_memory();
+    let memory_limit = match args.memory_limit {
+        Some(size) => size.of(available.bytes),
+        None => (available.bytes as f64 * DEFAULT_SHARE) as u64,
+    };
+    let spill_dir = args
+        .spill_dir
+        .unwrap_or_else(|| std::env::temp_dir().join("loch-spill"));
     let options = ExecutorOptions {
+        memory_limit,
+        spill_dir,
+        spill_limit: args.spill_limit.of(u64::MAX),
         direct_tls,
         direct_tls_port: args.tls_port,
         listen: args.listen,
@@ -311,7 +353,32 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let available = available_memory();
+    let (total, source) = match args.memory_limit {
+        Some(size) => (size.of(available.bytes), "--memory-limit".to_string()),
+        None => (
+            (available.bytes as f64 * DEFAULT_SHARE) as u64,
+            format!(
+                "{:.0} % of {} of {}",
+                DEFAULT_SHARE * 100.0,
+                human(available.bytes),
+                available.source
+            ),
+        ),
+    };
+    let memory = MemoryOptions {
+        total,
+        source,
+        spill_dir: args
+            .spill_dir
+            .clone()
+            .unwrap_or_else(|| args.data_dir.join("spill")),
+        spill_limit: args.spill_limit.of(u64::MAX),
+        max_concurrent_queries: args.max_concurrent_queries,
+        max_queued_queries: args.max_queued_queries,
+    };
     let options = LocalOptions {
+        memory,
         data_dir: args.data_dir,
         pg_addr: args.pg_addr,
         sample_scale: args.sample_scale,
@@ -380,6 +447,7 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
         ),
         None => format!("psql -h {} -p {} -U {ADMIN_USER}", addr.ip(), addr.port()),
     };
+    println!("{}", running.memory_summary);
     println!("Loch is ready: {connect}   ({password})");
     if let Err(e) = tokio::signal::ctrl_c().await {
         eprintln!("loch: cannot wait for Ctrl-C: {e}");

@@ -13,10 +13,12 @@ use tokio::net::TcpListener;
 
 use super::secrets::{PasswordSource, bootstrap_admin};
 use crate::access::authn::{AuthError, Users};
-use crate::cluster::{Children, Registry, distribution, system::system_schema};
+use crate::admission::Admission;
+use crate::cluster::{Children, ExecutorMemory, Registry, distribution, system::system_schema};
 use crate::frontend::flight::{LochFlightSql, Sessions};
 use crate::frontend::pgwire::{LochHandlers, serve};
 use crate::frontend::tls::{TlsError, TlsIdentity, self_signed};
+use loch_executor::memory::{Budget, human, prepare_spill_dir};
 
 /// Settings of `loch local`.
 #[derive(Debug, Clone)]
@@ -40,8 +42,49 @@ pub struct LocalOptions {
     /// The cluster: where executors register; `None` runs every query in
     /// this process.
     pub cluster: Option<ClusterOptions>,
-    /// Bytes of query results kept for repeated queries; 0 keeps none.
+    /// Bytes of query results kept for repeated queries; 0 keeps none
+    /// (shrunk to its share of the coordinator's memory).
     pub result_cache_bytes: u64,
+    /// Memory, spill and the admission queue.
+    pub memory: MemoryOptions,
+}
+
+/// How much memory Loch uses, where it spills, how many queries run.
+#[derive(Debug, Clone)]
+pub struct MemoryOptions {
+    /// Bytes this process and the executors it starts may use in all.
+    pub total: u64,
+    /// What the total comes from (`--memory-limit`, a cgroup, the machine).
+    pub source: String,
+    /// Where spill files go (each process in a directory of its own).
+    pub spill_dir: PathBuf,
+    /// Most bytes of spill files each process holds at once.
+    pub spill_limit: u64,
+    /// Queries running at once; `None`: from cores and memory.
+    pub max_concurrent_queries: Option<usize>,
+    /// Queries waiting; more are refused (53000).
+    pub max_queued_queries: usize,
+}
+
+/// The coordinator's share of `loch local`'s memory when it starts
+/// executors (they run the stages; it merges results and keeps the
+/// result cache).
+const COORDINATOR_SHARE: f64 = 0.25;
+
+/// Most memory one running query is planned with when choosing the
+/// default `--max-concurrent-queries` (with at most 4 per core).
+const MEMORY_PER_QUERY: u64 = 256 << 20;
+
+impl MemoryOptions {
+    /// The default number of queries at once: 4 per core, at most one per
+    /// [`MEMORY_PER_QUERY`] of memory, at least 2.
+    fn max_concurrent(&self) -> usize {
+        self.max_concurrent_queries.unwrap_or_else(|| {
+            let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+            let by_memory = usize::try_from(self.total / MEMORY_PER_QUERY).unwrap_or(usize::MAX);
+            (4 * cores).min(by_memory).max(2)
+        })
+    }
 }
 
 /// TLS settings of the client protocols.
@@ -99,6 +142,12 @@ pub enum StartError {
     System(#[from] datafusion::error::DataFusionError),
     #[error("TLS: {0}")]
     Tls(#[from] TlsError),
+    #[error("spill directory {path}: {source}")]
+    Spill {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("TLS on Flight SQL: {0}")]
     FlightTls(#[from] tonic::transport::Error),
     #[error("listening on {addr}: {source}")]
@@ -128,6 +177,8 @@ pub struct Running {
     pub cluster_addr: Option<SocketAddr>,
     /// The executor registry, when there is a cluster.
     pub registry: Option<Arc<Registry>>,
+    /// How memory was divided, for the start-up message.
+    pub memory_summary: String,
     children: Children,
     tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -176,13 +227,47 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         None => (None, None, None),
     };
     let flight_server = crate::frontend::flight::server(tls.as_ref())?;
+    let memory = &options.memory;
+    let spawned = options.cluster.as_ref().map_or(0, |c| c.spawn_executors);
+    let (own, executor_memory) = if spawned == 0 {
+        (memory.total, 0)
+    } else {
+        let own = (memory.total as f64 * COORDINATOR_SHARE) as u64;
+        (own, (memory.total - own) / spawned as u64)
+    };
+    let budget = Budget::new(own, options.result_cache_bytes);
+    let spill_dir = prepare_spill_dir(&memory.spill_dir).map_err(|source| StartError::Spill {
+        path: memory.spill_dir.clone(),
+        source,
+    })?;
+    let max_running = memory.max_concurrent();
+    let mut memory_summary = format!(
+        "Memory: {} ({}); coordinator {} (query pool {}, result cache {})",
+        human(memory.total),
+        memory.source,
+        human(budget.process),
+        human(budget.pool),
+        human(budget.cache),
+    );
+    if spawned > 0 {
+        memory_summary += &format!(", {spawned} executors {} each", human(executor_memory));
+    }
+    memory_summary += &format!(
+        "; {max_running} queries at once, {} may wait; spill in {}",
+        memory.max_queued_queries,
+        memory.spill_dir.display()
+    );
     let mut engine = Engine::open(&EngineOptions {
         data_dir: options.data_dir.clone(),
         sample_scale: options.sample_scale,
         target_partitions: options.target_partitions,
+        memory: budget,
+        spill_dir,
+        spill_limit: memory.spill_limit,
     })
     .await?
-    .with_result_cache(options.result_cache_bytes);
+    .with_result_cache(budget.cache)
+    .with_admission(Admission::new(max_running, memory.max_queued_queries));
     let mut tasks = Vec::new();
     let mut children = Children::default();
     let (registry, cluster_addr) = match &options.cluster {
@@ -218,6 +303,11 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                         .as_ref()
                         .map(|(cert, key)| (cert.as_path(), key.as_path())),
                     cluster.executor_data_cache_mb,
+                    &ExecutorMemory {
+                        limit: executor_memory,
+                        spill_dir: memory.spill_dir.clone(),
+                        spill_limit: memory.spill_limit,
+                    },
                 )
                 .map_err(StartError::Executors)?;
                 if !registry
@@ -240,7 +330,12 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
     };
     engine.catalog().provider().register_schema(
         "system",
-        system_schema(registry.clone(), engine.result_cache().cloned())?,
+        system_schema(
+            registry.clone(),
+            engine.result_cache().cloned(),
+            engine.memory_now(),
+            engine.admission().cloned(),
+        )?,
     )?;
     let store = Arc::clone(engine.catalog().store());
     let (password_source, generated_password) =
@@ -286,6 +381,7 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         tls: tls.is_some(),
         cluster_addr,
         registry,
+        memory_summary,
         children,
         tasks,
     })

@@ -36,6 +36,19 @@ impl CancelState {
         self.requested.store(false, Ordering::SeqCst);
     }
 
+    /// Resolves once a cancel is asked for.
+    pub async fn requested(&self) {
+        std::future::poll_fn(|cx| {
+            self.waker.register(cx.waker());
+            if self.is_requested() {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+
     /// True once a cancel was asked for.
     pub fn is_requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)

@@ -37,6 +37,9 @@ use settings::{
 };
 pub use settings::{SERVER_VERSION, version_string};
 
+/// DataFusion's default `sort_spill_reservation_bytes`.
+const SORT_SPILL_RESERVATION: usize = 10 << 20;
+
 /// One client session. Shared by the connection's handlers through an `Arc`.
 pub struct Session {
     ctx: SessionContext,
@@ -88,6 +91,13 @@ impl Session {
             cancel: Arc::new(CancelState::default()),
             block: Default::default(),
         };
+        // The role's defaults first (`ALTER ROLE … SET`), then what the
+        // client asked for at connect.
+        for (name, value) in session.engine.catalog().store().role_settings(user)? {
+            if name != "max_concurrent_queries" {
+                session.set(&name, Some(value))?;
+            }
+        }
         for (name, value) in startup {
             session.set(&name.to_ascii_lowercase(), Some(value.clone()))?;
         }
@@ -168,6 +178,36 @@ impl Session {
         &self.engine
     }
 
+    /// How many queries the session's role may run at once (`ALTER ROLE …
+    /// SET max_concurrent_queries`), read at each query so a change holds
+    /// for sessions already open.
+    pub(crate) fn role_concurrency(&self) -> Option<usize> {
+        self.role_setting("max_concurrent_queries")
+            .ok()
+            .flatten()
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// One of the session role's settings (`ALTER ROLE … SET`).
+    pub(crate) fn role_setting(&self, name: &str) -> Result<Option<String>, LochError> {
+        Ok(self
+            .engine
+            .catalog()
+            .store()
+            .role_settings(&self.user)?
+            .remove(name))
+    }
+
+    /// Whether the session's user is a superuser now.
+    pub(crate) fn is_superuser(&self) -> Result<bool, LochError> {
+        Ok(self
+            .engine
+            .catalog()
+            .store()
+            .role(&self.user)?
+            .is_some_and(|r| r.superuser))
+    }
+
     /// The session's `statement_timeout`.
     pub fn statement_timeout(&self) -> Option<Duration> {
         self.settings.lock().ok().and_then(|s| s.statement_timeout)
@@ -207,9 +247,12 @@ impl Session {
         }
         let value = match value {
             Some(v) => v,
-            None => default_settings(&self.user, "")
-                .remove(&name)
-                .unwrap_or_default(),
+            None => match self.role_setting(&name)? {
+                Some(v) => v,
+                None => default_settings(&self.user, "")
+                    .remove(&name)
+                    .unwrap_or_default(),
+            },
         };
         match name.as_str() {
             "search_path" => self.set_search_path(&value)?,
@@ -227,6 +270,40 @@ impl Session {
                     self.set(&k, Some(v))?;
                 }
                 return Ok(());
+            }
+            "memory_limit" => {
+                let bytes = settings::parse_memory_limit(&value).ok_or_else(|| {
+                    LochError::InvalidParameterValue {
+                        name: name.clone(),
+                        value: value.clone(),
+                    }
+                })?;
+                if let Some(role_limit) = self.role_setting("memory_limit")?
+                    && let Some(role_bytes) = settings::parse_memory_limit(&role_limit)
+                    && role_bytes > 0
+                    && (bytes == 0 || bytes > role_bytes)
+                    && !self.is_superuser()?
+                {
+                    return Err(LochError::PermissionDenied(format!(
+                        "memory_limit above your role's {role_limit} (only superusers may raise it)"
+                    )));
+                }
+                let state_ref = self.ctx.state_ref();
+                let mut state = state_ref.write();
+                let options = state.config_mut().options_mut();
+                // A sort keeps this much aside to merge what it spilled:
+                // DataFusion's 10 MiB would not leave a small limit room
+                // to sort at all.
+                options.execution.sort_spill_reservation_bytes = match bytes {
+                    0 => SORT_SPILL_RESERVATION,
+                    b => SORT_SPILL_RESERVATION.min(b / 8),
+                };
+                if let Some(query) = options
+                    .extensions
+                    .get_mut::<loch_executor::memory::QueryOptions>()
+                {
+                    query.memory_limit = bytes;
+                }
             }
             "timezone" => {
                 let state_ref = self.ctx.state_ref();

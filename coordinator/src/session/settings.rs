@@ -72,6 +72,7 @@ pub(crate) fn default_settings(user: &str, database: &str) -> BTreeMap<String, S
         ("is_superuser", "on"),
         ("lc_collate", "C"),
         ("lc_ctype", "C"),
+        ("memory_limit", "0"),
         ("max_identifier_length", "63"),
         ("search_path", DEFAULT_SCHEMA),
         ("server_encoding", "UTF8"),
@@ -262,6 +263,45 @@ pub(crate) fn parse_timeout(value: &str) -> Option<Option<Duration>> {
         return None;
     }
     Some((ms > 0.0).then(|| Duration::from_micros((ms * 1000.0) as u64)))
+}
+
+/// `memory_limit`'s value in bytes: a size (`64MiB`, `1GiB`, bytes), or 0
+/// / `unlimited` for only the process's pool.
+pub(crate) fn parse_memory_limit(value: &str) -> Option<usize> {
+    let v = value.trim();
+    if v == "0" || v.eq_ignore_ascii_case("unlimited") || v.eq_ignore_ascii_case("default") {
+        return Some(0);
+    }
+    match v.parse::<loch_executor::memory::Size>() {
+        Ok(loch_executor::memory::Size::Bytes(b)) => usize::try_from(b).ok(),
+        _ => None,
+    }
+}
+
+/// Whether `SET name` changes how much memory, disk or parallelism
+/// queries take: only superusers may (the server's limits would mean
+/// little if any user could lift them).
+pub(crate) fn restricted(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    if name.starts_with("datafusion.runtime.") || name.starts_with("distributed.") {
+        // Exchange compression changes no bound.
+        return name != "distributed.compression";
+    }
+    const WORDS: &[&str] = &[
+        "target_partitions",
+        "batch_size",
+        "spill",
+        "memory",
+        "reservation",
+        "concurrency",
+        "buffer",
+        "threshold",
+        "max_",
+        "parallel",
+    ];
+    name.starts_with("datafusion.")
+        && (name.starts_with("datafusion.execution.") || name.starts_with("datafusion.optimizer."))
+        && WORDS.iter().any(|w| name.contains(w))
 }
 
 /// libpq `options`: `-c name=value` pairs (also `--name=value`).

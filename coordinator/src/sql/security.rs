@@ -58,6 +58,13 @@ pub enum SecurityCommand {
         name: String,
         options: RoleOptions,
     },
+    /// `ALTER ROLE role SET name = value` (`Some`) or `RESET name`
+    /// (`None`; name `all` for every setting).
+    RoleSetting {
+        role: String,
+        name: String,
+        value: Option<String>,
+    },
     DropRole {
         names: Vec<String>,
         if_exists: bool,
@@ -103,7 +110,7 @@ impl SecurityCommand {
     pub fn tag(&self) -> &'static str {
         match self {
             SecurityCommand::CreateRole { .. } => "CREATE ROLE",
-            SecurityCommand::AlterRole { .. } => "ALTER ROLE",
+            SecurityCommand::AlterRole { .. } | SecurityCommand::RoleSetting { .. } => "ALTER ROLE",
             SecurityCommand::DropRole { .. } => "DROP ROLE",
             SecurityCommand::Privileges { grant: true, .. }
             | SecurityCommand::Membership { grant: true, .. } => "GRANT",
@@ -200,6 +207,27 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
     if p.word("ALTER") {
         if p.word("ROLE") || p.word("USER") || p.word("GROUP") {
             let name = p.identifier()?;
+            if p.word("SET") {
+                let setting = p.identifier()?.to_ascii_lowercase();
+                if !(p.token(&Token::Eq) || p.word("TO")) {
+                    return Err(p.error("expected = or TO"));
+                }
+                let value = rest_as_value(&mut p)?;
+                return Ok(SecurityCommand::RoleSetting {
+                    role: name,
+                    name: setting,
+                    value: Some(value),
+                });
+            }
+            if p.word("RESET") {
+                let setting = p.identifier()?.to_ascii_lowercase();
+                p.end()?;
+                return Ok(SecurityCommand::RoleSetting {
+                    role: name,
+                    name: setting,
+                    value: None,
+                });
+            }
             let options = role_options(&mut p)?;
             return Ok(SecurityCommand::AlterRole { name, options });
         }
@@ -407,6 +435,24 @@ fn name_list(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
         out.push(p.identifier()?);
     }
     Ok(out)
+}
+
+/// The rest of the statement as a setting's value: a quoted string, or the
+/// tokens as written (`2`, `30s`, `64MiB`).
+fn rest_as_value(p: &mut Tokens<'_>) -> Result<String, LochError> {
+    let mut value = String::new();
+    while let Some(token) = p.peek() {
+        match token {
+            Token::SingleQuotedString(s) => value.push_str(s),
+            Token::Word(w) => value.push_str(&w.value),
+            other => value.push_str(&other.to_string()),
+        }
+        p.at += 1;
+    }
+    if value.is_empty() {
+        return Err(p.error("expected a value"));
+    }
+    Ok(value)
 }
 
 fn role_options(p: &mut Tokens<'_>) -> Result<RoleOptions, LochError> {

@@ -26,6 +26,12 @@ pub(super) fn create_tables(tx: &Transaction<'_>) -> rusqlite::Result<()> {
              connection_limit INTEGER,
              created_at       TEXT NOT NULL
          );
+         CREATE TABLE IF NOT EXISTS role_settings (
+             role  TEXT NOT NULL,
+             name  TEXT NOT NULL,
+             value TEXT NOT NULL,
+             PRIMARY KEY (role, name)
+         );
          CREATE TABLE IF NOT EXISTS role_members (
              role   TEXT NOT NULL,
              member TEXT NOT NULL,
@@ -198,6 +204,7 @@ pub(super) fn drop_role(store: &SqliteStore, name: &str) -> Result<bool> {
             params![name],
         )?;
         tx.execute("DELETE FROM grants WHERE grantee = ?1", params![name])?;
+        tx.execute("DELETE FROM role_settings WHERE role = ?1", params![name])?;
         tx.commit()?;
         Ok(Ok(n == 1))
     })?;
@@ -216,6 +223,47 @@ pub(super) fn drop_role(store: &SqliteStore, name: &str) -> Result<bool> {
             role: name.to_string(),
             objects: objects.join(", "),
         }
+    })
+}
+
+/// [`CatalogStore::set_role_setting`].
+pub(super) fn set_role_setting(
+    store: &SqliteStore,
+    role: &str,
+    name: &str,
+    value: Option<&str>,
+) -> Result<bool> {
+    store.with_conn(|conn| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let exists = tx
+            .prepare_cached("SELECT 1 FROM roles WHERE name = ?1")?
+            .query_row(params![role], |_| Ok(()))
+            .optional()?
+            .is_some();
+        if exists {
+            match value {
+                Some(value) => tx.execute(
+                    "INSERT INTO role_settings (role, name, value) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (role, name) DO UPDATE SET value = excluded.value",
+                    params![role, name, value],
+                )?,
+                None => tx.execute(
+                    "DELETE FROM role_settings WHERE role = ?1 AND name = ?2",
+                    params![role, name],
+                )?,
+            };
+        }
+        tx.commit()?;
+        Ok(exists)
+    })
+}
+
+/// [`CatalogStore::role_settings`].
+pub(super) fn role_settings(store: &SqliteStore, role: &str) -> Result<BTreeMap<String, String>> {
+    store.with_conn(|conn| {
+        conn.prepare_cached("SELECT name, value FROM role_settings WHERE role = ?1")?
+            .query_map(params![role], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect()
     })
 }
 

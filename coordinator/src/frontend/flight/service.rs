@@ -280,7 +280,7 @@ impl LochFlightSql {
                     .execute_with(super::metadata::wire_plan(plan), tag, cancel)
                     .await
             }
-            Work::Planned(planned) => Ok(fs.session.run_planned(*planned, cancel)),
+            Work::Planned(planned) => fs.session.run_planned(*planned, cancel).await,
             Work::Ready(output) => Ok(output),
         }
         .map_err(|e| status(&e))?;
