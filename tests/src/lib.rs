@@ -100,12 +100,33 @@ impl LochServer {
         args: &[&str],
         envs: &[(&str, &str)],
     ) -> LochServer {
+        Self::start_wrapped(data_dir, scale, &[], args, envs)
+    }
+
+    /// Starts `loch local` through `wrapper` (a command that ends by running
+    /// its arguments, e.g. `sh -c '… exec "$0" "$@"'`), with extra
+    /// arguments and environment variables.
+    pub fn start_wrapped(
+        data_dir: &Path,
+        scale: f64,
+        wrapper: &[&str],
+        args: &[&str],
+        envs: &[(&str, &str)],
+    ) -> LochServer {
         let log_dir = tempfile::tempdir().expect("tempdir");
         let log_path = log_dir.path().join("loch.log");
         let log = std::fs::File::create(&log_path).expect("log file");
         let sample_scale = scale;
         let scale = scale.to_string();
-        let mut child = Command::new(loch_bin())
+        let mut command = match wrapper.split_first() {
+            Some((program, rest)) => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(loch_bin());
+                command
+            }
+            None => Command::new(loch_bin()),
+        };
+        let mut child = command
             .arg("local")
             .args(["--data-dir", data_dir.to_str().expect("utf8 path")])
             .args(["--pg-addr", "127.0.0.1:0"])

@@ -220,7 +220,11 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
                 });
             }
             if p.word("RESET") {
-                let setting = p.identifier()?.to_ascii_lowercase();
+                let setting = if p.word("ALL") {
+                    "all".to_string()
+                } else {
+                    p.identifier()?.to_ascii_lowercase()
+                };
                 p.end()?;
                 return Ok(SecurityCommand::RoleSetting {
                     role: name,
