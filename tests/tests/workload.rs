@@ -23,9 +23,7 @@ fn state_of(e: &tokio_postgres::Error) -> (String, String) {
 
 /// A pg wire client whose unqualified names are the TPC-H sample's.
 async fn tpch(server: &LochServer) -> Client {
-    server
-        .connect_with("options='-c search_path=tpch'")
-        .await
+    server.connect_with("options='-c search_path=tpch'").await
 }
 
 /// The text of every cell of the rows of `sql`.
@@ -175,7 +173,10 @@ async fn the_admission_queue_runs_waits_and_refuses_in_order() {
         assert_eq!(code, "53000", "{message}");
         assert!(message.contains("--max-queued-queries 4"), "{message}");
     }
-    assert_eq!(number(&admin, "SELECT refused FROM system.admission").await, 4);
+    assert_eq!(
+        number(&admin, "SELECT refused FROM system.admission").await,
+        4
+    );
 
     // The catalog answers while the line is full.
     let fresh = tpch(&server).await;
@@ -247,12 +248,7 @@ async fn a_query_spills_or_fails_alone_and_every_process_lives() {
     let spills: Vec<u64> = explained
         .split("spill_count=")
         .skip(1)
-        .filter_map(|s| {
-            s.split(|c: char| !c.is_ascii_digit())
-                .next()?
-                .parse()
-                .ok()
-        })
+        .filter_map(|s| s.split(|c: char| !c.is_ascii_digit()).next()?.parse().ok())
         .collect();
     assert!(
         spills.iter().any(|&n| n > 0),
@@ -497,4 +493,158 @@ async fn role_limits_hold_and_resource_settings_are_for_superusers() {
         .unwrap();
     let fresh = server.connect_as("etl", "etl-pw").await.unwrap();
     assert_eq!(column(&fresh, "SHOW memory_limit").await, vec!["0"]);
+}
+
+/// The statements of B1's mix: TPC-H queries (on one line each) and point
+/// lookups.
+fn b1_mix(count: usize) -> Vec<String> {
+    const QUERIES: [usize; 8] = [1, 3, 5, 6, 10, 12, 14, 19];
+    (0..count)
+        .map(|i| {
+            if i % 3 == 2 {
+                format!(
+                    "SELECT o_orderkey, o_custkey, o_totalprice, o_orderdate FROM orders \
+                     WHERE o_orderkey = {}",
+                    1 + (i * 7919) % 150_000
+                )
+            } else {
+                tpch_query(QUERIES[i % QUERIES.len()])
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            }
+        })
+        .collect()
+}
+
+/// B1 at CI size: 32 pg wire clients and 8 ADBC Flight SQL clients at once,
+/// TPC-H SF 0.1 queries and point lookups, the result cache on for half of
+/// the sessions: every answer equals the oracle, no errors, no process
+/// dies, and afterwards no task runs, nothing waits and no spill file is
+/// left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn many_clients_on_both_protocols_all_get_right_answers() {
+    let tmp = env!("CARGO_TARGET_TMPDIR");
+    drop(LochServer::start_shared(tmp));
+    let spill = tempfile::tempdir().unwrap();
+    let mut server = LochServer::start_opts(
+        &shared_data_dir(tmp),
+        TEST_SCALE,
+        &["--spill-dir", spill.path().to_str().unwrap()],
+        &[("LOCH_RESULT_CACHE_MB", "256")],
+    );
+    let ctx = oracle::tpch_context(&server.sample_dir()).await;
+    let admin = tpch(&server).await;
+    let pids = executor_pids(&admin).await;
+
+    const PG_CLIENTS: usize = 32;
+    const PER_CLIENT: usize = 4;
+    const ADBC_CLIENTS: usize = 8;
+    let statements = b1_mix(PG_CLIENTS * PER_CLIENT);
+    let mut expected = std::collections::HashMap::new();
+    for sql in &statements {
+        if !expected.contains_key(sql) {
+            expected.insert(sql.clone(), oracle::run(&ctx, sql).await);
+        }
+    }
+
+    // The Flight SQL clients run beside the pg wire ones.
+    let adbc_statements = b1_mix(ADBC_CLIENTS * 3);
+    let dir = tempfile::tempdir().unwrap();
+    let sql_file = dir.path().join("mix.sql");
+    std::fs::write(&sql_file, adbc_statements.join("\n")).unwrap();
+    let out = dir.path().to_path_buf();
+    let (uri, password) = (server.flight_uri(), server.password());
+    let sql_path = sql_file.to_str().unwrap().to_string();
+    let adbc = {
+        let server_args = vec![
+            uri,
+            "loch".to_string(),
+            password,
+            sql_path,
+            out.to_str().unwrap().to_string(),
+            ADBC_CLIENTS.to_string(),
+        ];
+        let python = loch_tests::python();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/concurrent_adbc.py");
+        tokio::task::spawn_blocking(move || {
+            std::process::Command::new(python)
+                .arg(script)
+                .args(server_args)
+                .output()
+                .unwrap()
+        })
+    };
+
+    let clients = futures::future::join_all((0..PG_CLIENTS).map(|_| tpch(&server))).await;
+    let runs = clients.iter().enumerate().map(|(i, client)| {
+        let statements = &statements;
+        async move {
+            if i % 2 == 1 {
+                client
+                    .batch_execute("SET use_cached_result = off")
+                    .await
+                    .unwrap();
+            }
+            let mut answers = Vec::new();
+            for sql in statements.iter().skip(i).step_by(PG_CLIENTS) {
+                let rows = client
+                    .query(sql.as_str(), &[])
+                    .await
+                    .map(|rows| oracle::pg_rows(&rows));
+                answers.push((sql.clone(), rows));
+            }
+            answers
+        }
+    });
+    let answers = futures::future::join_all(runs).await;
+    let mut checked = 0;
+    for (sql, rows) in answers.into_iter().flatten() {
+        let rows = rows.unwrap_or_else(|e| panic!("{sql}: {e:?}"));
+        oracle::compare(&expected[&sql], &rows, oracle::is_ordered(&sql))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        checked += 1;
+    }
+    assert_eq!(checked, PG_CLIENTS * PER_CLIENT);
+
+    let output = adbc.await.unwrap();
+    assert!(
+        output.status.success(),
+        "concurrent_adbc.py: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), adbc_statements.len(), "{lines:?}");
+    for line in &lines {
+        assert!(line.get("error").is_none(), "ADBC: {line}");
+        let n = line["line"].as_u64().unwrap() as usize;
+        let sql = &adbc_statements[n];
+        let file = std::fs::File::open(out.join(format!("{n}.arrow"))).unwrap();
+        let batches: Vec<_> = arrow::ipc::reader::FileReader::try_new(file, None)
+            .unwrap()
+            .map(|b| b.unwrap())
+            .collect();
+        let want = oracle::run(&ctx, sql).await;
+        oracle::compare(
+            &want,
+            &oracle::arrow_rows(&batches),
+            oracle::is_ordered(sql),
+        )
+        .unwrap_or_else(|e| panic!("ADBC {sql}: {e}"));
+    }
+
+    assert!(server.is_alive());
+    assert_eq!(executor_pids(&admin).await, pids);
+    wait_for(&admin, "SELECT sum(running_tasks) FROM system.executors", 0).await;
+    wait_for(&admin, RUNNING, 0).await;
+    assert_eq!(number(&admin, QUEUED).await, 0);
+    assert_eq!(
+        number(&admin, "SELECT refused FROM system.admission").await,
+        0
+    );
+    let left = loch_executor::memory::spill_files(spill.path());
+    assert!(left.is_empty(), "spill files left: {left:?}");
 }
