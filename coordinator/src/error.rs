@@ -64,7 +64,7 @@ pub enum LochError {
     /// A per-session limit was reached.
     #[error("{0}")]
     TooMany(String),
-    /// The admission queue is full ([`crate::admission`]).
+    /// The admission queue is full.
     #[error("{0}")]
     QueueFull(String),
     /// The catalog refused or failed a change (DDL) or could not read a
