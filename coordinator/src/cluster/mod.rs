@@ -21,6 +21,11 @@ use tokio::process::{Child, Command};
 
 pub use registry::{Registry, RegistryResolver};
 
+/// The share of an executor's query pool one broadcast build side may
+/// take (divided again by each session's `memory_limit`, see
+/// `session::Session::set`).
+pub const BROADCAST_POOL_SHARE: u64 = 16;
+
 /// The largest estimated build side (bytes, rows) a hash join sends whole
 /// to every task of its probe side instead of shuffling both sides.
 ///
@@ -40,7 +45,9 @@ pub const BROADCAST_BUILD_ROWS: usize = 2_000_000;
 /// datafusion-distributed, workers from the registry, scans placed by
 /// [`placement`], every call to an executor signed with the cluster secret.
 ///
-/// Hash joins broadcast build sides up to [`BROADCAST_BUILD_BYTES`].
+/// Hash joins broadcast build sides up to `broadcast_bytes` (at most
+/// [`BROADCAST_BUILD_BYTES`]; less when executors have little memory,
+/// since every task of the probe side holds the whole build side).
 ///
 /// `same_machine` (a loopback cluster endpoint: every executor runs here)
 /// turns off compression of exchanged batches: over loopback it only costs
@@ -50,6 +57,7 @@ pub fn distribution(
     registry: Arc<Registry>,
     secret: &ClusterSecret,
     same_machine: bool,
+    broadcast_bytes: usize,
 ) -> Distribution {
     // One resolver for all sessions, so connections to executors are reused.
     let channels = SignedChannelResolver::new(secret.clone());
@@ -65,7 +73,7 @@ pub fn distribution(
             .with_distributed_planner();
         let config = builder.config().get_or_insert_default();
         let optimizer = &mut config.options_mut().optimizer;
-        optimizer.hash_join_single_partition_threshold = BROADCAST_BUILD_BYTES;
+        optimizer.hash_join_single_partition_threshold = broadcast_bytes.min(BROADCAST_BUILD_BYTES);
         optimizer.hash_join_single_partition_threshold_rows = BROADCAST_BUILD_ROWS;
         if same_machine && let Err(e) = config.set_distributed_compression(None) {
             tracing::warn!(error = %e, "cannot turn exchange compression off");

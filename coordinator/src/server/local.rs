@@ -14,7 +14,9 @@ use tokio::net::TcpListener;
 use super::secrets::{PasswordSource, bootstrap_admin};
 use crate::access::authn::{AuthError, Users};
 use crate::admission::Admission;
-use crate::cluster::{Children, ExecutorMemory, Registry, distribution, system::system_schema};
+use crate::cluster::{
+    BROADCAST_POOL_SHARE, Children, ExecutorMemory, Registry, distribution, system::system_schema,
+};
 use crate::frontend::flight::{LochFlightSql, Sessions};
 use crate::frontend::pgwire::{LochHandlers, serve};
 use crate::frontend::tls::{TlsError, TlsIdentity, self_signed};
@@ -257,6 +259,14 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
         memory.max_queued_queries,
         memory.spill_dir.display()
     );
+    // With little memory per executor, a join whose build side would take
+    // much of an executor's pool is partitioned rather than broadcast.
+    let broadcast_bytes = if spawned > 0 {
+        let executor_pool = Budget::new(executor_memory, 0).pool;
+        usize::try_from(executor_pool / BROADCAST_POOL_SHARE).unwrap_or(usize::MAX)
+    } else {
+        usize::MAX
+    };
     let mut engine = Engine::open(&EngineOptions {
         data_dir: options.data_dir.clone(),
         sample_scale: options.sample_scale,
@@ -285,6 +295,7 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
                     Arc::clone(&registry),
                     &cluster.secret,
                     addr.ip().is_loopback(),
+                    broadcast_bytes,
                 ),
                 Arc::clone(&registry) as Arc<dyn crate::engine::ExecutorCheck>,
             );

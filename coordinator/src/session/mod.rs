@@ -50,6 +50,8 @@ pub struct Session {
     cancel: Arc<CancelState>,
     /// Savepoints and cursors of the open transaction block.
     block: block::TransactionBlock,
+    /// The engine's broadcast-join threshold, which a `memory_limit` lowers.
+    broadcast_default: usize,
 }
 
 impl std::fmt::Debug for Session {
@@ -68,6 +70,12 @@ impl Session {
         startup: &[(String, String)],
     ) -> Result<Self, LochError> {
         let ctx = engine.new_session()?;
+        let broadcast_default = ctx
+            .state()
+            .config()
+            .options()
+            .optimizer
+            .hash_join_single_partition_threshold;
         // Listings show this user only what it may use.
         let visible = Arc::new(crate::access::VisibleCatalog::new(
             engine.catalog().provider(),
@@ -90,6 +98,7 @@ impl Session {
             settings: Arc::clone(&settings),
             cancel: Arc::new(CancelState::default()),
             block: Default::default(),
+            broadcast_default,
         };
         // The role's defaults first (`ALTER ROLE … SET`), then what the
         // client asked for at connect.
@@ -297,6 +306,13 @@ impl Session {
                 options.execution.sort_spill_reservation_bytes = match bytes {
                     0 => SORT_SPILL_RESERVATION,
                     b => SORT_SPILL_RESERVATION.min(b / 8),
+                };
+                // A build side sent whole to every task must fit the
+                // query's limit many times over: partition bigger ones.
+                let broadcast = self.broadcast_default;
+                options.optimizer.hash_join_single_partition_threshold = match bytes {
+                    0 => broadcast,
+                    b => broadcast.min(b / crate::cluster::BROADCAST_POOL_SHARE as usize),
                 };
                 if let Some(query) = options
                     .extensions
