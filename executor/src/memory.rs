@@ -250,10 +250,10 @@ pub fn prepare_spill_dir(base: &Path) -> std::io::Result<PathBuf> {
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
             continue;
         };
-        if pid == own || !Path::new(&format!("/proc/{pid}")).exists() {
-            if let Err(e) = std::fs::remove_dir_all(entry.path()) {
-                tracing::warn!(path = %entry.path().display(), "cannot remove old spill files: {e}");
-            }
+        if (pid == own || !Path::new(&format!("/proc/{pid}")).exists())
+            && let Err(e) = std::fs::remove_dir_all(entry.path())
+        {
+            tracing::warn!(path = %entry.path().display(), "cannot remove old spill files: {e}");
         }
     }
     let dir = base.join(own.to_string());

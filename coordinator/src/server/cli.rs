@@ -314,10 +314,14 @@ async fn run_executor_process(args: ExecutorArgs) -> ExitCode {
     let spill_dir = args
         .spill_dir
         .unwrap_or_else(|| std::env::temp_dir().join("loch-spill"));
+    let Size::Bytes(spill_limit) = args.spill_limit else {
+        eprintln!("loch executor: --spill-limit takes a size such as 100GiB, not a percentage");
+        return ExitCode::FAILURE;
+    };
     let options = ExecutorOptions {
         memory_limit,
         spill_dir,
-        spill_limit: args.spill_limit.of(u64::MAX),
+        spill_limit,
         direct_tls,
         direct_tls_port: args.tls_port,
         listen: args.listen,
@@ -373,7 +377,13 @@ async fn serve(args: ServerArgs, cluster: Option<ClusterOptions>) -> ExitCode {
             .spill_dir
             .clone()
             .unwrap_or_else(|| args.data_dir.join("spill")),
-        spill_limit: args.spill_limit.of(u64::MAX),
+        spill_limit: match args.spill_limit {
+            Size::Bytes(bytes) => bytes,
+            Size::Percent(_) => {
+                eprintln!("loch: --spill-limit takes a size such as 100GiB, not a percentage");
+                return ExitCode::FAILURE;
+            }
+        },
         max_concurrent_queries: args.max_concurrent_queries,
         max_queued_queries: args.max_queued_queries,
     };
