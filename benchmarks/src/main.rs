@@ -6,8 +6,12 @@
 //! the same files in the same run (1 warm-up, then the median of 3), checks
 //! the answers agree, and prints per-query times with the Loch/DataFusion
 //! ratio; the same over Flight SQL. `loch-benchmarks scan --sf 1` measures
-//! `SELECT * FROM lineitem` into clients (rows/s). Results also go to a JSON
-//! file. No timing is asserted anywhere.
+//! `SELECT * FROM lineitem` into clients (rows/s). `concurrency` and
+//! `heavy` (in [`concurrency`]) measure many sessions and memory-hungry
+//! queries at once. Results also go to a JSON file. No timing is asserted
+//! anywhere.
+
+mod concurrency;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +42,12 @@ enum Commands {
     /// files, and `CREATE TABLE AS` of lineitem against the `deltalake`
     /// package writing it from pyarrow.
     Delta(DeltaArgs),
+    /// Many BI sessions at once over pg wire: latency percentiles and
+    /// errors per class of query, against the same mix run serially.
+    Concurrency(concurrency::ConcurrencyArgs),
+    /// TPC-H q9, q13, q18, q21 twice each, all at once: each answered right
+    /// or refused cleanly, and no Loch process died.
+    Heavy(concurrency::HeavyArgs),
 }
 
 /// What every benchmark runs on.
@@ -140,6 +150,10 @@ struct TpchArgs {
     /// as in-process DataFusion does).
     #[arg(long, default_value_t = 0)]
     data_cache_mb: u64,
+    /// Memory Loch may use (`loch local --memory-limit`: 4GiB, 512MiB,
+    /// 75%); the report says whether its processes' peaks stayed within it.
+    #[arg(long)]
+    memory_limit: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -170,6 +184,9 @@ struct Report {
     data_cache_mb: u64,
     loch_peak_rss_mb: f64,
     datafusion_peak_rss_mb: f64,
+    memory_limit: Option<String>,
+    /// Each Loch process's peak RSS against its limit.
+    memory: concurrency::MemoryReport,
     queries: Vec<QueryResult>,
 }
 
@@ -215,6 +232,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Commands::Concurrency(args) => match runtime.block_on(concurrency::concurrency(args)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("benchmark failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Commands::Heavy(args) => match runtime.block_on(concurrency::heavy(args)) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => {
+                eprintln!("some answers differ between Loch and DataFusion");
+                ExitCode::FAILURE
+            }
+            Err(e) => {
+                eprintln!("benchmark failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }
 
@@ -233,7 +268,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         args.query.clone()
     };
     let (sample_dir, bin) = args.data.prepare()?;
-    let server = Server::start(
+    let server = Server::start_with(
         &bin,
         &args.data.data_dir,
         args.data.sf,
@@ -242,6 +277,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
             data_mb: args.data_cache_mb,
             ..NO_CACHES
         },
+        &concurrency::memory_limit_flags(args.memory_limit.as_deref()),
     )?;
     let client = server.pg_client("options='-c search_path=tpch'").await?;
     let mut flight = server.flight_client().await?;
@@ -332,6 +368,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         .filter_map(|p| peak_rss_mb(*p))
         .sum::<f64>();
     let datafusion_peak_rss_mb = peak_rss_mb(std::process::id()).unwrap_or(0.0);
+    let memory = concurrency::memory_report(&server, &client).await;
     drop(server);
 
     let df_total: f64 = results.iter().map(|r| r.datafusion_ms).sum();
@@ -384,6 +421,8 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         data_cache_mb: args.data_cache_mb,
         loch_peak_rss_mb,
         datafusion_peak_rss_mb,
+        memory_limit: args.memory_limit.clone(),
+        memory,
         queries: results,
     };
     println!(
@@ -391,6 +430,7 @@ async fn tpch(args: TpchArgs) -> Result<bool, BoxError> {
         loch_pids.len(),
         loch_peak_rss_mb / datafusion_peak_rss_mb.max(1.0)
     );
+    concurrency::print_memory(&report.memory, args.memory_limit.as_deref());
     std::fs::write(&args.output, serde_json::to_string_pretty(&report)?)?;
     eprintln!("wrote {}", args.output.display());
     Ok(all_agree)
@@ -461,6 +501,19 @@ impl Server {
         executors: usize,
         caches: Caches,
     ) -> Result<Server, BoxError> {
+        Server::start_with(bin, data_dir, sf, executors, caches, &[])
+    }
+
+    /// [`Server::start`] with `extra` flags for `loch local`
+    /// (`--memory-limit 2GiB`).
+    fn start_with(
+        bin: &Path,
+        data_dir: &Path,
+        sf: f64,
+        executors: usize,
+        caches: Caches,
+        extra: &[String],
+    ) -> Result<Server, BoxError> {
         use std::io::{BufRead, BufReader};
         let mut child = std::process::Command::new(bin)
             .arg("local")
@@ -478,6 +531,7 @@ impl Server {
             ])
             .args(["--result-cache-mb", &caches.result_mb.to_string()])
             .args(["--data-cache-mb", &caches.data_mb.to_string()])
+            .args(extra)
             .env("LOCH_ADMIN_PASSWORD", BENCH_PASSWORD)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::inherit())
@@ -517,10 +571,8 @@ impl Server {
     /// The `loch local` process and its executor children.
     fn pids(&self) -> Vec<u32> {
         let pid = self.child.id();
-        let children =
-            std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
         std::iter::once(pid)
-            .chain(children.split_whitespace().filter_map(|p| p.parse().ok()))
+            .chain(concurrency::child_pids(pid))
             .collect()
     }
 
