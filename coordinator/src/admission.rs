@@ -8,13 +8,26 @@
 //! only read the catalog (`SET`, `SHOW`, `SELECT 1`, `pg_catalog` and
 //! `information_schema` introspection) never wait: [`needs_admission`].
 //!
+//! **The fast lane.** A dashboard's point lookups must not wait behind a
+//! handful of big queries. Every query's shape (its plan with the literals
+//! taken out, [`fingerprint`]) is remembered with how long it ran; a query
+//! whose shape last ran within `--fast-query-ms` ([`FAST`] by default)
+//! takes a lane of its own, with as
+//! many turns as the main line. A shape that turns slow goes back to the
+//! main line from its next run. New shapes start in the main line. This is
+//! the history-based flavour of what Databricks SQL calls intelligent
+//! workload management: no cost model to be wrong, just what the same
+//! query did last time.
+//!
 //! tokio's semaphore hands permits out in the order they were asked for,
 //! which is the line's FIFO order.
 
 use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
 
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::logical_expr::LogicalPlan;
@@ -22,6 +35,13 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
 use crate::error::LochError;
+
+/// By default, a query whose shape last ran at most this long takes the
+/// fast lane (`--fast-query-ms`).
+pub const FAST: Duration = Duration::from_millis(100);
+
+/// Query shapes remembered (least recently used forgotten first).
+const SHAPES: u64 = 10_000;
 
 /// Schemas whose tables are the catalog's, served from memory.
 const CATALOG_SCHEMAS: &[&str] = &["information_schema", "pg_catalog", "system"];
@@ -37,13 +57,30 @@ pub struct Admission {
     roles: Mutex<HashMap<String, (usize, Arc<Semaphore>)>>,
     admitted: AtomicU64,
     refused: AtomicU64,
+    /// The fast lane's turns, and what counts as fast (zero: no lane).
+    fast: Arc<Semaphore>,
+    fast_limit: Duration,
+    fast_admitted: AtomicU64,
+    /// How long each query shape last ran (microseconds).
+    history: moka::sync::Cache<u64, u64>,
 }
 
-/// A query's turn: it runs while this lives.
+/// A query's turn: it runs while this lives; when dropped, how long it
+/// ran is remembered for its shape.
 #[derive(Debug)]
 pub struct Permit {
     _running: OwnedSemaphorePermit,
     _role: Option<OwnedSemaphorePermit>,
+    shape: Option<(u64, Instant, moka::sync::Cache<u64, u64>)>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some((shape, started, history)) = self.shape.take() {
+            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            history.insert(shape, micros);
+        }
+    }
 }
 
 /// What `system.admission` shows.
@@ -55,11 +92,15 @@ pub struct AdmissionStats {
     pub queued: usize,
     pub admitted: u64,
     pub refused: u64,
+    /// Of `admitted`, those that took the fast lane.
+    pub fast_admitted: u64,
 }
 
 impl Admission {
-    /// A line of `max_running` running and `max_queued` waiting queries.
-    pub fn new(max_running: usize, max_queued: usize) -> Arc<Self> {
+    /// A line of `max_running` running and `max_queued` waiting queries,
+    /// and a fast lane of `max_running` more for shapes that ran at most
+    /// `fast` (zero: no fast lane).
+    pub fn new(max_running: usize, max_queued: usize, fast: Duration) -> Arc<Self> {
         let max_running = max_running.max(1);
         Arc::new(Admission {
             max_running,
@@ -69,19 +110,51 @@ impl Admission {
             roles: Mutex::new(HashMap::new()),
             admitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
+            fast: Arc::new(Semaphore::new(max_running)),
+            fast_limit: fast,
+            fast_admitted: AtomicU64::new(0),
+            history: moka::sync::Cache::new(SHAPES),
         })
     }
 
     /// Waits for a query's turn: `role` with its own limit `role_limit`,
     /// stopped when `cancelled` resolves or at `deadline`
     /// (`statement_timeout`).
+    ///
+    /// `shape` is the query's [`fingerprint`]: a shape that last ran
+    /// within the fast limit takes the fast lane.
     pub async fn admit(
         &self,
         role: &str,
         role_limit: Option<usize>,
+        shape: Option<u64>,
         cancelled: impl Future<Output = ()>,
         deadline: Option<Instant>,
     ) -> Result<Permit, LochError> {
+        let fast = shape
+            .and_then(|s| self.history.get(&s))
+            .is_some_and(|micros| {
+                !self.fast_limit.is_zero() && micros <= self.fast_limit.as_micros() as u64
+            });
+        let mut permit = self
+            .wait(role, role_limit, fast, cancelled, deadline)
+            .await?;
+        if fast {
+            self.fast_admitted.fetch_add(1, Ordering::Relaxed);
+        }
+        permit.shape = shape.map(|s| (s, Instant::now(), self.history.clone()));
+        Ok(permit)
+    }
+
+    async fn wait(
+        &self,
+        role: &str,
+        role_limit: Option<usize>,
+        fast: bool,
+        cancelled: impl Future<Output = ()>,
+        deadline: Option<Instant>,
+    ) -> Result<Permit, LochError> {
+        let lane = if fast { &self.fast } else { &self.running };
         let role_line = role_limit.map(|limit| self.role_line(role, limit));
         // Straight in when nobody waits and there is room.
         let role_permit = match &role_line {
@@ -89,12 +162,13 @@ impl Admission {
             None => Some(None),
         };
         if let Some(role_permit) = role_permit
-            && let Ok(running) = Arc::clone(&self.running).try_acquire_owned()
+            && let Ok(running) = Arc::clone(lane).try_acquire_owned()
         {
             self.admitted.fetch_add(1, Ordering::Relaxed);
             return Ok(Permit {
                 _running: running,
                 _role: role_permit,
+                shape: None,
             });
         }
         if self.queued.fetch_add(1, Ordering::SeqCst) >= self.max_queued {
@@ -112,13 +186,11 @@ impl Admission {
                 Some(line) => Some(line.acquire_owned().await.map_err(closed)?),
                 None => None,
             };
-            let running = Arc::clone(&self.running)
-                .acquire_owned()
-                .await
-                .map_err(closed)?;
+            let running = Arc::clone(lane).acquire_owned().await.map_err(closed)?;
             Ok::<_, LochError>(Permit {
                 _running: running,
                 _role: role,
+                shape: None,
             })
         };
         let timeout = async {
@@ -163,6 +235,7 @@ impl Admission {
             queued: self.queued.load(Ordering::SeqCst),
             admitted: self.admitted.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
+            fast_admitted: self.fast_admitted.load(Ordering::Relaxed),
         }
     }
 }
@@ -207,25 +280,51 @@ pub fn needs_admission(plan: &LogicalPlan) -> bool {
     reads_data
 }
 
+/// A query's shape: its plan with every literal taken out, hashed, so the
+/// same dashboard query with other values has the same shape.
+pub fn fingerprint(plan: &LogicalPlan) -> u64 {
+    use datafusion::common::tree_node::{Transformed, TreeNode};
+    use datafusion::logical_expr::Expr;
+    let shape = plan
+        .clone()
+        .transform_up(|node| {
+            node.map_expressions(|e| {
+                e.transform_up(|e| match e {
+                    Expr::Literal(value, _) => Ok(Transformed::yes(Expr::Literal(
+                        datafusion::scalar::ScalarValue::try_from(value.data_type())
+                            .unwrap_or(datafusion::scalar::ScalarValue::Null),
+                        None,
+                    ))),
+                    other => Ok(Transformed::no(other)),
+                })
+            })
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| plan.clone());
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    shape.display_indent().to_string().hash(&mut hasher);
+    hasher.finish()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
     async fn two_run_one_waits_the_rest_are_refused() {
-        let line = Admission::new(2, 1);
+        let line = Admission::new(2, 1, FAST);
         let a = line
-            .admit("u", None, std::future::pending(), None)
+            .admit("u", None, None, std::future::pending(), None)
             .await
             .unwrap();
         let _b = line
-            .admit("u", None, std::future::pending(), None)
+            .admit("u", None, None, std::future::pending(), None)
             .await
             .unwrap();
         let waiting = {
             let line = Arc::clone(&line);
             tokio::spawn(async move {
-                line.admit("u", None, std::future::pending(), None)
+                line.admit("u", None, None, std::future::pending(), None)
                     .await
                     .map(|_| ())
             })
@@ -234,7 +333,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         let refused = line
-            .admit("u", None, std::future::pending(), None)
+            .admit("u", None, None, std::future::pending(), None)
             .await
             .unwrap_err();
         assert_eq!(refused.sqlstate(), "53000");
@@ -246,35 +345,85 @@ mod tests {
 
     #[tokio::test]
     async fn a_waiting_query_stops_at_its_deadline_and_on_cancel() {
-        let line = Admission::new(1, 10);
+        let line = Admission::new(1, 10, FAST);
         let _running = line
-            .admit("u", None, std::future::pending(), None)
+            .admit("u", None, None, std::future::pending(), None)
             .await
             .unwrap();
         let deadline = Instant::now() + std::time::Duration::from_millis(20);
         let timed_out = line
-            .admit("u", None, std::future::pending(), Some(deadline))
+            .admit("u", None, None, std::future::pending(), Some(deadline))
             .await;
         assert!(matches!(timed_out, Err(LochError::StatementTimeout)));
-        let cancelled = line.admit("u", None, std::future::ready(()), None).await;
+        let cancelled = line
+            .admit("u", None, None, std::future::ready(()), None)
+            .await;
         assert!(matches!(cancelled, Err(LochError::Canceled)));
         assert_eq!(line.stats().queued, 0);
     }
 
     #[tokio::test]
     async fn a_role_limit_holds_its_own_queries_back() {
-        let line = Admission::new(10, 10);
+        let line = Admission::new(10, 10, FAST);
         let _first = line
-            .admit("etl", Some(1), std::future::pending(), None)
+            .admit("etl", Some(1), None, std::future::pending(), None)
             .await
             .unwrap();
         let deadline = Instant::now() + std::time::Duration::from_millis(20);
         let second = line
-            .admit("etl", Some(1), std::future::pending(), Some(deadline))
+            .admit("etl", Some(1), None, std::future::pending(), Some(deadline))
             .await;
         assert!(matches!(second, Err(LochError::StatementTimeout)));
-        line.admit("bi", Some(1), std::future::pending(), None)
+        line.admit("bi", Some(1), None, std::future::pending(), None)
             .await
             .unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_shape_that_ran_fast_passes_a_full_line() {
+        let line = Admission::new(1, 10, FAST);
+        let shape = Some(7);
+        // Unknown: the main line; it runs quickly and is remembered.
+        drop(
+            line.admit("u", None, shape, std::future::pending(), None)
+                .await
+                .unwrap(),
+        );
+        let _long = line
+            .admit("u", None, None, std::future::pending(), None)
+            .await
+            .unwrap();
+        let fast = line
+            .admit("u", None, shape, std::future::pending(), None)
+            .await;
+        assert!(fast.is_ok());
+        assert_eq!(line.stats().fast_admitted, 1);
+        // An unknown shape waits behind the long one.
+        let deadline = Instant::now() + std::time::Duration::from_millis(20);
+        let other = line
+            .admit("u", None, Some(8), std::future::pending(), Some(deadline))
+            .await;
+        assert!(matches!(other, Err(LochError::StatementTimeout)));
+    }
+
+    #[test]
+    fn the_same_query_with_other_values_has_the_same_shape() {
+        use datafusion::logical_expr::{LogicalPlanBuilder, col, lit};
+        let plan = |key: i64| {
+            LogicalPlanBuilder::empty(true)
+                .project(vec![lit(key).alias("k")])
+                .unwrap()
+                .filter(col("k").eq(lit(key)))
+                .unwrap()
+                .build()
+                .unwrap()
+        };
+        assert_eq!(fingerprint(&plan(1)), fingerprint(&plan(2)));
+        let other = LogicalPlanBuilder::empty(true)
+            .project(vec![lit("x").alias("k")])
+            .unwrap()
+            .build()
+            .unwrap();
+        assert_ne!(fingerprint(&plan(1)), fingerprint(&other));
     }
 }

@@ -259,6 +259,7 @@ impl AdmissionTable {
             count("queued"),
             count("admitted"),
             count("refused"),
+            count("fast_admitted"),
         ]));
         AdmissionTable { admission, schema }
     }
@@ -283,6 +284,7 @@ impl SystemRows for AdmissionTable {
             one(stats.queued as u64),
             one(stats.admitted),
             one(stats.refused),
+            one(stats.fast_admitted),
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }

@@ -308,9 +308,16 @@ impl Session {
             .statement_timeout()
             .map(|t| tokio::time::Instant::now() + t);
         let role_limit = self.role_concurrency();
-        line.admit(self.user(), role_limit, cancel.requested(), deadline)
-            .await
-            .map(Some)
+        let shape = crate::admission::fingerprint(plan);
+        line.admit(
+            self.user(),
+            role_limit,
+            Some(shape),
+            cancel.requested(),
+            deadline,
+        )
+        .await
+        .map(Some)
     }
 
     /// Whether `plan` may run over the executors: not when it reads Delta

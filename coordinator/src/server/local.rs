@@ -66,6 +66,9 @@ pub struct MemoryOptions {
     pub max_concurrent_queries: Option<usize>,
     /// Queries waiting; more are refused (53000).
     pub max_queued_queries: usize,
+    /// Query shapes that last ran this long or less take the fast lane
+    /// (zero: no fast lane).
+    pub fast_query: Duration,
 }
 
 /// The coordinator's share of `loch local`'s memory when it starts
@@ -277,7 +280,11 @@ pub async fn start(options: &LocalOptions) -> Result<Running, StartError> {
     })
     .await?
     .with_result_cache(budget.cache)
-    .with_admission(Admission::new(max_running, memory.max_queued_queries));
+    .with_admission(Admission::new(
+        max_running,
+        memory.max_queued_queries,
+        memory.fast_query,
+    ));
     let mut tasks = Vec::new();
     let mut children = Children::default();
     let (registry, cluster_addr) = match &options.cluster {
