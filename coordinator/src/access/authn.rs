@@ -1,6 +1,8 @@
 //! Who may connect: passwords as SCRAM-SHA-256 verifiers, the SCRAM
 //! exchange pg wire clients authenticate with, password checks for Flight
-//! SQL's basic auth, and the admin user created on first start.
+//! SQL's basic auth, a role's `CONNECTION LIMIT` (pg wire connections and
+//! Flight SQL sessions counted together), and the admin user created on
+//! first start.
 //!
 //! The verifier is PostgreSQL's: `SCRAM-SHA-256$<iterations>:<salt>$<StoredKey>:<ServerKey>`.
 //! It cannot give the password back, nor let anyone holding it log in
@@ -9,8 +11,10 @@
 //! latter needs the salted password, which is as good as the password for
 //! a SCRAM login (see docs/security.md).
 
+use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -162,13 +166,76 @@ impl LoginFailure {
     }
 }
 
-/// Where logins are checked: the roles of the catalog store.
+/// A login refused by the role's `CONNECTION LIMIT`: SQLSTATE 53300
+/// (too_many_connections), as in PostgreSQL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TooManyConnections {
+    user: String,
+    limit: u32,
+}
+
+impl TooManyConnections {
+    pub fn sqlstate(&self) -> &'static str {
+        "53300"
+    }
+
+    pub fn message(&self) -> String {
+        format!(
+            "too many connections for role \"{}\" (CONNECTION LIMIT {}: pg wire connections \
+             and Flight SQL sessions together)",
+            self.user, self.limit
+        )
+    }
+}
+
+/// Open connections per user, for `CONNECTION LIMIT`: pg wire connections
+/// and Flight SQL sessions alike.
+#[derive(Default)]
+struct ConnectionCounts {
+    open: Mutex<HashMap<String, usize>>,
+}
+
+/// One open connection (or Flight SQL session) of a user; frees its place
+/// under the role's `CONNECTION LIMIT` when dropped.
+pub struct ConnectionSlot {
+    counts: Arc<ConnectionCounts>,
+    user: String,
+}
+
+impl std::fmt::Debug for ConnectionSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionSlot")
+            .field("user", &self.user)
+            .finish()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        let mut open = self
+            .counts
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(count) = open.get_mut(&self.user) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                open.remove(&self.user);
+            }
+        }
+    }
+}
+
+/// Where logins are checked: the roles of the catalog store. Clones share
+/// the count of open connections, so both protocols count against one
+/// `CONNECTION LIMIT`.
 #[derive(Clone)]
 pub struct Users {
-    store: std::sync::Arc<dyn CatalogStore>,
+    store: Arc<dyn CatalogStore>,
     /// Per-process key for the made-up salts of unknown users, so the
     /// exchange for a user that does not exist looks like a real one.
     mock_key: [u8; 32],
+    connections: Arc<ConnectionCounts>,
 }
 
 impl std::fmt::Debug for Users {
@@ -178,12 +245,42 @@ impl std::fmt::Debug for Users {
 }
 
 impl Users {
-    pub fn new(store: std::sync::Arc<dyn CatalogStore>) -> Result<Self, AuthError> {
+    pub fn new(store: Arc<dyn CatalogStore>) -> Result<Self, AuthError> {
         let mut mock_key = [0u8; 32];
         SystemRandom::new()
             .fill(&mut mock_key)
             .map_err(|_| AuthError::Random)?;
-        Ok(Users { store, mock_key })
+        Ok(Users {
+            store,
+            mock_key,
+            connections: Arc::default(),
+        })
+    }
+
+    /// A place for one more connection (pg wire) or session (Flight SQL)
+    /// of `role`, unless its `CONNECTION LIMIT` is reached; it is given
+    /// back when the slot is dropped.
+    pub fn open_connection(&self, role: &Role) -> Result<ConnectionSlot, TooManyConnections> {
+        // Plain counts: still right after a panic elsewhere held the lock.
+        let mut open = self
+            .connections
+            .open
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = open.entry(role.name.clone()).or_default();
+        if let Some(limit) = role.connection_limit
+            && *count >= limit as usize
+        {
+            return Err(TooManyConnections {
+                user: role.name.clone(),
+                limit,
+            });
+        }
+        *count += 1;
+        Ok(ConnectionSlot {
+            counts: Arc::clone(&self.connections),
+            user: role.name.clone(),
+        })
     }
 
     /// The role `user` logs in as, when it exists, may log in, and has a
@@ -526,5 +623,38 @@ mod tests {
         assert!(start(&format!("n,,{bare}"), true, Some(&end_point)).is_err());
         assert!(start(&format!("p=tls-unique,,{bare}"), true, Some(&end_point)).is_err());
         assert!(start(&format!("{header}{bare}"), false, Some(&end_point)).is_err());
+    }
+
+    #[test]
+    fn connection_limit_counts_every_open_slot_of_a_role() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(loch_catalog::store::SqliteStore::open(dir.path()).unwrap());
+        let users = Users::new(store).unwrap();
+        let role = |name: &str, limit| Role {
+            name: name.into(),
+            login: true,
+            superuser: false,
+            verifier: None,
+            connection_limit: limit,
+        };
+        let lim = role("lim", Some(2));
+        // Clones (the two protocols' copies) share the count.
+        let other_door = users.clone();
+        let a = users.open_connection(&lim).unwrap();
+        let b = other_door.open_connection(&lim).unwrap();
+        let refused = users.open_connection(&lim).unwrap_err();
+        assert_eq!(refused.sqlstate(), "53300");
+        assert!(
+            refused.message().contains("CONNECTION LIMIT 2"),
+            "{refused:?}"
+        );
+        // Another role is not affected; no limit is no limit.
+        let free: Vec<_> = (0..10)
+            .map(|_| users.open_connection(&role("free", None)).unwrap())
+            .collect();
+        drop(a);
+        let c = users.open_connection(&lim).unwrap();
+        drop((b, c, free));
+        assert!(users.connections.open.lock().unwrap().is_empty());
     }
 }

@@ -6,3 +6,5 @@
 pub mod flight;
 pub mod pgwire;
 pub mod tls;
+
+pub use crate::session::MAX_PREPARED_STATEMENTS;

@@ -49,8 +49,9 @@ pub struct TransactionBlock {
     cursors: tokio::sync::Mutex<HashMap<String, Cursor>>,
 }
 
-/// At most this many open cursors per session.
-const MAX_CURSORS: usize = 1000;
+/// At most this many open cursors per session (`DECLARE`); pg wire bounds
+/// a connection's named portals, the protocol's cursors, by it too.
+pub const MAX_CURSORS: usize = 1000;
 
 impl TransactionBlock {
     fn state(&self) -> Result<std::sync::MutexGuard<'_, BlockState>, LochError> {

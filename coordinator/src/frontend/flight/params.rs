@@ -1,7 +1,9 @@
 //! Parameters of prepared statements over Flight SQL: the schema a client
 //! binds to, and the rows of a `DoPut` bind, bounded.
 
-use arrow::array::RecordBatch;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow_flight::error::FlightError;
 use arrow_flight::sql::server::PeekableFlightDataStream;
@@ -67,33 +69,64 @@ pub(super) fn parameter_schema(prepared: &Prepared) -> SchemaRef {
 /// Most parameter rows one `DoPut` may bind (each row runs the statement).
 pub(super) const MAX_PARAMETER_ROWS: usize = 100_000;
 
-/// Parameter rows from a `DoPut` bind: one `Vec` of values per row. Reading
-/// stops once the stream holds more rows than a bind may.
+/// Most bytes one `DoPut` bind may carry: counted twice, as the Arrow
+/// messages arrive (so reading stops early) and as the values kept from
+/// them (a column of nulls is nothing on the wire, yet each value kept is a
+/// `ScalarValue`). Each message is at most
+/// [`super::MAX_DECODING_MESSAGE_SIZE`] on its own.
+pub(super) const MAX_PARAMETER_BYTES: usize = 64 * 1024 * 1024;
+
+/// The parameter rows of a `DoPut` bind and what they take in memory.
+pub(super) struct BoundRows {
+    /// One `Vec` of values per row.
+    pub rows: Vec<Vec<ScalarValue>>,
+    pub bytes: usize,
+}
+
+fn too_many_bytes() -> Status {
+    status(&LochError::TooMany(format!(
+        "at most {} MiB of parameters may be bound at once",
+        MAX_PARAMETER_BYTES >> 20
+    )))
+}
+
+/// Parameter rows from a `DoPut` bind. Reading stops once the stream holds
+/// more rows, or more bytes, than a bind may.
 pub(super) async fn parameter_rows(
     request: Request<PeekableFlightDataStream>,
-) -> Result<Vec<Vec<ScalarValue>>, Status> {
+) -> Result<BoundRows, Status> {
+    let received = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&received);
+    let messages = request.into_inner().map(move |message| {
+        let message = message?;
+        let size = message.data_header.len() + message.data_body.len() + message.app_metadata.len();
+        if counter.fetch_add(size, Ordering::Relaxed) + size > MAX_PARAMETER_BYTES {
+            return Err(too_many_bytes());
+        }
+        Ok(message)
+    });
     let stream = arrow_flight::decode::FlightRecordBatchStream::new_from_flight_data(
-        request.into_inner().map_err(FlightError::from),
+        messages.map_err(FlightError::from),
     );
     let mut stream = std::pin::pin!(stream);
-    let mut batches: Vec<RecordBatch> = Vec::new();
-    let mut total = 0usize;
+    let mut bound = BoundRows {
+        rows: Vec::new(),
+        bytes: 0,
+    };
     while let Some(batch) = stream.next().await {
         let batch = batch.map_err(|e| {
+            if received.load(Ordering::Relaxed) > MAX_PARAMETER_BYTES {
+                return too_many_bytes();
+            }
             status(&LochError::InvalidParameter(format!(
                 "cannot read the bound parameters: {e}"
             )))
         })?;
-        total += batch.num_rows();
-        if total > MAX_PARAMETER_ROWS {
+        if bound.rows.len() + batch.num_rows() > MAX_PARAMETER_ROWS {
             return Err(status(&LochError::TooMany(format!(
                 "at most {MAX_PARAMETER_ROWS} parameter rows may be bound at once"
             ))));
         }
-        batches.push(batch);
-    }
-    let mut rows = Vec::new();
-    for batch in batches {
         for row in 0..batch.num_rows() {
             let values = batch
                 .columns()
@@ -101,8 +134,13 @@ pub(super) async fn parameter_rows(
                 .map(|c| ScalarValue::try_from_array(c, row))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| status(&LochError::from(e)))?;
-            rows.push(values);
+            bound.bytes += std::mem::size_of::<Vec<ScalarValue>>()
+                + values.iter().map(ScalarValue::size).sum::<usize>();
+            if bound.bytes > MAX_PARAMETER_BYTES {
+                return Err(too_many_bytes());
+            }
+            bound.rows.push(values);
         }
     }
-    Ok(rows)
+    Ok(bound)
 }

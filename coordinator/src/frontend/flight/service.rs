@@ -43,7 +43,7 @@ use super::endpoints::{
 use super::metadata::{to_wire, wire_schema};
 use super::params::{bind_one, parameter_rows, parameter_schema};
 use super::sessions::{FlightSession, Sessions, Work, bearer_token, strip_scheme};
-use super::status::{status, unauthenticated};
+use super::status::{sqlstate_status, status, unauthenticated};
 use crate::access::authn::{LoginFailure, Users};
 use crate::commands::Prepared;
 use crate::error::LochError;
@@ -397,13 +397,22 @@ impl FlightSqlService for LochFlightSql {
         let verified = tokio::task::spawn_blocking(move || users.check_password(&u, &p))
             .await
             .unwrap_or(Err(LoginFailure::UnknownUser));
-        if verified.is_err() {
+        let Ok(role) = verified else {
             tracing::info!(user, "flight sql: password authentication failed");
             return Err(unauthenticated(&LoginFailure::message(user)));
-        }
+        };
+        // A session counts as a connection under the role's CONNECTION
+        // LIMIT, with the role's pg wire connections.
+        let connection = self.users.open_connection(&role).map_err(|e| {
+            tracing::info!(user, "flight sql: connection limit reached");
+            sqlstate_status(e.sqlstate(), &e.message())
+        })?;
         let session = Session::new(&self.engine, user, loch_catalog::DATABASE_NAME, &[])
             .map_err(|e| status(&e))?;
-        let token = self.sessions.login(session).map_err(|e| status(&e))?;
+        let token = self
+            .sessions
+            .login(session, connection)
+            .map_err(|e| status(&e))?;
         let bearer: MetadataValue<_> = format!("Bearer {token}")
             .parse()
             .map_err(|_| status(&LochError::Internal("token is not a header value".into())))?;
@@ -679,8 +688,9 @@ impl FlightSqlService for LochFlightSql {
         let fs = self.session(&request)?;
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         fs.prepared(&handle).map_err(|e| status(&e))?;
-        let rows = parameter_rows(request).await?;
-        fs.bind(&handle, rows).map_err(|e| status(&e))?;
+        let bound = parameter_rows(request).await?;
+        fs.bind(&handle, bound.rows, bound.bytes)
+            .map_err(|e| status(&e))?;
         Ok(DoPutPreparedStatementResult {
             prepared_statement_handle: Some(query.prepared_statement_handle),
         })
@@ -695,7 +705,7 @@ impl FlightSqlService for LochFlightSql {
         let handle = String::from_utf8_lossy(&query.prepared_statement_handle).to_string();
         let (prepared, bound) = fs.prepared(&handle).map_err(|e| status(&e))?;
         // Parameters may come with the update itself or from an earlier bind.
-        let rows = parameter_rows(request).await?;
+        let rows = parameter_rows(request).await?.rows;
         let rows = if rows.is_empty() { bound } else { rows };
         self.run_update(&fs, prepared, rows).await
     }

@@ -6,6 +6,11 @@
 //! handshake creates a [`Session`] and a token naming it; every later call
 //! presents the token. A token unused for the configured time expires and
 //! its session, with everything it still held, goes away.
+//!
+//! What a client can make a session hold is bounded: sessions per user and
+//! in all, each counting as a connection under the role's `CONNECTION
+//! LIMIT`; queries waiting for their `DoGet`; prepared statements; the
+//! bytes of parameters bound to them (docs/operations.md lists the bounds).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,16 +23,23 @@ use crate::error::LochError;
 use tonic::{Request, Status};
 
 use super::status::unauthenticated;
+use crate::access::authn::ConnectionSlot;
 use crate::commands::Prepared;
+use crate::frontend::MAX_PREPARED_STATEMENTS;
 use crate::session::{CancelState, Output, Session};
 
 /// How many queries a session may leave waiting for `DoGet`: a client that
 /// asks for FlightInfos and never fetches them does not grow the server.
 const MAX_PENDING_QUERIES: usize = 64;
-/// How many prepared statements a session may hold open.
-const MAX_PREPARED: usize = 1024;
 /// How many Flight SQL sessions may be open at once.
 const MAX_SESSIONS: usize = 10_000;
+/// How many Flight SQL sessions one user may have open at once (a role's
+/// `CONNECTION LIMIT`, when lower, refuses sooner).
+pub const MAX_SESSIONS_PER_USER: usize = 256;
+/// Most bytes of parameter values a session keeps bound, all its prepared
+/// statements together (each bind is capped at
+/// [`super::params::MAX_PARAMETER_BYTES`]).
+pub const MAX_SESSION_PARAMETER_BYTES: usize = 4 * super::params::MAX_PARAMETER_BYTES;
 
 /// The work a ticket stands for.
 pub enum Work {
@@ -58,6 +70,8 @@ pub struct PreparedStatement {
     pub prepared: Prepared,
     /// One entry per bound row; empty until a `DoPut` binds parameters.
     pub params: Vec<Vec<ScalarValue>>,
+    /// What `params` take in memory.
+    pub params_bytes: usize,
 }
 
 /// One Flight SQL client's session.
@@ -66,6 +80,9 @@ pub struct FlightSession {
     last_used: Mutex<Instant>,
     queries: Mutex<HashMap<String, Query>>,
     prepared: Mutex<HashMap<String, PreparedStatement>>,
+    /// Its place under the role's `CONNECTION LIMIT`, given back when the
+    /// session goes.
+    _connection: ConnectionSlot,
 }
 
 fn poisoned() -> LochError {
@@ -73,12 +90,13 @@ fn poisoned() -> LochError {
 }
 
 impl FlightSession {
-    fn new(session: Session) -> Self {
+    fn new(session: Session, connection: ConnectionSlot) -> Self {
         FlightSession {
             session,
             last_used: Mutex::new(Instant::now()),
             queries: Mutex::new(HashMap::new()),
             prepared: Mutex::new(HashMap::new()),
+            _connection: connection,
         }
     }
 
@@ -163,9 +181,9 @@ impl FlightSession {
         let handle =
             crate::access::authn::random_hex(16).map_err(|e| LochError::Internal(e.to_string()))?;
         let mut map = self.prepared.lock().map_err(|_| poisoned())?;
-        if map.len() >= MAX_PREPARED {
+        if map.len() >= MAX_PREPARED_STATEMENTS {
             return Err(LochError::TooMany(format!(
-                "a session may hold at most {MAX_PREPARED} prepared statements; close some"
+                "a session may hold at most {MAX_PREPARED_STATEMENTS} prepared statements; close some"
             )));
         }
         map.insert(
@@ -173,6 +191,7 @@ impl FlightSession {
             PreparedStatement {
                 prepared,
                 params: Vec::new(),
+                params_bytes: 0,
             },
         );
         Ok(handle)
@@ -187,13 +206,37 @@ impl FlightSession {
         Ok((statement.prepared.clone(), statement.params.clone()))
     }
 
-    /// Binds parameter rows to a prepared statement.
-    pub fn bind(&self, handle: &str, params: Vec<Vec<ScalarValue>>) -> Result<(), LochError> {
+    /// Binds parameter rows, taking `bytes` in memory, to a prepared
+    /// statement (in place of those bound before), unless the session
+    /// would then keep more than [`MAX_SESSION_PARAMETER_BYTES`] bound.
+    pub fn bind(
+        &self,
+        handle: &str,
+        params: Vec<Vec<ScalarValue>>,
+        bytes: usize,
+    ) -> Result<(), LochError> {
         let mut map = self.prepared.lock().map_err(|_| poisoned())?;
+        if !map.contains_key(handle) {
+            return Err(LochError::UnknownPreparedStatement);
+        }
+        let others: usize = map
+            .iter()
+            .filter(|(h, _)| h.as_str() != handle)
+            .map(|(_, s)| s.params_bytes)
+            .sum();
+        if others.saturating_add(bytes) > MAX_SESSION_PARAMETER_BYTES {
+            return Err(LochError::TooMany(format!(
+                "a session may keep at most {} MiB of parameters bound (its other prepared \
+                 statements hold {} MiB); close some or bind fewer rows",
+                MAX_SESSION_PARAMETER_BYTES >> 20,
+                others.div_ceil(1 << 20)
+            )));
+        }
         let statement = map
             .get_mut(handle)
             .ok_or_else(|| LochError::UnknownPreparedStatement)?;
         statement.params = params;
+        statement.params_bytes = bytes;
         Ok(())
     }
 
@@ -220,17 +263,32 @@ impl Sessions {
         }
     }
 
-    /// Registers a new session; returns its token.
-    pub fn login(&self, session: Session) -> Result<String, LochError> {
+    /// Registers a new session holding `connection`, its place under the
+    /// role's `CONNECTION LIMIT`; returns its token. Refused (53400) when
+    /// the server has [`MAX_SESSIONS`] sessions, or the user
+    /// [`MAX_SESSIONS_PER_USER`]; expired ones are dropped first.
+    pub fn login(&self, session: Session, connection: ConnectionSlot) -> Result<String, LochError> {
         let token =
             crate::access::authn::random_hex(32).map_err(|e| LochError::Internal(e.to_string()))?;
         let mut map = self.by_token.lock().map_err(|_| poisoned())?;
+        self.drop_expired(&mut map);
         if map.len() >= MAX_SESSIONS {
             return Err(LochError::TooMany(format!(
                 "too many Flight SQL sessions (at most {MAX_SESSIONS}); close some"
             )));
         }
-        map.insert(token.clone(), Arc::new(FlightSession::new(session)));
+        let user = session.user();
+        let of_user = map.values().filter(|s| s.session.user() == user).count();
+        if of_user >= MAX_SESSIONS_PER_USER {
+            return Err(LochError::TooMany(format!(
+                "user \"{user}\" has {of_user} Flight SQL sessions open: at most \
+                 {MAX_SESSIONS_PER_USER} per user; close some (CloseSession) or let them expire"
+            )));
+        }
+        map.insert(
+            token.clone(),
+            Arc::new(FlightSession::new(session, connection)),
+        );
         Ok(token)
     }
 
@@ -266,9 +324,13 @@ impl Sessions {
 
     /// Drops the sessions whose tokens expired; returns how many.
     pub fn sweep(&self) -> usize {
-        let Ok(mut map) = self.by_token.lock() else {
-            return 0;
-        };
+        match self.by_token.lock() {
+            Ok(mut map) => self.drop_expired(&mut map),
+            Err(_) => 0,
+        }
+    }
+
+    fn drop_expired(&self, map: &mut HashMap<String, Arc<FlightSession>>) -> usize {
         let before = map.len();
         let now = Instant::now();
         let ttl = self.ttl;

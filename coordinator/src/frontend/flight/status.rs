@@ -31,9 +31,16 @@ pub fn status(error: &LochError) -> Status {
     if sqlstate == "XX000" {
         tracing::warn!(error = %error, "flight sql internal error");
     }
+    sqlstate_status(sqlstate, &error.message())
+}
+
+/// The status for an error known by its SQLSTATE and message: a
+/// [`LochError`]'s, or a login refused by the role's `CONNECTION LIMIT`
+/// (53300, which pg wire answers at startup).
+pub fn sqlstate_status(sqlstate: &'static str, message: &str) -> Status {
     let mut status = Status::new(
         code_for(sqlstate),
-        format!("{} (SQLSTATE {sqlstate})", error.message()),
+        format!("{message} (SQLSTATE {sqlstate})"),
     );
     status
         .metadata_mut()
@@ -64,6 +71,8 @@ mod tests {
         assert_eq!(code_for("42501"), Code::PermissionDenied);
         assert_eq!(code_for("57014"), Code::Cancelled);
         assert_eq!(code_for("53200"), Code::ResourceExhausted);
+        assert_eq!(code_for("53300"), Code::ResourceExhausted);
+        assert_eq!(code_for("53400"), Code::ResourceExhausted);
         assert_eq!(code_for("22012"), Code::InvalidArgument);
         assert_eq!(code_for("XX000"), Code::Internal);
         let s = status(&LochError::Canceled);

@@ -47,7 +47,6 @@ pub struct LochHandlers {
     engine: Engine,
     users: Users,
     cancels: Arc<CancelRegistry>,
-    connections: Arc<ConnectionCounts>,
     /// One generator for the server, so backend pids are unique.
     keys: Arc<RandomPidSecretKeyGenerator>,
     parser: Arc<LochQueryParser>,
@@ -72,7 +71,6 @@ impl LochHandlers {
             tls_required,
             end_point,
             cancels: Arc::new(CancelRegistry::default()),
-            connections: Arc::new(ConnectionCounts::default()),
             keys: Arc::new(RandomPidSecretKeyGenerator::default()),
             parser: Arc::new(LochQueryParser),
         }
@@ -97,7 +95,6 @@ impl PgWireServerHandlers for LochHandlers {
             engine: self.engine.clone(),
             users: self.users.clone(),
             cancels: Arc::clone(&self.cancels),
-            connections: Arc::clone(&self.connections),
             keys: Arc::clone(&self.keys),
             tls_required: self.tls_required,
             end_point: self.end_point.clone(),
@@ -124,7 +121,6 @@ struct Startup {
     engine: Engine,
     users: Users,
     cancels: Arc<CancelRegistry>,
-    connections: Arc<ConnectionCounts>,
     keys: Arc<RandomPidSecretKeyGenerator>,
     tls_required: bool,
     end_point: Option<Arc<[u8]>>,
@@ -316,10 +312,11 @@ impl Startup {
             .login_role(user)
             .map(|(role, _)| role)
             .ok_or_else(|| fatal("28000", LoginFailure::message(user)))?;
+        // pg wire connections and Flight SQL sessions count together.
         let slot = self
-            .connections
-            .acquire(user, role.connection_limit)
-            .ok_or_else(|| fatal("53300", format!("too many connections for role \"{user}\"")))?;
+            .users
+            .open_connection(&role)
+            .map_err(|e| fatal(e.sqlstate(), e.message()))?;
         client.session_extensions().insert(slot);
         // Every database name a client asks for reaches the one Loch catalog.
         let session = Session::new(&self.engine, user, loch_catalog::DATABASE_NAME, params)
@@ -341,47 +338,6 @@ impl Startup {
             .map(|s| s.setting("search_path"))
             .unwrap_or_default();
         finish_authentication(client, &parameters).await
-    }
-}
-
-/// Open connections per user, for `CONNECTION LIMIT`.
-#[derive(Default)]
-pub struct ConnectionCounts {
-    open: Mutex<HashMap<String, usize>>,
-}
-
-impl ConnectionCounts {
-    /// A slot for one more connection of `user`, unless `limit` is reached.
-    fn acquire(self: &Arc<Self>, user: &str, limit: Option<u32>) -> Option<ConnectionSlot> {
-        let mut open = self.open.lock().ok()?;
-        let count = open.entry(user.to_string()).or_default();
-        if limit.is_some_and(|limit| *count >= limit as usize) {
-            return None;
-        }
-        *count += 1;
-        Some(ConnectionSlot {
-            counts: Arc::clone(self),
-            user: user.to_string(),
-        })
-    }
-}
-
-/// One open connection of a user; frees its slot when the connection ends.
-struct ConnectionSlot {
-    counts: Arc<ConnectionCounts>,
-    user: String,
-}
-
-impl Drop for ConnectionSlot {
-    fn drop(&mut self) {
-        if let Ok(mut open) = self.counts.open.lock()
-            && let Some(count) = open.get_mut(&self.user)
-        {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
-                open.remove(&self.user);
-            }
-        }
     }
 }
 
@@ -734,6 +690,48 @@ impl ExtendedQueryHandler for QueryHandler {
 
     fn query_parser(&self) -> Arc<Self::QueryParser> {
         Arc::clone(&self.parser)
+    }
+
+    async fn on_parse<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Parse,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::held::parse(client, message, self.query_parser()).await
+    }
+
+    async fn on_bind<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Bind,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::held::bind(client, message).await
+    }
+
+    async fn on_close<C>(
+        &self,
+        client: &mut C,
+        message: pgwire::messages::extendedquery::Close,
+    ) -> PgWireResult<()>
+    where
+        C: ClientInfo + ClientPortalStore + Sink<PgWireBackendMessage> + Unpin + Send + Sync,
+        C::PortalStore: PortalStore<Statement = Self::Statement>,
+        C::Error: Debug,
+        PgWireError: From<<C as Sink<PgWireBackendMessage>>::Error>,
+    {
+        super::held::close(client, message).await
     }
 
     async fn on_execute<C>(

@@ -7,7 +7,9 @@
 //! table, cancel and `statement_timeout` that stop a running stream, and (in
 //! later issues) its own authentication and grants: see docs/architecture.md.
 
+mod connection;
 mod handler;
+mod held;
 mod response;
 
 use std::net::SocketAddr;
@@ -15,11 +17,12 @@ use std::sync::Arc;
 
 use tokio::net::TcpListener;
 
+pub use connection::MAX_MESSAGE_BYTES;
 pub use handler::LochHandlers;
 
 /// Serves pg wire on `listener` until the process stops. Each connection runs
-/// in its own task: a malformed message or a failure on one connection closes
-/// only that connection.
+/// in its own task: a malformed or oversized message ([`MAX_MESSAGE_BYTES`])
+/// or a failure on one connection closes only that connection.
 /// With `tls`, clients may switch to TLS (`SSLRequest` or direct TLS); the
 /// handlers decide whether a clear-text login is still accepted.
 pub async fn serve(
@@ -55,7 +58,7 @@ async fn serve_connection(
         tracing::debug!(%peer, error = %e, "could not set TCP_NODELAY");
     }
     tracing::debug!(%peer, "pg wire connection opened");
-    if let Err(e) = pgwire::tokio::process_socket(socket, tls, handlers).await {
+    if let Err(e) = connection::serve(socket, handlers, tls).await {
         tracing::debug!(%peer, error = %e, "pg wire connection ended with an error");
     }
     tracing::debug!(%peer, "pg wire connection closed");
