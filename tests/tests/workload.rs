@@ -450,12 +450,17 @@ async fn role_limits_hold_and_resource_settings_are_for_superusers() {
              GRANT SELECT ON nums TO etl;
              ALTER ROLE etl SET max_concurrent_queries = 1;
              ALTER ROLE etl SET statement_timeout = '5s';
-             ALTER ROLE etl SET memory_limit = '64MiB'",
+             ALTER ROLE etl SET memory_limit = '64MiB';
+             ALTER ROLE etl SET datafusion.execution.target_partitions = 3",
         )
         .await
         .unwrap();
     for (sql, code) in [
         ("ALTER ROLE etl SET work_mem = '4MB'", "0A000"),
+        (
+            "ALTER ROLE etl SET datafusion.execution.target_partitions = 'many'",
+            "22023",
+        ),
         ("ALTER ROLE etl SET max_concurrent_queries = 0", "22023"),
         ("ALTER ROLE etl SET memory_limit = 'lots'", "22023"),
         ("ALTER ROLE nobody SET statement_timeout = 1", "42704"),
@@ -467,6 +472,11 @@ async fn role_limits_hold_and_resource_settings_are_for_superusers() {
     let etl = server.connect_as("etl", "etl-pw").await.unwrap();
     assert_eq!(column(&etl, "SHOW statement_timeout").await, vec!["5s"]);
     assert_eq!(column(&etl, "SHOW memory_limit").await, vec!["64MiB"]);
+    // A superuser gave the role its parallelism.
+    assert_eq!(
+        text(&etl, "SHOW datafusion.execution.target_partitions").await,
+        "datafusion.execution.target_partitions\n3\n"
+    );
     for sql in [
         "SET memory_limit = '128MiB'",
         "SET memory_limit = 0",

@@ -32,14 +32,29 @@ impl Session {
         tag: String,
         cancel: Arc<CancelState>,
     ) -> Result<Output, LochError> {
+        use datafusion::logical_expr::Statement;
         self.may_set(&plan)?;
+        // SQL PREPARE and DEALLOCATE: DataFusion keeps the plans, Loch
+        // bounds how many.
+        let prepared = match &plan {
+            LogicalPlan::Statement(Statement::Prepare(p)) => Some((p.name.clone(), true)),
+            LogicalPlan::Statement(Statement::Deallocate(d)) => Some((d.name.clone(), false)),
+            _ => None,
+        };
+        if let Some((name, true)) = &prepared {
+            self.count_sql_prepared(name, None)?;
+        }
         let plan = access::protect(self, plan)?;
         if let LogicalPlan::Ddl(ddl) = plan.plan()
             && let Some(output) = ddl::run(self, ddl).await
         {
             return output;
         }
-        self.run_plan(plan, tag, cancel).await
+        let output = self.run_plan(plan, tag, cancel).await?;
+        if let Some((name, add)) = prepared {
+            self.count_sql_prepared(&name, Some(add))?;
+        }
+        Ok(output)
     }
 
     /// Refuses `SET`/`RESET` of a DataFusion or datafusion-distributed

@@ -126,16 +126,30 @@ pub async fn run(session: &Session, command: SecurityCommand) -> Result<Output, 
             superuser_only("changing a role's settings")?;
             role_exists(&role)?;
             let names: Vec<String> = if name == "all" && value.is_none() {
-                ROLE_SETTINGS.iter().map(|n| n.to_string()).collect()
+                store.role_settings(&role)?.into_keys().collect()
             } else {
-                if !ROLE_SETTINGS.contains(&name.as_str()) {
+                let engine_setting = crate::session::settings::is_engine_setting(&name);
+                if !engine_setting && !ROLE_SETTINGS.contains(&name.as_str()) {
                     return Err(LochError::NotSupported(format!(
-                        "role setting \"{name}\" (a role may set {})",
+                        "role setting \"{name}\" (a role may set {}, and DataFusion's \
+                         and datafusion-distributed's settings)",
                         ROLE_SETTINGS.join(", ")
                     )));
                 }
                 if let Some(value) = &value {
-                    check_role_setting(&name, value)?;
+                    if engine_setting {
+                        // The value must be one the setting takes.
+                        let mut options =
+                            session.context().state().config_options().as_ref().clone();
+                        options.set(&name, value).map_err(|_| {
+                            LochError::InvalidParameterValue {
+                                name: name.clone(),
+                                value: value.clone(),
+                            }
+                        })?;
+                    } else {
+                        check_role_setting(&name, value)?;
+                    }
                 }
                 vec![name]
             };

@@ -37,6 +37,12 @@ use settings::{
 };
 pub use settings::{SERVER_VERSION, version_string};
 
+/// Most prepared statements one session may hold at once, of each kind:
+/// pg wire's named statements (`Parse`), Flight SQL's
+/// `CreatePreparedStatement` handles, and SQL `PREPARE`. Past it a new one
+/// fails with 53400 (gRPC `RESOURCE_EXHAUSTED`) until one is closed.
+pub const MAX_PREPARED_STATEMENTS: usize = 1024;
+
 /// DataFusion's default `sort_spill_reservation_bytes`.
 const SORT_SPILL_RESERVATION: usize = 10 << 20;
 
@@ -52,6 +58,9 @@ pub struct Session {
     block: block::TransactionBlock,
     /// The engine's broadcast-join threshold, which a `memory_limit` lowers.
     broadcast_default: usize,
+    /// The names of the statements SQL `PREPARE` keeps (DataFusion holds
+    /// the plans), to bound them.
+    sql_prepared: Mutex<std::collections::HashSet<String>>,
 }
 
 impl std::fmt::Debug for Session {
@@ -99,11 +108,19 @@ impl Session {
             cancel: Arc::new(CancelState::default()),
             block: Default::default(),
             broadcast_default,
+            sql_prepared: Mutex::default(),
         };
         // The role's defaults first (`ALTER ROLE … SET`), then what the
         // client asked for at connect.
         for (name, value) in session.engine.catalog().store().role_settings(user)? {
-            if name != "max_concurrent_queries" {
+            if settings::is_engine_setting(&name) {
+                // A superuser chose it for the role: no check for who may.
+                let state_ref = session.ctx.state_ref();
+                let mut state = state_ref.write();
+                if let Err(e) = state.config_mut().options_mut().set(&name, &value) {
+                    tracing::warn!(role = user, %name, "role setting not applied: {e}");
+                }
+            } else if name != "max_concurrent_queries" {
                 session.set(&name, Some(value))?;
             }
         }
@@ -205,6 +222,38 @@ impl Session {
             .store()
             .role_settings(&self.user)?
             .remove(name))
+    }
+
+    /// Counts a SQL `PREPARE name` (`Some(true)`), or a `DEALLOCATE name`
+    /// (`Some(false)`), refusing a new one past
+    /// [`MAX_PREPARED_STATEMENTS`]; with `None`, only checks there is room
+    /// for `name`.
+    pub(crate) fn count_sql_prepared(
+        &self,
+        name: &str,
+        add: Option<bool>,
+    ) -> Result<(), LochError> {
+        let mut names = self
+            .sql_prepared
+            .lock()
+            .map_err(|_| LochError::Internal("prepared statements lock poisoned".into()))?;
+        match add {
+            Some(false) => {
+                names.remove(name);
+            }
+            _ if names.contains(name) => {}
+            _ if names.len() >= MAX_PREPARED_STATEMENTS => {
+                return Err(LochError::TooMany(format!(
+                    "a session may hold at most {MAX_PREPARED_STATEMENTS} prepared statements; \
+                     DEALLOCATE some"
+                )));
+            }
+            Some(true) => {
+                names.insert(name.to_string());
+            }
+            None => {}
+        }
+        Ok(())
     }
 
     /// Whether the session's user is a superuser now.

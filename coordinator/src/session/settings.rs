@@ -278,6 +278,13 @@ pub(crate) fn parse_memory_limit(value: &str) -> Option<usize> {
     }
 }
 
+/// Whether `name` is one of DataFusion's or datafusion-distributed's
+/// settings: a superuser may give a role its own (parallelism, memory
+/// reservations), which its sessions start with.
+pub(crate) fn is_engine_setting(name: &str) -> bool {
+    name.starts_with("datafusion.") || name.starts_with("distributed.")
+}
+
 /// Whether `SET name` changes how much memory, disk or parallelism
 /// queries take: only superusers may (the server's limits would mean
 /// little if any user could lift them).

@@ -265,11 +265,17 @@ fn classify(statement: DfStatement) -> Result<Command, LochError> {
             value: Some(charset_name.value.clone()),
         },
         Statement::ShowVariable { variable } => {
-            let name = variable
+            let parts: Vec<String> = variable
                 .iter()
                 .map(|i| i.value.to_ascii_lowercase())
-                .collect::<Vec<_>>()
-                .join(" ");
+                .collect();
+            // Dotted names are DataFusion's; PostgreSQL's are words
+            // (`SHOW TRANSACTION ISOLATION LEVEL`).
+            let dotted = matches!(
+                parts.first().map(String::as_str),
+                Some("datafusion" | "distributed")
+            );
+            let name = parts.join(if dotted { "." } else { " " });
             // DataFusion's settings and datafusion-distributed's (task
             // sizing, broadcast joins, …) are its configuration's own.
             if name.starts_with("datafusion.") || name.starts_with("distributed.") {

@@ -208,7 +208,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
         if p.word("ROLE") || p.word("USER") || p.word("GROUP") {
             let name = p.identifier()?;
             if p.word("SET") {
-                let setting = p.identifier()?.to_ascii_lowercase();
+                let setting = setting_name(&mut p)?;
                 if !(p.token(&Token::Eq) || p.word("TO")) {
                     return Err(p.error("expected = or TO"));
                 }
@@ -223,7 +223,7 @@ pub fn parse(words: &[Token]) -> Result<SecurityCommand, LochError> {
                 let setting = if p.word("ALL") {
                     "all".to_string()
                 } else {
-                    p.identifier()?.to_ascii_lowercase()
+                    setting_name(&mut p)?
                 };
                 p.end()?;
                 return Ok(SecurityCommand::RoleSetting {
@@ -439,6 +439,16 @@ fn name_list(p: &mut Tokens<'_>) -> Result<Vec<String>, LochError> {
         out.push(p.identifier()?);
     }
     Ok(out)
+}
+
+/// A setting's name, dotted for DataFusion's (`datafusion.execution.x`).
+fn setting_name(p: &mut Tokens<'_>) -> Result<String, LochError> {
+    let mut name = p.identifier()?.to_ascii_lowercase();
+    while p.token(&Token::Period) {
+        name.push('.');
+        name.push_str(&p.identifier()?.to_ascii_lowercase());
+    }
+    Ok(name)
 }
 
 /// The rest of the statement as a setting's value: a quoted string, or the
