@@ -12,8 +12,8 @@
 //! handful of big queries. Every query's shape (its plan with the literals
 //! taken out, [`fingerprint`]) is remembered with how long it ran; a query
 //! whose shape last ran within `--fast-query-ms` ([`FAST`] by default)
-//! takes a lane of its own, with as
-//! many turns as the main line. A shape that turns slow goes back to the
+//! takes a lane of its own, with four
+//! times as many turns as the main line. A shape that turns slow goes back to the
 //! main line from its next run. New shapes start in the main line. This is
 //! the history-based flavour of what Databricks SQL calls intelligent
 //! workload management: no cost model to be wrong, just what the same
@@ -40,6 +40,14 @@ use crate::error::LochError;
 /// fast lane (`--fast-query-ms`).
 pub const FAST: Duration = Duration::from_millis(100);
 
+/// A run slower than remembered moves the remembered time this fraction
+/// of the way (a faster one replaces it).
+const SLOW_STEPS: u64 = 8;
+
+/// Turns of the fast lane for each turn of the main line: fast queries
+/// hold theirs briefly.
+const FAST_TURNS: usize = 4;
+
 /// Query shapes remembered (least recently used forgotten first).
 const SHAPES: u64 = 10_000;
 
@@ -61,7 +69,7 @@ pub struct Admission {
     fast: Arc<Semaphore>,
     fast_limit: Duration,
     fast_admitted: AtomicU64,
-    /// How long each query shape last ran (microseconds).
+    /// How long each query shape ran (microseconds).
     history: moka::sync::Cache<u64, u64>,
 }
 
@@ -71,15 +79,31 @@ pub struct Admission {
 pub struct Permit {
     _running: OwnedSemaphorePermit,
     _role: Option<OwnedSemaphorePermit>,
-    shape: Option<(u64, Instant, moka::sync::Cache<u64, u64>)>,
+    shape: Option<Timing>,
+}
+
+/// When a query with a shape started, to remember how long it ran.
+#[derive(Debug)]
+struct Timing {
+    shape: u64,
+    started: Instant,
+    history: moka::sync::Cache<u64, u64>,
 }
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some((shape, started, history)) = self.shape.take() {
-            let micros = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-            history.insert(shape, micros);
-        }
+        let Some(t) = self.shape.take() else {
+            return;
+        };
+        let micros = u64::try_from(t.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // Quick to believe a shape is fast, slow to believe it is slow: one
+        // run slowed by a busy machine must not send a dashboard's lookups
+        // back behind the big queries.
+        let kept = match t.history.get(&t.shape) {
+            Some(before) if micros > before => before + (micros - before) / SLOW_STEPS,
+            _ => micros,
+        };
+        t.history.insert(t.shape, kept);
     }
 }
 
@@ -98,8 +122,8 @@ pub struct AdmissionStats {
 
 impl Admission {
     /// A line of `max_running` running and `max_queued` waiting queries,
-    /// and a fast lane of `max_running` more for shapes that ran at most
-    /// `fast` (zero: no fast lane).
+    /// and a fast lane of [`FAST_TURNS`] times `max_running` more for
+    /// shapes that ran at most `fast` (zero: no fast lane).
     pub fn new(max_running: usize, max_queued: usize, fast: Duration) -> Arc<Self> {
         let max_running = max_running.max(1);
         Arc::new(Admission {
@@ -110,7 +134,7 @@ impl Admission {
             roles: Mutex::new(HashMap::new()),
             admitted: AtomicU64::new(0),
             refused: AtomicU64::new(0),
-            fast: Arc::new(Semaphore::new(max_running)),
+            fast: Arc::new(Semaphore::new(max_running * FAST_TURNS)),
             fast_limit: fast,
             fast_admitted: AtomicU64::new(0),
             history: moka::sync::Cache::new(SHAPES),
@@ -142,7 +166,11 @@ impl Admission {
         if fast {
             self.fast_admitted.fetch_add(1, Ordering::Relaxed);
         }
-        permit.shape = shape.map(|s| (s, Instant::now(), self.history.clone()));
+        permit.shape = shape.map(|shape| Timing {
+            shape,
+            started: Instant::now(),
+            history: self.history.clone(),
+        });
         Ok(permit)
     }
 

@@ -77,17 +77,19 @@ pub struct MemoryOptions {
 const COORDINATOR_SHARE: f64 = 0.25;
 
 /// Most memory one running query is planned with when choosing the
-/// default `--max-concurrent-queries` (with at most 4 per core).
+/// default `--max-concurrent-queries` (with at most one per core).
 const MEMORY_PER_QUERY: u64 = 256 << 20;
 
 impl MemoryOptions {
-    /// The default number of queries at once: 4 per core, at most one per
-    /// [`MEMORY_PER_QUERY`] of memory, at least 2.
+    /// The default number of queries at once: one per core (each query
+    /// already uses every core: more at once only share the CPU and hold
+    /// more memory), at most one per [`MEMORY_PER_QUERY`] of memory, at
+    /// least 2. Queries that ran fast take the fast lane besides.
     fn max_concurrent(&self) -> usize {
         self.max_concurrent_queries.unwrap_or_else(|| {
             let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
             let by_memory = usize::try_from(self.total / MEMORY_PER_QUERY).unwrap_or(usize::MAX);
-            (4 * cores).min(by_memory).max(2)
+            cores.min(by_memory).max(2)
         })
     }
 }
