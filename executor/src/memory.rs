@@ -271,7 +271,7 @@ pub fn disk_manager(dir: PathBuf, limit: u64) -> Result<Arc<DiskManager>> {
     ))
 }
 
-/// Bytes of spill files under `dir` now (for tests and `system.memory`).
+/// The spill files under `dir` now (for tests).
 pub fn spill_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -151,12 +151,7 @@ impl SystemRows for CachesTable {
                 });
             }
         }
-        let column = |f: fn(&CacheStats) -> u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter()
-                    .map(|r| i64::try_from(f(&r.stats)).unwrap_or(i64::MAX)),
-            ))
-        };
+        let column = |f: fn(&CacheStats) -> u64| counts(&rows, |r| f(&r.stats));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| r.name))),
             column(|s| s.entries),
@@ -172,6 +167,15 @@ impl SystemRows for CachesTable {
         ];
         Ok(RecordBatch::try_new(self.schema.clone(), columns)?)
     }
+}
+
+/// A column of counts, one per row (`i64::MAX` past it: SQL has no
+/// unsigned 64-bit integers).
+fn counts<T>(rows: &[T], count: impl Fn(&T) -> u64) -> ArrayRef {
+    Arc::new(Int64Array::from_iter_values(
+        rows.iter()
+            .map(|r| i64::try_from(count(r)).unwrap_or(i64::MAX)),
+    ))
 }
 
 /// `system.memory`: one row per process, the coordinator first.
@@ -220,12 +224,7 @@ impl SystemRows for MemoryTable {
                 rows.push((executor.id, executor.pid, memory));
             }
         }
-        let column = |f: fn(&MemoryStats) -> u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values(
-                rows.iter()
-                    .map(|r| i64::try_from(f(&r.2)).unwrap_or(i64::MAX)),
-            ))
-        };
+        let column = |f: fn(&MemoryStats) -> u64| counts(&rows, |r| f(&r.2));
         let columns: Vec<ArrayRef> = vec![
             Arc::new(StringArray::from_iter_values(rows.iter().map(|r| &r.0))),
             Arc::new(Int64Array::from_iter_values(
@@ -272,11 +271,7 @@ impl SystemRows for AdmissionTable {
 
     fn batch(&self) -> Result<RecordBatch> {
         let stats = self.admission.stats();
-        let one = |n: u64| -> ArrayRef {
-            Arc::new(Int64Array::from_iter_values([
-                i64::try_from(n).unwrap_or(i64::MAX)
-            ]))
-        };
+        let one = |n: u64| counts(&[n], |&n| n);
         let columns: Vec<ArrayRef> = vec![
             one(stats.max_running as u64),
             one(stats.max_queued as u64),

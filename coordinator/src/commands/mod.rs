@@ -36,25 +36,38 @@ impl Session {
         self.may_set(&plan)?;
         // SQL PREPARE and DEALLOCATE: DataFusion keeps the plans, Loch
         // bounds how many.
-        let prepared = match &plan {
-            LogicalPlan::Statement(Statement::Prepare(p)) => Some((p.name.clone(), true)),
-            LogicalPlan::Statement(Statement::Deallocate(d)) => Some((d.name.clone(), false)),
-            _ => None,
+        let (new_name, deallocate) = match &plan {
+            LogicalPlan::Statement(Statement::Prepare(p)) => (
+                self.hold_sql_prepared(&p.name)?.then(|| p.name.clone()),
+                None,
+            ),
+            LogicalPlan::Statement(Statement::Deallocate(d)) => (None, Some(d.name.clone())),
+            _ => (None, None),
         };
-        if let Some((name, true)) = &prepared {
-            self.count_sql_prepared(name, None)?;
+        let output = self.protected(plan, tag, cancel).await;
+        match (&output, new_name, deallocate) {
+            // A PREPARE of a new name that failed keeps nothing.
+            (Err(_), Some(name), _) | (Ok(_), _, Some(name)) => self.forget_sql_prepared(&name)?,
+            _ => {}
         }
+        output
+    }
+
+    /// Runs a plan after the access check: DDL to the catalog, the rest to
+    /// the planner.
+    async fn protected(
+        &self,
+        plan: LogicalPlan,
+        tag: String,
+        cancel: Arc<CancelState>,
+    ) -> Result<Output, LochError> {
         let plan = access::protect(self, plan)?;
         if let LogicalPlan::Ddl(ddl) = plan.plan()
             && let Some(output) = ddl::run(self, ddl).await
         {
             return output;
         }
-        let output = self.run_plan(plan, tag, cancel).await?;
-        if let Some((name, add)) = prepared {
-            self.count_sql_prepared(&name, Some(add))?;
-        }
-        Ok(output)
+        self.run_plan(plan, tag, cancel).await
     }
 
     /// Refuses `SET`/`RESET` of a DataFusion or datafusion-distributed

@@ -224,36 +224,33 @@ impl Session {
             .remove(name))
     }
 
-    /// Counts a SQL `PREPARE name` (`Some(true)`), or a `DEALLOCATE name`
-    /// (`Some(false)`), refusing a new one past
-    /// [`MAX_PREPARED_STATEMENTS`]; with `None`, only checks there is room
-    /// for `name`.
-    pub(crate) fn count_sql_prepared(
-        &self,
-        name: &str,
-        add: Option<bool>,
-    ) -> Result<(), LochError> {
-        let mut names = self
-            .sql_prepared
-            .lock()
-            .map_err(|_| LochError::Internal("prepared statements lock poisoned".into()))?;
-        match add {
-            Some(false) => {
-                names.remove(name);
-            }
-            _ if names.contains(name) => {}
-            _ if names.len() >= MAX_PREPARED_STATEMENTS => {
-                return Err(LochError::TooMany(format!(
-                    "a session may hold at most {MAX_PREPARED_STATEMENTS} prepared statements; \
-                     DEALLOCATE some"
-                )));
-            }
-            Some(true) => {
-                names.insert(name.to_string());
-            }
-            None => {}
+    /// Holds a place for the statement SQL `PREPARE name` keeps, refusing
+    /// a new name past [`MAX_PREPARED_STATEMENTS`]; true when the name is
+    /// new.
+    pub(crate) fn hold_sql_prepared(&self, name: &str) -> Result<bool, LochError> {
+        let mut names = self.sql_prepared_names()?;
+        if !names.contains(name) && names.len() >= MAX_PREPARED_STATEMENTS {
+            return Err(LochError::TooMany(format!(
+                "a session may hold at most {MAX_PREPARED_STATEMENTS} prepared statements; \
+                 DEALLOCATE some"
+            )));
         }
+        Ok(names.insert(name.to_string()))
+    }
+
+    /// Gives back the place of a statement SQL `DEALLOCATE` (or a failed
+    /// `PREPARE`) let go.
+    pub(crate) fn forget_sql_prepared(&self, name: &str) -> Result<(), LochError> {
+        self.sql_prepared_names()?.remove(name);
         Ok(())
+    }
+
+    fn sql_prepared_names(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, std::collections::HashSet<String>>, LochError> {
+        self.sql_prepared
+            .lock()
+            .map_err(|_| LochError::Internal("prepared statements lock poisoned".into()))
     }
 
     /// Whether the session's user is a superuser now.
